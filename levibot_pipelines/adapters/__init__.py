@@ -1,0 +1,1 @@
+"""Side effects without Dagster: exchange sources, Parquet/DuckDB storage, alerts."""

@@ -1,0 +1,147 @@
+"""Parquet store (the source of truth) and the DuckDB views over it.
+
+Every write goes to a temporary file in the target directory and is renamed over the old file,
+so a crash never leaves a half-written Parquet file. OHLCV upserts keep the stored bar when a
+timestamp arrives again: a bad or repeated page can never overwrite or drop stored bars.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from levibot_pipelines.core.features import FEATURE_SCHEMA
+from levibot_pipelines.core.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    added: int
+    total: int
+    first_bar: int | None
+    last_bar: int | None
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ParquetStore:
+    """Files under ``home``: ``ohlcv/{SYMBOL}.parquet``, ``features/cross_asset_features.parquet``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home)
+        self.ohlcv_dir = self.home / "ohlcv"
+        self.features_path = self.home / "features" / "cross_asset_features.parquet"
+
+    def ohlcv_path(self, symbol: str) -> Path:
+        return self.ohlcv_dir / f"{symbol}.parquet"
+
+    def read_ohlcv(self, symbol: str) -> pl.DataFrame:
+        path = self.ohlcv_path(symbol)
+        if not path.exists():
+            return empty_ohlcv()
+        return pl.read_parquet(path)
+
+    def read_all_ohlcv(self, symbols: tuple[str, ...] | list[str]) -> pl.DataFrame:
+        """Long frame of every stored bar of ``symbols``; raises naming symbols with no data."""
+        absent = [s for s in symbols if not self.ohlcv_path(s).exists()]
+        if absent:
+            raise FileNotFoundError(
+                f"no stored OHLCV for {absent} under {self.ohlcv_dir}; materialize ohlcv first"
+            )
+        return pl.concat([pl.read_parquet(self.ohlcv_path(s)) for s in symbols])
+
+    def timestamps(self, symbol: str) -> pl.Series:
+        """Sorted open times of the stored bars of ``symbol`` (empty when none)."""
+        path = self.ohlcv_path(symbol)
+        if not path.exists():
+            return pl.Series("timestamp", [], dtype=pl.Int64)
+        return pl.read_parquet(path, columns=["timestamp"]).get_column("timestamp")
+
+    def last_timestamp(self, symbol: str) -> int | None:
+        path = self.ohlcv_path(symbol)
+        if not path.exists():
+            return None
+        return pl.scan_parquet(path).select(pl.col("timestamp").max()).collect().item()
+
+    def upsert_ohlcv(self, symbol: str, bars: pl.DataFrame) -> UpsertResult:
+        """Merge validated ``bars`` into the symbol's file by timestamp; stored bars win."""
+        if dict(bars.schema) != OHLCV_SCHEMA:
+            raise SchemaError(f"bars for {symbol} do not match OHLCV_SCHEMA: {dict(bars.schema)}")
+        wrong = bars.filter(pl.col("symbol") != symbol)
+        if wrong.height:
+            raise ValueError(
+                f"upsert for {symbol} got bars of {wrong['symbol'].unique().to_list()}"
+            )
+        stored = self.read_ohlcv(symbol)
+        merged = (
+            pl.concat([stored, bars]).unique("timestamp", keep="first", maintain_order=True)
+            if stored.height
+            else bars.unique("timestamp", keep="first", maintain_order=True)
+        ).sort("timestamp")
+        added = merged.height - stored.height
+        if added:
+            write_parquet_atomic(merged, self.ohlcv_path(symbol))
+        ts = merged.get_column("timestamp")
+        return UpsertResult(
+            added=added,
+            total=merged.height,
+            first_bar=ts.min() if merged.height else None,
+            last_bar=ts.max() if merged.height else None,
+        )
+
+    def write_features(self, features: pl.DataFrame) -> None:
+        if dict(features.schema) != FEATURE_SCHEMA:
+            raise SchemaError(
+                f"feature table does not match FEATURE_SCHEMA: {dict(features.schema)}"
+            )
+        write_parquet_atomic(features, self.features_path)
+
+    def read_features(self) -> pl.DataFrame:
+        if not self.features_path.exists():
+            raise FileNotFoundError(
+                f"no feature table at {self.features_path}; materialize cross_asset_features first"
+            )
+        return pl.read_parquet(self.features_path)
+
+    def features_last_timestamp(self) -> int | None:
+        if not self.features_path.exists():
+            return None
+        return (
+            pl.scan_parquet(self.features_path).select(pl.col("timestamp").max()).collect().item()
+        )
+
+
+def refresh_views(conn, store: ParquetStore) -> list[str]:
+    """(Re)create the DuckDB views ``ohlcv`` and ``cross_asset_features`` over the Parquet files.
+
+    ``conn`` is a DuckDB connection. Views are created only for data that exists; returns their
+    names.
+    """
+    created = []
+    if any(store.ohlcv_dir.glob("*.parquet")):
+        glob = (store.ohlcv_dir / "*.parquet").as_posix()
+        conn.execute(
+            "CREATE OR REPLACE VIEW ohlcv AS SELECT symbol, timestamp, open, high, low, close, "
+            f"volume, source FROM read_parquet('{glob}')"
+        )
+        created.append("ohlcv")
+    if store.features_path.exists():
+        conn.execute(
+            "CREATE OR REPLACE VIEW cross_asset_features AS SELECT * FROM "
+            f"read_parquet('{store.features_path.as_posix()}')"
+        )
+        created.append("cross_asset_features")
+    return created

@@ -1,0 +1,1 @@
+"""Pure domain logic: no dagster, ccxt, duckdb, mlflow, files or environment."""

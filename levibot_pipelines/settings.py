@@ -1,0 +1,164 @@
+"""Settings: one frozen object built from ``LEVIBOT_*`` environment variables.
+
+This is the only module that reads the environment. Everything else receives a ``Settings``
+(or the plain values it holds), so tests build one explicitly with ``Settings.from_env(env)``.
+Invalid values fail at start with a message naming the variable and the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from levibot_pipelines.core.timeframes import TIMEFRAME_MS
+
+SOURCES = ("synthetic", "ccxt", "files")
+DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+DEFAULT_START = "2025-01-01"
+
+
+class SettingsError(ValueError):
+    """A LEVIBOT_* variable holds a value the pipeline cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    source: str = "synthetic"
+    exchange: str = "binance"
+    exchange_api_url: str | None = None
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    timeframe: str = "15m"
+    start: str = DEFAULT_START
+    files_dir: Path | None = None
+    alert_webhook: str | None = None
+    synthetic_seed: int = 7
+    label_horizon: int = 1
+    max_staleness_minutes: float = 5.0
+    fail_staleness_minutes: float = 30.0
+    ingest_cron: str = "1-59/15 * * * *"
+
+    @property
+    def timeframe_ms(self) -> int:
+        return TIMEFRAME_MS[self.timeframe]
+
+    @property
+    def start_ms(self) -> int:
+        return int(datetime.fromisoformat(self.start).replace(tzinfo=UTC).timestamp() * 1000)
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: the process environment), validating each value."""
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(name)
+            return default if value is None or value.strip() == "" else value.strip()
+
+        home = Path(get("LEVIBOT_HOME", "./.levibot")).expanduser().resolve()
+        source = _choice("LEVIBOT_SOURCE", get("LEVIBOT_SOURCE", "synthetic"), SOURCES)
+        timeframe = _choice("LEVIBOT_TIMEFRAME", get("LEVIBOT_TIMEFRAME", "15m"), TIMEFRAME_MS)
+        symbols = _symbols(get("LEVIBOT_SYMBOLS", ",".join(DEFAULT_SYMBOLS)))
+        start = _iso_date("LEVIBOT_START", get("LEVIBOT_START", DEFAULT_START))
+        files_dir = get("LEVIBOT_FILES_DIR")
+        if source == "files" and files_dir is None:
+            raise SettingsError("LEVIBOT_FILES_DIR must be set when LEVIBOT_SOURCE=files")
+        api_url = get("LEVIBOT_EXCHANGE_API_URL")
+        if api_url is not None and not api_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"LEVIBOT_EXCHANGE_API_URL={api_url!r}: expected an http:// or https:// URL"
+            )
+        webhook = get("LEVIBOT_ALERT_WEBHOOK")
+        if webhook is not None and not webhook.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"LEVIBOT_ALERT_WEBHOOK={webhook!r}: expected an http:// or https:// URL"
+            )
+        warn = _positive_float(
+            "LEVIBOT_MAX_STALENESS_MINUTES", get("LEVIBOT_MAX_STALENESS_MINUTES", "5")
+        )
+        fail = _positive_float(
+            "LEVIBOT_FAIL_STALENESS_MINUTES", get("LEVIBOT_FAIL_STALENESS_MINUTES", "30")
+        )
+        if fail < warn:
+            raise SettingsError(
+                f"LEVIBOT_FAIL_STALENESS_MINUTES={fail} must be >= "
+                f"LEVIBOT_MAX_STALENESS_MINUTES={warn}"
+            )
+        return cls(
+            home=home,
+            source=source,
+            exchange=get("LEVIBOT_EXCHANGE", "binance").lower(),
+            exchange_api_url=api_url,
+            symbols=symbols,
+            timeframe=timeframe,
+            start=start,
+            files_dir=Path(files_dir).expanduser().resolve() if files_dir else None,
+            alert_webhook=webhook,
+            synthetic_seed=_int("LEVIBOT_SYNTHETIC_SEED", get("LEVIBOT_SYNTHETIC_SEED", "7")),
+            label_horizon=_positive_int("LEVIBOT_LABEL_HORIZON", get("LEVIBOT_LABEL_HORIZON", "1")),
+            max_staleness_minutes=warn,
+            fail_staleness_minutes=fail,
+            ingest_cron=get("LEVIBOT_INGEST_CRON", "1-59/15 * * * *"),
+        )
+
+
+def _choice(name: str, value: str, allowed) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not allowed; expected one of {sorted(allowed)}")
+    return value
+
+
+def _symbols(raw: str) -> tuple[str, ...]:
+    symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+    bad = [s for s in symbols if not s.isalnum()]
+    if not symbols or bad:
+        raise SettingsError(
+            f"LEVIBOT_SYMBOLS={raw!r}: expected comma-separated exchange symbols like "
+            "'BTCUSDT,ETHUSDT,SOLUSDT' (letters and digits only)"
+        )
+    if len(set(symbols)) != len(symbols):
+        raise SettingsError(f"LEVIBOT_SYMBOLS={raw!r} lists a symbol twice")
+    return symbols
+
+
+def _iso_date(name: str, raw: str) -> str:
+    try:
+        datetime.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an ISO date such as 2025-01-01") from None
+    return raw
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+
+
+def _positive_int(name: str, raw: str) -> int:
+    value = _int(name, raw)
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r}: expected an integer >= 1")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number of minutes") from None
+    if not value > 0:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number of minutes")
+    return value

@@ -14,11 +14,14 @@ FEATURES_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def load_definitions() -> dg.Definitions:
+    """Load the defs folder and apply the freshness policies."""
     Settings.from_env()  # fail at load with a clear message on a bad LEVIBOT_* value
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return loaded.map_resolved_asset_specs(
         func=lambda spec: dg.apply_freshness_policy(spec, FEATURES_FRESHNESS),
         selection="cross_asset_features",
     )
+
+
+defs = dg.definitions(load_definitions)

@@ -78,8 +78,10 @@ class FilesSource:
 
 
 class CcxtSource:
-    """Paginated OHLCV from any ccxt exchange, rate limited, with bounded retry on transient
-    errors (ccxt ``NetworkError``: timeouts, 429/418 rate limits, 5xx, DDoS protection)."""
+    """Paginated OHLCV from any ccxt exchange, rate limited, with bounded exponential-backoff retry
+    on what ccxt classes as recoverable (``OperationFailed``: its ``NetworkError`` family of
+    timeouts, 429/418 rate limits, 5xx and DDoS protection, plus exchange codes such as Binance's
+    -1000 "unknown error"). Everything else (bad symbol, auth, bad request) is raised at once."""
 
     name = "ccxt"
 
@@ -120,7 +122,7 @@ class CcxtSource:
         for attempt in range(self.max_retries + 1):
             try:
                 return fn()
-            except ccxt.NetworkError as exc:
+            except ccxt.OperationFailed as exc:
                 if attempt == self.max_retries:
                     raise
                 delay = self.backoff_s * 2**attempt

@@ -38,7 +38,8 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
 
 
 class ParquetStore:
-    """Files under ``home``: ``ohlcv/{SYMBOL}.parquet``, ``features/cross_asset_features.parquet``."""
+    """Files under ``home``: ``ohlcv/{SYMBOL}.parquet``, ``features/...parquet``
+    (the DuckDB file ``warehouse.duckdb`` beside them holds views only)."""
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)

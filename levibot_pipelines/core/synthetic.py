@@ -53,7 +53,7 @@ class MarketParams:
     t_dof: float = 5.0  # Student-t degrees of freedom of the shocks
     regime_switch: float = 0.002  # probability per bar of leaving the current regime
     regime_vol: tuple[float, float, float] = (0.75, 1.0, 1.6)  # calm, trending, turbulent
-    trend_drift: float = 0.06  # drift in trending regimes, in units of the bar's volatility
+    trend_drift: float = 0.03  # drift in trending regimes, in units of the bar's volatility
 
 
 def _rng(seed: int, stream: str, symbol: str = "") -> np.random.Generator:

@@ -1,0 +1,50 @@
+# Every target creates/reuses .venv and installs the project into it when pyproject.toml changes,
+# so on a fresh machine `make demo` and `make test` are the whole set-up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+export LEVIBOT_HOME ?= $(CURDIR)/.levibot
+export DAGSTER_HOME ?= $(LEVIBOT_HOME)/dagster
+export MLFLOW_DISABLE_TELEMETRY := true
+export DAGSTER_DISABLE_TELEMETRY := true
+
+.PHONY: install instance demo test lint format dev bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+instance:
+	@mkdir -p $(DAGSTER_HOME)
+	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install instance
+	$(VENV)/bin/levibot demo
+
+lint: install
+	$(VENV)/bin/ruff check levibot_pipelines levibot_pipelines_tests benchmarks
+	$(VENV)/bin/ruff format --check levibot_pipelines levibot_pipelines_tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format levibot_pipelines levibot_pipelines_tests benchmarks
+	$(VENV)/bin/ruff check --fix levibot_pipelines levibot_pipelines_tests benchmarks
+
+test: install lint
+	$(PY) -m pytest -q
+
+# The Dagster UI (webserver + daemon) on http://127.0.0.1:3000, over the same instance as `make demo`.
+dev: install instance
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(LEVIBOT_HOME) .pytest_cache .ruff_cache

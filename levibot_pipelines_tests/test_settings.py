@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from levibot_pipelines.settings import Settings, SettingsError
+
+
+def test_defaults(tmp_path):
+    s = Settings.from_env({"LEVIBOT_HOME": str(tmp_path)})
+    assert s.home == tmp_path.resolve()
+    assert s.source == "synthetic"
+    assert s.exchange == "binance"
+    assert s.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert s.timeframe_ms == 900_000
+    assert s.start_ms == 1_735_689_600_000  # 2025-01-01 00:00 UTC
+    assert s.warehouse_path == tmp_path.resolve() / "warehouse.duckdb"
+    assert s.exchange_api_url is None and s.alert_webhook is None
+
+
+def test_values_are_parsed_and_normalised(tmp_path):
+    s = Settings.from_env(
+        {
+            "LEVIBOT_HOME": str(tmp_path),
+            "LEVIBOT_SOURCE": "files",
+            "LEVIBOT_FILES_DIR": str(tmp_path),
+            "LEVIBOT_SYMBOLS": " btcusdt, ETHUSDT ",
+            "LEVIBOT_EXCHANGE_API_URL": "http://127.0.0.1:8080/api/v3",
+            "LEVIBOT_START": "2023-04-01",
+        }
+    )
+    assert s.symbols == ("BTCUSDT", "ETHUSDT")
+    assert s.files_dir == Path(tmp_path).resolve()
+    assert s.start_ms == 1_680_307_200_000
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"LEVIBOT_SOURCE": "kafka"}, r"LEVIBOT_SOURCE='kafka'.*\['ccxt', 'files', 'synthetic'\]"),
+        ({"LEVIBOT_TIMEFRAME": "7m"}, r"LEVIBOT_TIMEFRAME='7m'.*'15m'"),
+        ({"LEVIBOT_SYMBOLS": "BTC/USDT"}, r"LEVIBOT_SYMBOLS='BTC/USDT'"),
+        ({"LEVIBOT_SYMBOLS": "BTCUSDT,BTCUSDT"}, r"LEVIBOT_SYMBOLS=.*twice"),
+        ({"LEVIBOT_START": "yesterday"}, r"LEVIBOT_START='yesterday'.*ISO date"),
+        ({"LEVIBOT_SOURCE": "files"}, r"LEVIBOT_FILES_DIR must be set"),
+        ({"LEVIBOT_EXCHANGE_API_URL": "localhost:8080"}, r"LEVIBOT_EXCHANGE_API_URL='localhost"),
+        ({"LEVIBOT_ALERT_WEBHOOK": "hooks"}, r"LEVIBOT_ALERT_WEBHOOK='hooks'"),
+        ({"LEVIBOT_LABEL_HORIZON": "0"}, r"LEVIBOT_LABEL_HORIZON='0'.*>= 1"),
+        ({"LEVIBOT_MAX_STALENESS_MINUTES": "-1"}, r"LEVIBOT_MAX_STALENESS_MINUTES='-1'"),
+        (
+            {"LEVIBOT_MAX_STALENESS_MINUTES": "10", "LEVIBOT_FAIL_STALENESS_MINUTES": "5"},
+            r"LEVIBOT_FAIL_STALENESS_MINUTES=5.0 must be >=",
+        ),
+    ],
+)
+def test_invalid_values_name_the_variable(tmp_path, env, match):
+    with pytest.raises(SettingsError, match=match):
+        Settings.from_env({"LEVIBOT_HOME": str(tmp_path), **env})

@@ -1,0 +1,85 @@
+import duckdb
+import polars as pl
+import pytest
+
+from levibot_pipelines.adapters.ingest import ingest_symbol
+from levibot_pipelines.adapters.sources import SyntheticSource
+from levibot_pipelines.adapters.store import ParquetStore, refresh_views
+from levibot_pipelines.core.features import build_features
+from levibot_pipelines.core.validation import SchemaError, validate_ohlcv
+from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS
+
+
+def clean(rows, symbol="BTCUSDT"):
+    raw = pl.DataFrame(
+        rows, schema=["timestamp", "open", "high", "low", "close", "volume"], orient="row"
+    )
+    return validate_ohlcv(raw, symbol=symbol, source="test", tf_ms=TF_MS).bars
+
+
+def test_upsert_is_idempotent_and_stored_bars_win(tmp_path):
+    store = ParquetStore(tmp_path)
+    first = clean([(0, 1.0, 2.0, 0.5, 1.5, 1.0), (TF_MS, 1.5, 2.0, 1.0, 1.8, 1.0)])
+    assert store.upsert_ohlcv("BTCUSDT", first).added == 2
+    mtime = store.ohlcv_path("BTCUSDT").stat().st_mtime_ns
+    again = store.upsert_ohlcv("BTCUSDT", first)
+    assert (again.added, again.total) == (0, 2)
+    assert store.ohlcv_path("BTCUSDT").stat().st_mtime_ns == mtime  # nothing rewritten
+    revised = clean([(TF_MS, 9.0, 9.0, 9.0, 9.0, 9.0), (2 * TF_MS, 1.8, 2.0, 1.7, 1.9, 1.0)])
+    result = store.upsert_ohlcv("BTCUSDT", revised)
+    assert (result.added, result.total, result.first_bar, result.last_bar) == (1, 3, 0, 2 * TF_MS)
+    stored = store.read_ohlcv("BTCUSDT")
+    assert stored["close"].to_list() == [1.5, 1.8, 1.9]  # the stored bar at TF_MS was kept
+    assert list(tmp_path.joinpath("ohlcv").iterdir()) == [store.ohlcv_path("BTCUSDT")]
+
+
+def test_upsert_refuses_wrong_schema_or_symbol(tmp_path):
+    store = ParquetStore(tmp_path)
+    bars = clean([(0, 1.0, 2.0, 0.5, 1.5, 1.0)])
+    with pytest.raises(SchemaError, match="do not match OHLCV_SCHEMA"):
+        store.upsert_ohlcv("BTCUSDT", bars.drop("source"))
+    with pytest.raises(ValueError, match=r"upsert for ETHUSDT got bars of \['BTCUSDT'\]"):
+        store.upsert_ohlcv("ETHUSDT", bars)
+    assert not store.ohlcv_path("ETHUSDT").exists()
+
+
+def test_incremental_synthetic_ingest_fetches_only_new_bars(tmp_path):
+    store = ParquetStore(tmp_path)
+    source = SyntheticSource(start_ms=0, tf_ms=TF_MS, seed=1)
+    now = 1000 * TF_MS + 60_000  # bar 999 closed one minute ago
+    first = ingest_symbol(source, store, "ETHUSDT", start_ms=0, now_ms=now, tf_ms=TF_MS)
+    assert (first.fetched, first.rows_added, first.total_rows) == (1000, 1000, 1000)
+    assert first.last_bar == 999 * TF_MS and first.data_lag_s == 60.0
+    same = ingest_symbol(source, store, "ETHUSDT", start_ms=0, now_ms=now, tf_ms=TF_MS)
+    assert (same.fetched, same.rows_added, same.total_rows) == (0, 0, 1000)
+    later = ingest_symbol(source, store, "ETHUSDT", start_ms=0, now_ms=now + 2 * TF_MS, tf_ms=TF_MS)
+    assert (later.fetched, later.rows_added, later.total_rows) == (2, 2, 1002)
+    # Incremental bars are exactly what a single full run would have stored.
+    full = ParquetStore(tmp_path / "full")
+    ingest_symbol(source, full, "ETHUSDT", start_ms=0, now_ms=now + 2 * TF_MS, tf_ms=TF_MS)
+    assert store.read_ohlcv("ETHUSDT").equals(full.read_ohlcv("ETHUSDT"))
+
+
+def test_duckdb_views_over_parquet(tmp_path):
+    store = ParquetStore(tmp_path)
+    source = SyntheticSource(start_ms=0, tf_ms=TF_MS, seed=1)
+    for s in SYMBOLS:
+        ingest_symbol(source, store, s, start_ms=0, now_ms=400 * TF_MS, tf_ms=TF_MS)
+    store.write_features(build_features(store.read_all_ohlcv(SYMBOLS), tf_ms=TF_MS))
+    db = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(db)) as conn:
+        assert refresh_views(conn, store) == ["ohlcv", "cross_asset_features"]
+    with duckdb.connect(str(db), read_only=True) as conn:
+        counts = conn.sql("SELECT symbol, count(*) AS n FROM ohlcv GROUP BY 1 ORDER BY 1").pl()
+        assert counts.rows() == [(s, 400) for s in SYMBOLS]  # bars 0..399: 399 closed at now
+        cols = conn.sql("DESCRIBE ohlcv").pl()["column_name"].to_list()
+        assert cols == ["symbol", "timestamp", "open", "high", "low", "close", "volume", "source"]
+        n = conn.sql("SELECT count(*) FROM cross_asset_features").fetchone()[0]
+        assert n == 3 * (400 - 199)
+
+
+def test_views_skip_missing_data(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as conn:
+        assert refresh_views(conn, ParquetStore(tmp_path)) == []
+    with pytest.raises(FileNotFoundError, match=r"no stored OHLCV for \['BTCUSDT'\]"):
+        ParquetStore(tmp_path).read_all_ohlcv(["BTCUSDT"])

@@ -74,7 +74,7 @@ def test_duckdb_views_over_parquet(tmp_path):
         assert counts.rows() == [(s, 400) for s in SYMBOLS]  # bars 0..399: 399 closed at now
         cols = conn.sql("DESCRIBE ohlcv").pl()["column_name"].to_list()
         assert cols == ["symbol", "timestamp", "open", "high", "low", "close", "volume", "source"]
-        n = conn.sql("SELECT count(*) FROM cross_asset_features").fetchone()[0]
+        n = conn.sql("SELECT count(*) FROM cross_asset_features").fetchall()[0][0]
         assert n == 3 * (400 - 199)
 
 

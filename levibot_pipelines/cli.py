@@ -75,8 +75,9 @@ def cmd_demo(settings: Settings) -> int:
         print(status_table(settings, int(time.time() * 1000)))
         with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
             newest = conn.sql(
-                "SELECT symbol, to_timestamp(timestamp / 1000) AS bar_open, close, ret_1, ema_20, z_20, vol_20, ratio_BTC_ETH, "
-                "lead_ret_BTC FROM cross_asset_features QUALIFY row_number() OVER "
+                "SELECT symbol, to_timestamp(timestamp / 1000) AS bar_open, close, ret_1, "
+                "ema_20, z_20, vol_20, ratio_BTC_ETH, lead_ret_BTC FROM cross_asset_features "
+                "QUALIFY row_number() OVER "
                 "(PARTITION BY symbol ORDER BY timestamp DESC) = 1 ORDER BY symbol"
             ).pl()
         print("newest feature rows (DuckDB view cross_asset_features):")

@@ -2,6 +2,7 @@
 ``/api/v3/klines``) over in-memory candles, so ccxt runs unmodified against it.
 
 Test hooks: ``fail_next`` queues HTTP statuses for the next kline requests (429, 500, ...),
+``fail_from`` makes every kline request from that index on fail (an outage),
 ``corrupt`` overrides fields of chosen bars, ``visible_until`` hides bars after a time (a live
 feed that grows), and ``kline_requests`` records every kline query.
 """
@@ -37,8 +38,18 @@ def _market(symbol: str) -> dict:
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000", "tickSize": "0.01"},
-            {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000", "stepSize": "0.00001"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.01",
+                "maxPrice": "1000000",
+                "tickSize": "0.01",
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": "0.00001",
+                "maxQty": "9000",
+                "stepSize": "0.00001",
+            },
         ],
         "permissions": ["SPOT"],
         "permissionSets": [["SPOT"]],
@@ -49,6 +60,7 @@ class FakeBinance:
     def __init__(self, frames: dict[str, pl.DataFrame]) -> None:
         self.frames = {s: df.sort("timestamp") for s, df in frames.items()}
         self.fail_next: deque[int] = deque()
+        self.fail_from: int | None = None  # every kline request from this index on gets a 500
         self.corrupt: dict[tuple[str, int], dict[str, float]] = {}
         self.visible_until: int | None = None
         self.kline_requests: list[dict[str, str]] = []
@@ -72,9 +84,14 @@ class FakeBinance:
     def klines(self, query: dict[str, str]) -> tuple[int, object]:
         with self._lock:
             self.kline_requests.append(query)
+            if self.fail_from is not None and len(self.kline_requests) > self.fail_from:
+                return 500, {"code": -1000, "msg": "injected outage"}
             if self.fail_next:
                 status = self.fail_next.popleft()
-                return status, {"code": -1003 if status == 429 else -1000, "msg": f"injected {status}"}
+                return status, {
+                    "code": -1003 if status == 429 else -1000,
+                    "msg": f"injected {status}",
+                }
         symbol = query.get("symbol", "")
         if symbol not in self.frames:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
@@ -88,14 +105,25 @@ class FakeBinance:
         if self.visible_until is not None:
             lf = lf.filter(pl.col("timestamp") <= self.visible_until)
         rows = []
-        for ts, o, h, lo, c, v in lf.head(limit).collect().select(
-            "timestamp", "open", "high", "low", "close", "volume"
-        ).iter_rows():
+        for ts, o, h, lo, c, v in (
+            lf.head(limit)
+            .collect()
+            .select("timestamp", "open", "high", "low", "close", "volume")
+            .iter_rows()
+        ):
             bar = {"open": o, "high": h, "low": lo, "close": c, "volume": v}
             bar.update(self.corrupt.get((symbol, ts), {}))
             rows.append(
-                [ts, *(repr(float(bar[k])) for k in ("open", "high", "low", "close", "volume")),
-                 ts + tf - 1, "0", 100, "0", "0", "0"]
+                [
+                    ts,
+                    *(repr(float(bar[k])) for k in ("open", "high", "low", "close", "volume")),
+                    ts + tf - 1,
+                    "0",
+                    100,
+                    "0",
+                    "0",
+                    "0",
+                ]
             )
         return 200, rows
 
@@ -110,13 +138,16 @@ class FakeBinance:
                 url = urlparse(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 if url.path == "/api/v3/exchangeInfo":
-                    status, body = 200, {
-                        "timezone": "UTC",
-                        "serverTime": 0,
-                        "rateLimits": [],
-                        "exchangeFilters": [],
-                        "symbols": [_market(s) for s in fake.frames],
-                    }
+                    status, body = (
+                        200,
+                        {
+                            "timezone": "UTC",
+                            "serverTime": 0,
+                            "rateLimits": [],
+                            "exchangeFilters": [],
+                            "symbols": [_market(s) for s in fake.frames],
+                        },
+                    )
                 elif url.path == "/api/v3/klines":
                     status, body = fake.klines(query)
                 else:

@@ -13,7 +13,11 @@ def flat_then_jump() -> pl.DataFrame:
     """21 bars: BTC at 100 then 110 on the last bar; ETH flat at 50; SOL flat at 10."""
     rows = []
     for i in range(21):
-        for sym, close in (("BTCUSDT", 110.0 if i == 20 else 100.0), ("ETHUSDT", 50.0), ("SOLUSDT", 10.0)):
+        for sym, close in (
+            ("BTCUSDT", 110.0 if i == 20 else 100.0),
+            ("ETHUSDT", 50.0),
+            ("SOLUSDT", 10.0),
+        ):
             rows.append((sym, i * TF_MS, close * 1.01, close * 0.99, close))
     return pl.DataFrame(rows, schema=["symbol", "timestamp", "high", "low", "close"], orient="row")
 
@@ -105,9 +109,7 @@ def test_cross_symbol_alignment(synthetic_bars):
 def test_gap_restarts_the_warmup_and_is_never_spanned():
     bars = synthetic_long(900)
     hole = (500 * TF_MS, 504 * TF_MS)  # ETH misses 5 bars
-    gappy = bars.filter(
-        ~((pl.col("symbol") == "ETHUSDT") & pl.col("timestamp").is_between(*hole))
-    )
+    gappy = bars.filter(~((pl.col("symbol") == "ETHUSDT") & pl.col("timestamp").is_between(*hole)))
     out = build_features(gappy, tf_ms=TF_MS)
     ts = out.filter(pl.col("symbol") == "BTCUSDT")["timestamp"]
     before, after = ts.filter(ts < hole[0]), ts.filter(ts > hole[1])

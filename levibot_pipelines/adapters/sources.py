@@ -113,6 +113,7 @@ class CcxtSource:
                 self.exchange.urls["api"] = api_url
         self.exchange_id = exchange_id
         self.timeframe = timeframe
+        self.tf_ms = int(self.exchange.parse_timeframe(timeframe) * 1000)
         self.page_limit = page_limit
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -163,7 +164,7 @@ class CcxtSource:
             yield page.filter(pl.col("timestamp").is_between(since_ms, until_ms))
             if newest < cursor:
                 break
-            cursor = newest + 1
+            cursor = newest + self.tf_ms
 
 
 def make_source(settings) -> Source:

@@ -74,6 +74,15 @@ class Settings:
         files_dir = get("LEVIBOT_FILES_DIR")
         if source == "files" and files_dir is None:
             raise SettingsError("LEVIBOT_FILES_DIR must be set when LEVIBOT_SOURCE=files")
+        exchange = get("LEVIBOT_EXCHANGE", "binance").lower()
+        if source == "ccxt":
+            import ccxt  # only when it is the configured source: it is slow to import
+
+            if exchange not in ccxt.exchanges:
+                raise SettingsError(
+                    f"LEVIBOT_EXCHANGE={exchange!r} is not a ccxt exchange id; expected one of "
+                    f"{len(ccxt.exchanges)} such as binance, bybit, kraken, okx"
+                )
         api_url = get("LEVIBOT_EXCHANGE_API_URL")
         if api_url is not None and not api_url.startswith(("http://", "https://")):
             raise SettingsError(
@@ -98,7 +107,7 @@ class Settings:
         return cls(
             home=home,
             source=source,
-            exchange=get("LEVIBOT_EXCHANGE", "binance").lower(),
+            exchange=exchange,
             exchange_api_url=api_url,
             symbols=symbols,
             timeframe=timeframe,

@@ -42,6 +42,10 @@ def test_values_are_parsed_and_normalised(tmp_path):
         ({"LEVIBOT_SYMBOLS": "BTCUSDT,BTCUSDT"}, r"LEVIBOT_SYMBOLS=.*twice"),
         ({"LEVIBOT_START": "yesterday"}, r"LEVIBOT_START='yesterday'.*ISO date"),
         ({"LEVIBOT_SOURCE": "files"}, r"LEVIBOT_FILES_DIR must be set"),
+        (
+            {"LEVIBOT_SOURCE": "ccxt", "LEVIBOT_EXCHANGE": "mtgox"},
+            r"LEVIBOT_EXCHANGE='mtgox' is not a ccxt exchange id",
+        ),
         ({"LEVIBOT_EXCHANGE_API_URL": "localhost:8080"}, r"LEVIBOT_EXCHANGE_API_URL='localhost"),
         ({"LEVIBOT_ALERT_WEBHOOK": "hooks"}, r"LEVIBOT_ALERT_WEBHOOK='hooks'"),
         ({"LEVIBOT_LABEL_HORIZON": "0"}, r"LEVIBOT_LABEL_HORIZON='0'.*>= 1"),

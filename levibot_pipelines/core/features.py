@@ -46,6 +46,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "lead_ret_BTC",
 )
 LABEL_COLUMNS: tuple[str, ...] = ("fwd_ret", "y_up")
+CROSS_COLUMNS: tuple[str, ...] = ("ratio_BTC_ETH", "ratio_ETH_SOL", "lead_ret_BTC")
 MONITOR_COLUMNS: tuple[str, ...] = ("ratio_btc_eth_raw", "ratio_eth_sol_raw")
 WARMUP_BARS = 200
 MIN_WARMUP = 21
@@ -136,7 +137,8 @@ def build_features(
             pl.lit(sym, dtype=pl.String).alias("symbol"),
             "timestamp",
             *_symbol_features(sym, horizon),
-            *(pl.col(c) for c in FEATURE_COLUMNS[7:] + MONITOR_COLUMNS),
+            *CROSS_COLUMNS,
+            *MONITOR_COLUMNS,
             "_row",
         )
         .filter(pl.col("_row") >= warmup - 1)
@@ -153,10 +155,17 @@ def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:
     lc = close.log()
     first = pl.col("_row") == 0
     ret_1 = pl.when(first).then(None).otherwise(lc.diff())
-    full_20 = pl.col("_row") >= 19
     mean_20 = close.rolling_mean(20)
     std_20 = close.rolling_std(20)
-    z_20 = pl.when(~full_20).then(None).when(std_20 > 0).then((close - mean_20) / std_20)
+    # Rolling windows run over the whole wide frame: mask the first 19 rows of each segment,
+    # whose windows reach into the previous segment. A flat window (std at rounding level) is 0.
+    z_20 = (
+        pl.when(pl.col("_row") < 19)
+        .then(None)
+        .when(std_20 > close * 1e-12)
+        .then((close - mean_20) / std_20)
+        .otherwise(0.0)
+    )
     return [
         close.alias("close"),
         ret_1.alias("ret_1"),
@@ -164,7 +173,7 @@ def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:
             (close / close.ewm_mean(span=n, adjust=False).over("seg") - 1.0).alias(f"ema_{n}")
             for n in (20, 50, 200)
         ),
-        z_20.otherwise(0.0).alias("z_20"),
+        z_20.alias("z_20"),
         ((high - low) / close).alias("range"),
         # ret_1 is null on each segment's first row, so a window that spans a gap is null.
         ret_1.rolling_std(20).alias("vol_20"),

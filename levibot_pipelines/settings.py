@@ -58,9 +58,12 @@ class Settings:
         return self.home / "warehouse.duckdb"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: the process environment), validating each value."""
-        env = os.environ if env is None else env
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build settings from ``env`` (default: the process environment) with ``overrides``
+        (e.g. command-line options, keyed by variable name) on top, validating each value."""
+        env = {**(os.environ if env is None else env), **(overrides or {})}
 
         def get(name: str, default: str | None = None) -> str | None:
             value = env.get(name)

@@ -1,0 +1,166 @@
+"""Evaluation plots rendered to PNG bytes, for MLflow artifacts and Dagster metadata.
+
+Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, so
+no GUI backend is selected, pyplot's global figure registry is never used, and nothing leaks
+between calls or threads.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+DPI = 110
+
+
+def _finite_1d(x: object, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        i = int(np.argmax(~np.isfinite(arr)))
+        raise ValueError(f"{name} must be finite, got {arr[i]} at index {i}")
+    return arr
+
+
+def _same_length(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    if a.size != b.size:
+        raise ValueError(f"length mismatch: {name_a} has {a.size}, {name_b} has {b.size}")
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def reliability_bins(
+    y: object, p: object, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-bin calibration statistics and the ECE of forecasts ``p = P(y = 1)``.
+
+    ``y`` (0/1 labels) and ``p`` (probabilities) have shape (n,). Bins are ``n_bins`` uniform
+    ``[lo, hi)`` intervals on [0, 1] with ``p == 1`` in a bin of its own, exactly as
+    ``core.metrics.ece`` and torchmetrics ``binary_calibration_error`` bin, so the ECE agrees.
+    Returns ``(mean_p, frac_pos, count, ece)``: the first three have shape (n_bins + 1,) and
+    ``mean_p``/``frac_pos`` are NaN in empty bins; ``ece = sum_b (n_b / n) |frac_pos_b - mean_p_b|``
+    (L1, Naeini et al. 2015).
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    y_arr, p_arr = _finite_1d(y, "y"), _finite_1d(p, "p")
+    _same_length("y", y_arr, "p", p_arr)
+    if ((y_arr != 0.0) & (y_arr != 1.0)).any():
+        raise ValueError(f"y must contain only 0 and 1, got values {np.unique(y_arr)[:5]}")
+    if ((p_arr < 0.0) | (p_arr > 1.0)).any():
+        raise ValueError(f"p must be probabilities in [0, 1], got [{p_arr.min()}, {p_arr.max()}]")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.searchsorted(edges, p_arr, side="right") - 1
+    count = np.bincount(idx, minlength=n_bins + 1).astype(np.float64)
+    sum_p = np.bincount(idx, weights=p_arr, minlength=n_bins + 1)
+    sum_y = np.bincount(idx, weights=y_arr, minlength=n_bins + 1)
+    filled = count > 0
+    mean_p = np.full(n_bins + 1, np.nan)
+    frac_pos = np.full(n_bins + 1, np.nan)
+    mean_p[filled] = sum_p[filled] / count[filled]
+    frac_pos[filled] = sum_y[filled] / count[filled]
+    ece = float(np.sum(np.abs(frac_pos[filled] - mean_p[filled]) * count[filled]) / p_arr.size)
+    return mean_p, frac_pos, count, ece
+
+
+def reliability_diagram(y: object, p: object, n_bins: int = 15, title: str = "") -> bytes:
+    """Reliability diagram of ``p = P(up)`` against labels ``y`` as PNG bytes.
+
+    Top: fraction of positives per bin (bars on ``n_bins`` uniform bins, markers at each bin's
+    mean forecast) against the diagonal of perfect calibration; ECE (15 uniform bins by default,
+    L1, see ``reliability_bins``) in the title. Bottom: histogram of ``p``.
+    """
+    mean_p, frac_pos, count, ece = reliability_bins(y, p, n_bins)
+    p_arr = np.asarray(p, dtype=np.float64)
+    filled = count > 0
+    width = 1.0 / n_bins
+    fig = Figure(figsize=(6.0, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    # Bars sit on their bins; the p == 1 bin (index n_bins) shows only as a marker.
+    in_grid = filled[:n_bins]
+    centers = (np.arange(n_bins) + 0.5) * width
+    top.bar(
+        centers[in_grid],
+        frac_pos[:n_bins][in_grid],
+        width=width * 0.9,
+        color="tab:blue",
+        alpha=0.7,
+        label="fraction of positives",
+    )
+    top.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="gray", label="perfect calibration")
+    top.plot(mean_p[filled], frac_pos[filled], marker="o", color="tab:red", label="bin mean")
+    top.set_xlim(0.0, 1.0)
+    top.set_ylim(0.0, 1.0)
+    top.set_ylabel("fraction of positives")
+    top.legend(loc="upper left")
+    heading = f"ECE = {ece:.4f} ({n_bins} bins, n = {p_arr.size})"
+    top.set_title(f"{title}\n{heading}" if title else heading)
+    bottom.hist(p_arr, bins=np.linspace(0.0, 1.0, n_bins + 1), color="tab:gray")
+    bottom.set_xlabel("forecast probability P(up)")
+    bottom.set_ylabel("count")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def risk_coverage_plot(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = ""
+) -> bytes:
+    """Risk-coverage curves as PNG bytes: one line per model, ``{name: (coverage, risk)}``.
+
+    ``coverage`` and ``risk`` are equal-length 1-D arrays (as from ``core.metrics.risk_coverage``),
+    coverage in (0, 1] on x and risk (error rate of the most confident fraction) on y.
+    """
+    if not curves:
+        raise ValueError("curves must name at least one model")
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    for name, pair in curves.items():
+        if len(pair) != 2:
+            raise ValueError(f"curve {name!r} must be (coverage, risk), got {len(pair)} arrays")
+        coverage = _finite_1d(pair[0], f"{name} coverage")
+        risk = _finite_1d(pair[1], f"{name} risk")
+        _same_length(f"{name} coverage", coverage, f"{name} risk", risk)
+        ax.plot(coverage, risk, label=f"{name} (full-coverage risk {risk[-1]:.3f})")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("coverage")
+    ax.set_ylabel("risk (error rate)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title(title or "risk-coverage")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def equity_plot(curves: Mapping[str, np.ndarray], title: str = "") -> bytes:
+    """Equity curves as PNG bytes: one line per ``{name: equity}``, bar index on x.
+
+    Each curve is a 1-D array (curves may differ in length), e.g. cumulative net equity of a
+    policy backtest next to buy-and-hold.
+    """
+    if not curves:
+        raise ValueError("curves must name at least one equity curve")
+    fig = Figure(figsize=(8.0, 4.5))
+    ax = fig.subplots()
+    for name, values in curves.items():
+        equity = _finite_1d(values, name)
+        ax.plot(np.arange(equity.size), equity, label=name)
+    ax.set_xlabel("bar")
+    ax.set_ylabel("equity")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title(title or "equity")
+    fig.tight_layout()
+    return _png(fig)

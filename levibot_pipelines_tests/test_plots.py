@@ -1,0 +1,126 @@
+"""Evaluation plots: valid PNG bytes, ECE that agrees with core.metrics, clear input errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from levibot_pipelines.adapters.plots import (
+    equity_plot,
+    reliability_bins,
+    reliability_diagram,
+    risk_coverage_plot,
+)
+from levibot_pipelines.core.metrics import ece, risk_coverage
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture
+def forecasts() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.0, 1.0, 2000)
+    y = (rng.uniform(0.0, 1.0, 2000) < p).astype(np.float64)
+    return y, p
+
+
+def _assert_png(png: bytes) -> np.ndarray:
+    assert png.startswith(PNG_MAGIC)
+    assert len(png) > 5_000
+    image = imread(io.BytesIO(png), format="png")
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert image.std() > 0.0, "the image is not blank"
+    return image
+
+
+def test_reliability_diagram_png(forecasts: tuple[np.ndarray, np.ndarray]) -> None:
+    y, p = forecasts
+    _assert_png(reliability_diagram(y, p, title="deep BTCUSDT"))
+
+
+def test_reliability_diagram_handles_edges_and_tiny_input() -> None:
+    _assert_png(reliability_diagram([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.5]))
+
+
+def test_ece_matches_core_metrics(forecasts: tuple[np.ndarray, np.ndarray]) -> None:
+    y, p = forecasts
+    p = np.concatenate([p, [0.0, 1.0, 1.0]])
+    y = np.concatenate([y, [1.0, 0.0, 1.0]])
+    for n_bins in (1, 10, 15):
+        assert reliability_bins(y, p, n_bins)[3] == pytest.approx(ece(y, p, n_bins), abs=1e-12)
+
+
+def test_reliability_bins_worked_example() -> None:
+    # Bins of 0.5: [0, 0.5) holds p = 0.2, 0.4 with y = 0, 1; [0.5, 1) holds p = 0.8 with y = 1.
+    mean_p, frac_pos, count, value = reliability_bins([0, 1, 1], [0.2, 0.4, 0.8], n_bins=2)
+    np.testing.assert_allclose(count, [2, 1, 0])
+    np.testing.assert_allclose(mean_p[:2], [0.3, 0.8])
+    np.testing.assert_allclose(frac_pos[:2], [0.5, 1.0])
+    assert np.isnan(mean_p[2]) and np.isnan(frac_pos[2])
+    assert value == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.2)
+
+
+def test_reliability_diagram_errors() -> None:
+    with pytest.raises(ValueError, match="length mismatch: y has 3, p has 2"):
+        reliability_diagram([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="p must be probabilities"):
+        reliability_diagram([0, 1], [0.1, 1.2])
+    with pytest.raises(ValueError, match="y must contain only 0 and 1"):
+        reliability_diagram([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="p must be finite"):
+        reliability_diagram([0, 1], [0.1, np.nan])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        reliability_diagram([], [])
+    with pytest.raises(ValueError, match="n_bins must be a positive integer"):
+        reliability_diagram([0, 1], [0.1, 0.2], n_bins=0)
+
+
+def test_risk_coverage_plot_png(forecasts: tuple[np.ndarray, np.ndarray]) -> None:
+    y, p = forecasts
+    rng = np.random.default_rng(1)
+    curves = {
+        "deep": risk_coverage(y, p),
+        "lgbm": risk_coverage(y, np.clip(p + rng.normal(0.0, 0.2, p.size), 0.0, 1.0)),
+    }
+    _assert_png(risk_coverage_plot(curves, title="BTCUSDT test window"))
+
+
+def test_risk_coverage_plot_errors() -> None:
+    with pytest.raises(ValueError, match="length mismatch: deep coverage has 3, deep risk has 2"):
+        risk_coverage_plot({"deep": (np.array([0.3, 0.6, 1.0]), np.array([0.1, 0.2]))})
+    with pytest.raises(ValueError, match="at least one model"):
+        risk_coverage_plot({})
+    with pytest.raises(ValueError, match="must be \\(coverage, risk\\)"):
+        risk_coverage_plot({"deep": (np.array([1.0]),)})  # type: ignore[dict-item]
+
+
+def test_equity_plot_png() -> None:
+    rng = np.random.default_rng(2)
+    policy = np.exp(np.cumsum(rng.normal(0.0002, 0.01, 3000)))
+    hold = np.exp(np.cumsum(rng.normal(0.0001, 0.012, 2500)))
+    _assert_png(equity_plot({"policy": policy, "buy & hold": hold, "flat": np.ones(3000)}))
+
+
+def test_equity_plot_errors() -> None:
+    with pytest.raises(ValueError, match="at least one equity curve"):
+        equity_plot({})
+    with pytest.raises(ValueError, match="policy must be finite"):
+        equity_plot({"policy": np.array([1.0, np.inf])})
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        equity_plot({"policy": np.ones((2, 2))})
+
+
+def test_plots_leave_no_pyplot_figures_open(forecasts: tuple[np.ndarray, np.ndarray]) -> None:
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    reliability_diagram(*forecasts)
+    assert plt.get_fignums() == before

@@ -1,6 +1,7 @@
 """The ``levibot`` command: ``demo`` and ``status`` (later: serve, evaluate, kill-switch)."""
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -66,9 +67,17 @@ def cmd_demo(settings: Settings) -> int:
     for symbol in settings.symbols:
         ingest.execute_in_process(partition_key=symbol, instance=instance, run_config=quiet)
     features.execute_in_process(instance=instance, run_config=quiet)
+    data_s = time.perf_counter() - started
+    training = definitions.resolve_job_def("training_job")
+    for symbol in settings.symbols:
+        print(f"training and evaluating {symbol} (profile {settings.profile}) ...", flush=True)
+        training.execute_in_process(partition_key=symbol, instance=instance, run_config=quiet)
     elapsed = time.perf_counter() - started
 
-    print(f"\nlevibot demo: source={settings.source}, home={settings.home} ({elapsed:.1f} s)")
+    print(
+        f"\nlevibot demo: source={settings.source}, home={settings.home} "
+        f"(data {data_s:.1f} s, total {elapsed:.1f} s)"
+    )
     if settings.source == "synthetic":
         print("NOTE: the synthetic source is a seeded simulator, NOT market data.")
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_rows=20, tbl_cols=20, tbl_width_chars=120):
@@ -82,11 +91,88 @@ def cmd_demo(settings: Settings) -> int:
             ).pl()
         print("newest feature rows (DuckDB view cross_asset_features):")
         print(newest)
+        print(model_summary(settings))
     print(
         "\nNext: `make dev` opens the Dagster UI at http://127.0.0.1:3000 on this same instance"
         f" ({settings.dagster_home})."
     )
     return 0
+
+
+def model_summary(settings: Settings) -> str:
+    """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
+    lines = ["\nmodels (walk-forward test windows; MLflow store " + settings.tracking_uri + "):"]
+    for symbol in settings.symbols:
+        report_path = settings.home / "reports" / symbol / "report.json"
+        ensemble_path = settings.home / "models" / symbol / "ensemble.json"
+        if not report_path.exists():
+            lines.append(f"{symbol}: no report yet")
+            continue
+        rep = json.loads(report_path.read_text())["symbols"][symbol]
+        ens = json.loads(ensemble_path.read_text()) if ensemble_path.exists() else {}
+        lines.append(
+            f"{symbol}: {rep['n_test']} test bars in {rep['folds']} fold(s); champions "
+            f"lgbm v{ens.get('lgbm_version', '?')}, deep v{ens.get('deep_version', '?')}, "
+            f"ensemble w_lgbm={ens.get('w_lgbm', float('nan')):.2f}"
+        )
+        table = pl.DataFrame(
+            [
+                {"model": name, **{k: m[k] for k in ("auc", "log_loss", "brier", "bss", "ece")}}
+                for name, m in rep["models"].items()
+            ]
+        ).with_columns(pl.col(pl.Float64).round(4))
+        lines.append(str(table))
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from levibot_pipelines.core.splits import WalkForwardConfig
+    from levibot_pipelines.evaluate import eval_config, run_evaluate
+
+    overrides = {"LEVIBOT_SOURCE": args.source}
+    if args.files_dir:
+        overrides["LEVIBOT_FILES_DIR"] = args.files_dir
+    if args.symbols:
+        overrides["LEVIBOT_SYMBOLS"] = args.symbols
+    # Files are replayed whole unless told otherwise; other sources start at LEVIBOT_START.
+    start = args.start or ("2000-01-01" if args.source == "files" else None)
+    if start:
+        overrides["LEVIBOT_START"] = start
+    settings = Settings.from_env(overrides=overrides)
+    walk = {}
+    if args.walk:
+        try:
+            train, val, calib, test = (int(v) for v in args.walk.split(","))
+        except ValueError:
+            raise SettingsError(
+                f"--walk={args.walk!r}: expected TRAIN,VAL,CALIB,TEST bar counts"
+            ) from None
+        walk["walk"] = WalkForwardConfig(
+            train=train, val=val, calib=calib, test=test, purge=args.purge
+        )
+    profile, cfg = eval_config(
+        args.profile,
+        epochs=args.epochs,
+        mc_samples=args.mc_samples,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        horizon=settings.label_horizon,
+        **walk,
+    )
+    report = run_evaluate(settings, Path(args.out), cfg, profile, progress=_progress)
+    for symbol, rep in report["symbols"].items():
+        models = rep["models"]
+        print(
+            f"{symbol}: n_test={rep['n_test']} folds={rep['folds']} "
+            + " ".join(
+                f"{m}:auc={models[m]['auc']:.3f},bss={models[m]['bss']:+.4f}" for m in models
+            )
+        )
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
 def cmd_status(settings: Settings) -> int:
@@ -100,11 +186,35 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="ingest and build features offline (LEVIBOT_SOURCE) and summarise")
     sub.add_parser("status", help="per-asset row counts, newest bar and data-time staleness")
+    ev = sub.add_parser(
+        "evaluate",
+        help="purged walk-forward of LightGBM, Transformer, ensemble and baselines on your candles",
+    )
+    ev.add_argument("--source", choices=["files", "synthetic", "ccxt"], default="files")
+    ev.add_argument("--files-dir", help="directory of {SYMBOL}-15m.parquet/.csv candle files")
+    ev.add_argument("--symbols", help="comma-separated, default LEVIBOT_SYMBOLS")
+    ev.add_argument("--start", help="ISO date where history starts (files: all of it)")
+    ev.add_argument(
+        "--profile", default="auto", help="auto (seed on CUDA, small on CPU), small, seed"
+    )
+    ev.add_argument("--out", required=True, help="output directory for report.json/.md and plots")
+    ev.add_argument(
+        "--walk", help="TRAIN,VAL,CALIB,TEST bars per fold (default 20000,3000,3000,4000)"
+    )
+    ev.add_argument(
+        "--purge", type=int, default=130, help="bars purged between parts (with --walk)"
+    )
+    ev.add_argument("--epochs", type=int, default=4)
+    ev.add_argument("--mc-samples", type=int, default=30)
+    ev.add_argument("--max-train-samples", type=int, default=8000)
+    ev.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         settings = Settings.from_env()
-    except SettingsError as exc:
+    except (SettingsError, ValueError) as exc:
         print(f"levibot: {exc}", file=sys.stderr)
         return 2
     return {"demo": cmd_demo, "status": cmd_status}[args.command](settings)

@@ -16,6 +16,7 @@ from pathlib import Path
 from levibot_pipelines.core.timeframes import TIMEFRAME_MS
 
 SOURCES = ("synthetic", "ccxt", "files")
+PROFILES = ("auto", "small", "seed")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 DEFAULT_START = "2025-01-01"
 
@@ -40,6 +41,21 @@ class Settings:
     max_staleness_minutes: float = 5.0
     fail_staleness_minutes: float = 30.0
     ingest_cron: str = "1-59/15 * * * *"
+    profile: str = "auto"
+    walk: tuple[int, int, int, int] = (20_000, 3_000, 3_000, 4_000)
+    purge: int = 130
+    epochs: int = 4
+    mc_samples: int = 50
+    report_folds: int = 3
+    retrain_cron: str = "30 0 * * *"
+    retrain_timezone: str = "UTC"
+    mlflow_tracking_uri: str | None = None
+    mlflow_ui: str = "http://127.0.0.1:5000"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: LEVIBOT_MLFLOW_TRACKING_URI, else sqlite under the home."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def timeframe_ms(self) -> int:
@@ -122,6 +138,16 @@ class Settings:
             max_staleness_minutes=warn,
             fail_staleness_minutes=fail,
             ingest_cron=get("LEVIBOT_INGEST_CRON", "1-59/15 * * * *"),
+            profile=_choice("LEVIBOT_PROFILE", get("LEVIBOT_PROFILE", "auto"), PROFILES),
+            walk=_walk(get("LEVIBOT_WALK", "20000,3000,3000,4000")),
+            purge=_positive_int("LEVIBOT_PURGE", get("LEVIBOT_PURGE", "130")),
+            epochs=_positive_int("LEVIBOT_EPOCHS", get("LEVIBOT_EPOCHS", "4")),
+            mc_samples=_positive_int("LEVIBOT_MC_SAMPLES", get("LEVIBOT_MC_SAMPLES", "50")),
+            report_folds=_positive_int("LEVIBOT_REPORT_FOLDS", get("LEVIBOT_REPORT_FOLDS", "3")),
+            retrain_cron=get("LEVIBOT_RETRAIN_CRON", "30 0 * * *"),
+            retrain_timezone=_timezone(get("LEVIBOT_RETRAIN_TIMEZONE", "UTC")),
+            mlflow_tracking_uri=get("LEVIBOT_MLFLOW_TRACKING_URI"),
+            mlflow_ui=get("LEVIBOT_MLFLOW_UI", "http://127.0.0.1:5000"),
         )
 
 
@@ -142,6 +168,30 @@ def _symbols(raw: str) -> tuple[str, ...]:
     if len(set(symbols)) != len(symbols):
         raise SettingsError(f"LEVIBOT_SYMBOLS={raw!r} lists a symbol twice")
     return symbols
+
+
+def _walk(raw: str) -> tuple[int, int, int, int]:
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SettingsError(
+            f"LEVIBOT_WALK={raw!r}: expected four positive bar counts TRAIN,VAL,CALIB,TEST "
+            "such as 20000,3000,3000,4000"
+        )
+    train, val, calib, test = (int(p) for p in parts)
+    return train, val, calib, test
+
+
+def _timezone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"LEVIBOT_RETRAIN_TIMEZONE={raw!r}: expected an IANA time zone such as UTC "
+            "or Europe/Berlin"
+        ) from None
+    return raw
 
 
 def _iso_date(name: str, raw: str) -> str:

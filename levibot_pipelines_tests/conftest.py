@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
@@ -45,3 +47,48 @@ def synthetic_long(n: int, start_ms: int = 0, seed: int = 7) -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def synthetic_bars() -> pl.DataFrame:
     return synthetic_long(1500)
+
+
+def recent_start(days: int = 5) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
+
+
+# Tiny, fast settings for the whole code location: 20 days of synthetic bars, a small
+# walk-forward layout, one epoch, a few MC samples.
+SESSION_ENV = {
+    "LEVIBOT_SOURCE": "synthetic",
+    "LEVIBOT_PROFILE": "small",
+    "LEVIBOT_WALK": "600,150,150,200",
+    "LEVIBOT_PURGE": "40",
+    "LEVIBOT_EPOCHS": "1",
+    "LEVIBOT_MC_SAMPLES": "5",
+    "LEVIBOT_REPORT_FOLDS": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("levibot_home")
+    values = {"LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20), **SESSION_ENV}
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("LEVIBOT_")]:
+            mp.delenv(k)
+        for k, v in values.items():
+            mp.setenv(k, v)
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        yield values
+
+
+@pytest.fixture(scope="session")
+def defs(env) -> dg.Definitions:
+    """The whole code location, loaded once per test session."""
+    from levibot_pipelines.definitions import load_definitions
+
+    return load_definitions()
+
+
+@pytest.fixture(scope="session")
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst

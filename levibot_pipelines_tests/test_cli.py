@@ -3,15 +3,16 @@
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 
 import duckdb
+
+from levibot_pipelines_tests.conftest import SESSION_ENV, recent_start
 
 
 def run(args, home, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIBOT_", "DAGSTER_"))}
-    start = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()
-    env.update({"LEVIBOT_HOME": str(home), "LEVIBOT_START": start, **extra})
+    env.update({"LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20), **SESSION_ENV})
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", **extra)
     return subprocess.run(
         [sys.executable, "-m", "levibot_pipelines.cli", *args],
         capture_output=True,
@@ -31,6 +32,8 @@ def test_demo_builds_everything_offline_and_status_reports_it(tmp_path):
         symbols = conn.sql("SELECT DISTINCT symbol FROM cross_asset_features ORDER BY 1").pl()
     assert symbols["symbol"].to_list() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert (tmp_path / "dagster" / "dagster.yaml").exists()  # the instance `make dev` opens
+    for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):  # trained, evaluated and summarised
+        assert f"{symbol}: 200 test bars in 1 fold(s); champions lgbm v1, deep v1" in out.stdout
     status = run(["status"], tmp_path)
     assert status.returncode == 0 and "cross_asset_features" in status.stdout
 

@@ -105,6 +105,7 @@ def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
     states |= {s["name"]: s["sensorState"]["status"] for s in nodes[0]["sensors"]}
     assert states == {
         "ingest_schedule": "RUNNING",
+        "retrain_schedule": "RUNNING",
         "features_after_ingest": "RUNNING",
         "feature_freshness_alert": "RUNNING",
     }

@@ -4,13 +4,12 @@ import json
 import os
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.ingest import ingest_symbol
@@ -19,43 +18,10 @@ from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import build_market_assets, build_market_checks
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource
 from levibot_pipelines.settings import Settings
-from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS
+from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS, recent_start
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 FEATURES = dg.AssetKey("cross_asset_features")
-
-
-def recent_start(days: int = 5) -> str:
-    return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
-
-
-@pytest.fixture(scope="session")
-def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("levibot_home")
-    values = {
-        "LEVIBOT_HOME": str(home),
-        "LEVIBOT_START": recent_start(),
-        "LEVIBOT_SOURCE": "synthetic",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for k in [k for k in os.environ if k.startswith("LEVIBOT_")]:
-            mp.delenv(k)
-        for k, v in values.items():
-            mp.setenv(k, v)
-        yield values
-
-
-@pytest.fixture(scope="session")
-def defs(env) -> dg.Definitions:
-    from levibot_pipelines.definitions import load_definitions
-
-    return load_definitions()
-
-
-@pytest.fixture(scope="session")
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def graph_snapshot(defs: dg.Definitions) -> dict:

@@ -3,11 +3,16 @@
 from pathlib import Path
 
 import dagster as dg
+import torch
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.alerts import post_alert
 from levibot_pipelines.adapters.sources import Source, make_source
 from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.core.deep import resolve_profile
+from levibot_pipelines.core.evaluation import EvalConfig
+from levibot_pipelines.core.splits import WalkForwardConfig
 from levibot_pipelines.settings import Settings
 
 
@@ -67,6 +72,53 @@ class MarketDataResource(dg.ConfigurableResource):
         return make_source(self.settings())
 
 
+class ModelResource(dg.ConfigurableResource):
+    """Model sizes, walk-forward layout and the MLflow store the training assets use."""
+
+    home: str
+    profile: str = "auto"
+    walk: list[int] = [20_000, 3_000, 3_000, 4_000]
+    purge: int = 130
+    epochs: int = 4
+    mc_samples: int = 50
+    report_folds: int = 3
+    label_horizon: int = 1
+    tracking_uri: str
+    mlflow_ui: str = "http://127.0.0.1:5000"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "ModelResource":
+        return cls(
+            home=str(s.home),
+            profile=s.profile,
+            walk=list(s.walk),
+            purge=s.purge,
+            epochs=s.epochs,
+            mc_samples=s.mc_samples,
+            report_folds=s.report_folds,
+            label_horizon=s.label_horizon,
+            tracking_uri=s.tracking_uri,
+            mlflow_ui=s.mlflow_ui,
+        )
+
+    def eval_config(self) -> tuple[str, EvalConfig]:
+        """(resolved profile name, the walk-forward and model configuration)."""
+        name, transformer = resolve_profile(self.profile, torch.cuda.is_available())
+        train, val, calib, test = self.walk
+        return name, EvalConfig(
+            transformer=transformer,
+            walk=WalkForwardConfig(train=train, val=val, calib=calib, test=test, purge=self.purge),
+            horizon=self.label_horizon,
+            epochs=self.epochs,
+            mc_samples=self.mc_samples,
+            max_folds=self.report_folds,
+        )
+
+    def tracker(self) -> Tracker:
+        home = Path(self.home)
+        return Tracker(self.tracking_uri, home / "mlartifacts", ui_base=self.mlflow_ui)
+
+
 class AlertResource(dg.ConfigurableResource):
     """Alert channel: the log, plus a JSON webhook when ``webhook_url`` is set."""
 
@@ -80,6 +132,7 @@ def build_resources(s: Settings) -> dict:
     return {
         "market": MarketDataResource.from_settings(s),
         "warehouse": DuckDBResource(database=str(s.warehouse_path)),
+        "models": ModelResource.from_settings(s),
         # The URL may carry a token: it reaches Dagster as an EnvVar, never as a literal.
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("LEVIBOT_ALERT_WEBHOOK") if s.alert_webhook else None

@@ -1,0 +1,123 @@
+"""Model artifacts in the MLflow registry: how each model is packaged, loaded back (no pickle:
+LightGBM text, torch ``state_dict`` loaded with ``weights_only=True``, JSON for the rest), and
+the champion decision on a shared test window."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightgbm as lgb
+
+from levibot_pipelines.adapters.tracking import RunInfo, Tracker, eval_tag
+from levibot_pipelines.core.calibration import Calibrator
+from levibot_pipelines.core.deep import (
+    LevibotTransformer,
+    load_model,
+    save_model,
+    state_dict_from_bytes,
+    state_dict_to_bytes,
+)
+from levibot_pipelines.core.lgbm import booster_from_text, booster_to_text
+
+log = logging.getLogger(__name__)
+# Lower log loss on the same test window is what a champion has to beat.
+DECISION_METRIC = "log_loss"
+
+
+def model_name(kind: str, symbol: str) -> str:
+    """Registered model name, e.g. ``levibot-lgbm-BTCUSDT``."""
+    return f"levibot-{kind}-{symbol}"
+
+
+def lgbm_files(booster: lgb.Booster, calibrator: Calibrator, meta: dict) -> dict[str, str]:
+    return {
+        "model/lgbm.txt": booster_to_text(booster),
+        "model/calibrator.json": json.dumps(calibrator.to_dict()),
+        "model/meta.json": json.dumps(meta),
+    }
+
+
+def deep_files(model: LevibotTransformer, calibrator: Calibrator, meta: dict) -> dict:
+    state, config = save_model(model)
+    return {
+        "model/state_dict.pt": state_dict_to_bytes(state),
+        "model/config.json": json.dumps(config),
+        "model/calibrator.json": json.dumps(calibrator.to_dict()),
+        "model/meta.json": json.dumps(meta),
+    }
+
+
+def _json(tracker: Tracker, name: str, version: str, path: str) -> dict:
+    return json.loads(tracker.download_file(name, version, path))
+
+
+def load_lgbm(tracker: Tracker, name: str, version: str) -> tuple[lgb.Booster, Calibrator]:
+    text = tracker.download_file(name, version, "model/lgbm.txt").decode()
+    calibrator = Calibrator.from_dict(_json(tracker, name, version, "model/calibrator.json"))
+    return booster_from_text(text), calibrator
+
+
+def load_deep(tracker: Tracker, name: str, version: str) -> tuple[LevibotTransformer, Calibrator]:
+    state = state_dict_from_bytes(tracker.download_file(name, version, "model/state_dict.pt"))
+    model = load_model(state, _json(tracker, name, version, "model/config.json"))
+    calibrator = Calibrator.from_dict(_json(tracker, name, version, "model/calibrator.json"))
+    return model, calibrator
+
+
+@dataclass(frozen=True)
+class Published:
+    run: RunInfo
+    version: str
+    decision: dict
+
+
+def publish_model(
+    tracker: Tracker,
+    *,
+    name: str,
+    run_name: str,
+    params: dict,
+    metrics: dict[str, float],
+    files: dict,
+    window: str,
+    score_version: Callable[[str], float],
+    epoch_metrics: list[dict] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Published:
+    """Log the run, register the version, and move ``champion`` only if the new version's
+    ``log_loss`` on ``window`` is no worse than the champion's on that same window.
+
+    ``score_version(version)`` computes a registered version's log loss on ``window`` (the
+    caller loads it and predicts the same bars); the champion is scored here when it has no
+    value recorded for this window yet, so the comparison is always like for like.
+    """
+    run = tracker.log_training_run(
+        run_name=run_name,
+        params=params,
+        metrics=metrics,
+        epoch_metrics=epoch_metrics,
+        files=files,
+        tags=tags,
+    )
+    version = tracker.register_version(name, run, tags={"window": window})
+    current = tracker.champion(name)
+    if current is not None and current[0] != version:
+        champion_version, champion_tags = current
+        if eval_tag(DECISION_METRIC, window) not in champion_tags:
+            value = score_version(champion_version)
+            tracker.record_evaluation(
+                name, champion_version, metric=DECISION_METRIC, window=window, value=value
+            )
+    decision = tracker.promote_if_no_worse(
+        name,
+        version,
+        metric=DECISION_METRIC,
+        value=metrics[DECISION_METRIC],
+        higher_is_better=False,
+        window=window,
+    )
+    log.info("%s v%s: %s", name, version, decision["reason"])
+    return Published(run=run, version=version, decision=decision)

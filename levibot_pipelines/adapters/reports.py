@@ -1,0 +1,89 @@
+"""Evaluation reports on disk: ``report.json``, ``report.md``, PNG plots and the predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from levibot_pipelines.adapters.plots import reliability_diagram, risk_coverage_plot
+from levibot_pipelines.core.evaluation import MODELS, SymbolEvaluation, risk_coverage_curves
+
+METRIC_KEYS = ("auc", "log_loss", "brier", "bss", "ece")
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def symbol_report(ev: SymbolEvaluation) -> dict:
+    pred = ev.predictions
+    return {
+        "n_test": pred.height,
+        "folds": len(ev.folds),
+        "test_start_ms": int(pred.get_column("timestamp").min()),
+        "test_end_ms": int(pred.get_column("timestamp").max()),
+        "models": ev.metrics,
+        "fold_details": ev.folds,
+    }
+
+
+def write_report(out: Path, evaluations: list[SymbolEvaluation], meta: dict) -> dict:
+    """Write the report files under ``out`` and return the ``report.json`` content."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    report = {"meta": meta, "symbols": {ev.symbol: symbol_report(ev) for ev in evaluations}}
+    report = _clean(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        "# levibot walk-forward evaluation",
+        "",
+        f"Source: `{meta.get('source')}`; profile `{meta.get('profile')}`; "
+        f"{meta.get('wall_s', 0):.0f} s. Out-of-sample test windows only; every model and "
+        "baseline is scored on the same bars.",
+        "",
+    ]
+    for ev in evaluations:
+        y = ev.predictions.get_column("y_up").to_numpy()
+        (plots / f"{ev.symbol}_risk_coverage.png").write_bytes(
+            risk_coverage_plot(risk_coverage_curves(ev.predictions), title=f"{ev.symbol}")
+        )
+        md += [f"## {ev.symbol}", "", _table(report["symbols"][ev.symbol]), ""]
+        for name in ("lgbm", "deep", "ensemble"):
+            p = ev.predictions.get_column(f"p_{name}").to_numpy()
+            path = plots / f"{ev.symbol}_{name}_reliability.png"
+            path.write_bytes(reliability_diagram(y, p, title=f"{ev.symbol} {name}"))
+            md.append(f"![{ev.symbol} {name} reliability](plots/{path.name})")
+        md += ["", f"![{ev.symbol} risk-coverage](plots/{ev.symbol}_risk_coverage.png)", ""]
+        ev.predictions.write_parquet(out / f"predictions_{ev.symbol}.parquet")
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    return report
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _table(sym: dict) -> str:
+    head = (
+        f"{sym['n_test']} test bars in {sym['folds']} folds.\n\n"
+        "| model | AUC | log loss | Brier | BSS | ECE | acc@10% | acc@20% | acc@50% |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for name in MODELS:
+        m = sym["models"][name]
+        acc = m["acc_at_coverage"]
+        cells = [_fmt(m[k]) for k in METRIC_KEYS] + [_fmt(acc[c]) for c in ("0.1", "0.2", "0.5")]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    picp = sym["models"]["deep"].get("picp", {})
+    tail = f"\n\nDeep sigma PICP: 50% -> {_fmt(picp.get('0.5'))}, 90% -> {_fmt(picp.get('0.9'))}."
+    return head + "\n" + "\n".join(rows) + tail

@@ -1,0 +1,337 @@
+"""Deep model: a small pre-norm transformer encoder over a window of bars, with MC dropout.
+
+A window of ``T`` bars x ``F`` features (``core.windows``) -> ``Linear(F, d_model)`` + learned
+positional embedding -> ``n_layers`` pre-norm blocks (multi-head self-attention + GELU MLP) ->
+LayerNorm -> the last bar's token -> three heads: ``logit`` (``p_up = sigmoid(logit)``), ``mu``
+and ``sigma = softplus(.) + 1e-6`` (a Gaussian over the forward log return).
+
+MC dropout (Gal & Ghahramani, 2016, "Dropout as a Bayesian Approximation") without
+``model.train()``: every dropout is functional and switched by the ``mc`` argument of
+``forward``, attention dropout included, so the module's train/eval flag is irrelevant and
+``mc=False`` is deterministic. Input standardisation and the target scale are buffers, so a saved
+``state_dict`` plus the config JSON rebuilds the whole predictor; weights travel through
+``torch.save``/``torch.load(weights_only=True)`` and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+HEAD_KEYS: tuple[str, ...] = ("logit", "mu", "sigma")
+MC_KEYS: tuple[str, ...] = (
+    "p_up",
+    "mu",
+    "aleatoric",
+    "epistemic",
+    "epistemic_p",
+    "total",
+    "confidence",
+)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Model size; the defaults are the seed architecture (128 bars x 10 features, 4x3 layers)."""
+
+    n_features: int = 10
+    window: int = 128
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 3
+    d_ff: int = 256
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("n_features", "window", "d_model", "n_heads", "n_layers", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransformerConfig:
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig keys {sorted(unknown)}")
+        return cls(**d)
+
+
+PROFILES: dict[str, TransformerConfig] = {
+    "seed": TransformerConfig(),
+    "small": TransformerConfig(window=32, d_model=32, n_heads=2, n_layers=2, d_ff=64, dropout=0.1),
+}
+
+
+def resolve_profile(name: str, cuda_available: bool) -> tuple[str, TransformerConfig]:
+    """Profile name -> (name, config); ``"auto"`` is ``"seed"`` on CUDA, else ``"small"``."""
+    if name == "auto":
+        name = "seed" if cuda_available else "small"
+    if name not in PROFILES:
+        raise ValueError(f"unknown model profile {name!r}; expected one of {['auto', *PROFILES]}")
+    return name, PROFILES[name]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over all bars of the window (no causal mask: all are past)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads, self.p = config.n_heads, config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x: Tensor, mc: bool) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+        # (B, T, C) -> (B, n_heads, T, C // n_heads)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if mc else 0.0)
+        # (B, n_heads, T, C // n_heads) -> (B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.proj(y), self.p, training=mc)
+
+
+class MLP(nn.Module):
+    """Position-wise ``Linear(d_model, d_ff) -> GELU -> Linear(d_ff, d_model)`` with dropout."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.p = config.dropout
+        self.fc = nn.Linear(config.d_model, config.d_ff)
+        self.proj = nn.Linear(config.d_ff, config.d_model)
+
+    def forward(self, x: Tensor, mc: bool) -> Tensor:
+        return F.dropout(self.proj(F.gelu(self.fc(x))), self.p, training=mc)
+
+
+class Block(nn.Module):
+    """Pre-norm encoder block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.d_model)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, mc: bool) -> Tensor:
+        x = x + self.attn(self.ln_1(x), mc)
+        return x + self.mlp(self.ln_2(x), mc)
+
+
+class LevibotTransformer(nn.Module):
+    """Window of bars -> direction logit and a Gaussian over the forward log return.
+
+    Buffers (saved in the ``state_dict``): ``feature_mean``/``feature_std`` ``(F,)`` standardise
+    the raw features; ``target_scale`` (scalar, log-return units) is the unit of ``mu``/``sigma``
+    inside the network, so the heads work on O(1) numbers.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Linear(config.n_features, config.d_model)
+        self.pos = nn.Parameter(torch.zeros(config.window, config.d_model))
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, len(HEAD_KEYS))  # columns: logit, mu, raw sigma
+        self.register_buffer("feature_mean", torch.zeros(config.n_features))
+        self.register_buffer("feature_std", torch.ones(config.n_features))
+        self.register_buffer("target_scale", torch.tensor(1.0))
+        self.apply(_init_weights)
+        nn.init.normal_(self.pos, std=0.02)
+        self.eval()  # the mode never matters (dropout is switched by `mc`); eval says so
+
+    def set_scaling(self, mean: np.ndarray, std: np.ndarray, target_scale: float) -> None:
+        """Store the fitted feature standardisation ``(F,)`` and target scale (> 0)."""
+        mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        n_f = self.config.n_features
+        if mean.shape != (n_f,) or std.shape != (n_f,):
+            raise ValueError(f"mean/std must have shape ({n_f},), got {mean.shape}, {std.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise ValueError(f"mean must be finite and std finite and > 0, got {mean}, {std}")
+        if not (math.isfinite(target_scale) and target_scale > 0):
+            raise ValueError(f"target_scale must be finite and > 0, got {target_scale}")
+        self.feature_mean.copy_(torch.as_tensor(mean))
+        self.feature_std.copy_(torch.as_tensor(std))
+        self.target_scale.fill_(float(target_scale))
+
+    def forward(self, x: Tensor, mc: bool = False) -> dict[str, Tensor]:
+        """``x`` ``(B, window, n_features)`` raw features -> dict of ``(B,)`` tensors.
+
+        Keys: ``logit``, ``p_up`` (= sigmoid(logit)), ``mu`` and ``sigma`` (> 0), both in
+        log-return units. ``mc=True`` turns every dropout on (MC sampling, and training).
+        """
+        cfg = self.config
+        if x.ndim != 3 or x.shape[1:] != (cfg.window, cfg.n_features):
+            raise ValueError(
+                f"x must have shape (B, {cfg.window}, {cfg.n_features}), got {tuple(x.shape)}"
+            )
+        x = (x - self.feature_mean) / self.feature_std
+        h = F.dropout(self.embed(x) + self.pos, cfg.dropout, training=mc)  # (B, T, F) -> (B, T, C)
+        for block in self.blocks:
+            h = block(h, mc)
+        out = self.head(self.ln_f(h[:, -1, :]))  # (B, T, C) -> (B, C) -> (B, 3)
+        logit, mu, raw_sigma = out.unbind(dim=1)  # (B, 3) -> 3 x (B,)
+        sigma = F.softplus(raw_sigma) + 1e-6
+        return {
+            "logit": logit,
+            "p_up": torch.sigmoid(logit),
+            "mu": mu * self.target_scale,
+            "sigma": sigma * self.target_scale,
+        }
+
+    def mc_predict(
+        self, x: Tensor, n_samples: int = 50, chunk_size: int = 8192, *, seed: int = 0
+    ) -> dict[str, np.ndarray]:
+        """MC-dropout prediction for ``x`` ``(B, window, n_features)``, ``n_samples`` draws per bar.
+
+        The draws run as one batched pass (``x`` repeated ``n_samples`` times on the batch axis),
+        split so that at most ``chunk_size`` rows go through the network at once. Draws use a
+        private RNG seeded with ``seed`` (the global RNG is left as it was).
+
+        Returns float64 ``(B,)`` arrays (variances over draws are population variances):
+            p_up: mean of sigmoid(logit). mu: mean of mu (log return).
+            aleatoric: mean of sigma^2. epistemic: variance of mu. epistemic_p: variance of p.
+            total: aleatoric + epistemic (variance of the predictive mixture over the return).
+            confidence: ``|2 p_up - 1| * clip(1 - 2 std_p, 0, 1)``, ``std_p = sqrt(epistemic_p)``:
+                the direction margin in [0, 1], shrunk to 0 as the draws disagree (``std_p`` of
+                a probability is at most 0.5, reached when draws split between 0 and 1).
+        """
+        _check_mc_args(n_samples, chunk_size)
+        out = {k: np.empty(x.shape[0]) for k in MC_KEYS}
+        bars = max(1, chunk_size // n_samples)  # bars per pass
+        group = min(n_samples, chunk_size)  # draws per pass; all of them unless n_samples > chunk
+        with torch.inference_mode(), _seeded_rng(seed, x.device):
+            for start in range(0, x.shape[0], bars):
+                xc = x[start : start + bars]
+                sizes = [min(group, n_samples - s) for s in range(0, n_samples, group)]
+                draws = [self._draws(xc, g) for g in sizes]
+                stats = _summarise(*(torch.cat(d, dim=0) for d in zip(*draws, strict=True)))
+                for k in MC_KEYS:
+                    out[k][start : start + xc.shape[0]] = stats[k]
+        return out
+
+    def mc_predict_loop(
+        self, x: Tensor, n_samples: int = 50, chunk_size: int = 8192, *, seed: int = 0
+    ) -> dict[str, np.ndarray]:
+        """``mc_predict``'s outputs from ``n_samples`` separate passes (benchmark reference)."""
+        _check_mc_args(n_samples, chunk_size)
+        if x.shape[0] == 0:
+            return {k: np.empty(0) for k in MC_KEYS}
+        with torch.inference_mode(), _seeded_rng(seed, x.device):
+            passes = [
+                [self(x[s : s + chunk_size], mc=True) for s in range(0, x.shape[0], chunk_size)]
+                for _ in range(n_samples)
+            ]
+            # n_samples x chunks x {key: (b,)} -> {key: (n_samples, B)}
+            draws = [torch.stack([torch.cat([c[k] for c in p]) for p in passes]) for k in HEAD_KEYS]
+            return _summarise(*draws)
+
+    def _draws(self, xc: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` dropout draws for each bar of ``xc`` in one pass -> logit, mu, sigma ``(n, b)``."""
+        b = xc.shape[0]
+        out = self(xc.repeat(n, 1, 1), mc=True)  # (b, T, F) -> (n*b, T, F), draw-major
+        return tuple(out[k].view(n, b) for k in HEAD_KEYS)  # (n*b,) -> (n, b)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _check_mc_args(n_samples: int, chunk_size: int) -> None:
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+
+@contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the RNG of ``device`` for the block and restore the caller's state afterwards."""
+    devices = [] if device.type == "cpu" else [device]
+    device_type = "cuda" if device.type == "cpu" else device.type
+    with torch.random.fork_rng(devices=devices, device_type=device_type):
+        torch.manual_seed(seed)
+        yield
+
+
+def _summarise(logit: Tensor, mu: Tensor, sigma: Tensor) -> dict[str, np.ndarray]:
+    """Draws ``(n, B)`` -> MC statistics ``(B,)``; float64, so identical draws give variance 0."""
+    logit, mu, sigma = logit.double(), mu.double(), sigma.double()
+    p = torch.sigmoid(logit)
+    p_up, mu_mean = p.mean(dim=0), mu.mean(dim=0)
+    aleatoric = (sigma**2).mean(dim=0)
+    epistemic = ((mu - mu_mean) ** 2).mean(dim=0)
+    epistemic_p = ((p - p_up) ** 2).mean(dim=0)
+    confidence = (2 * p_up - 1).abs() * (1 - 2 * epistemic_p.sqrt()).clamp(0.0, 1.0)
+    stats = {
+        "p_up": p_up,
+        "mu": mu_mean,
+        "aleatoric": aleatoric,
+        "epistemic": epistemic,
+        "epistemic_p": epistemic_p,
+        "total": aleatoric + epistemic,
+        "confidence": confidence,
+    }
+    return {k: v.cpu().numpy() for k, v in stats.items()}
+
+
+def save_model(model: LevibotTransformer) -> tuple[dict[str, Tensor], dict]:
+    """-> (CPU ``state_dict`` with the scaling buffers, config dict for JSON)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return state, model.config.to_dict()
+
+
+def load_model(state_dict: dict[str, Tensor], config: dict) -> LevibotTransformer:
+    """Rebuild a model from ``save_model``'s output (strict: every key must match)."""
+    model = LevibotTransformer(TransformerConfig.from_dict(config))
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def state_dict_to_bytes(state_dict: dict[str, Tensor]) -> bytes:
+    """Serialise tensors with ``torch.save`` (loadable with ``weights_only=True``)."""
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    return buf.getvalue()
+
+
+def state_dict_from_bytes(data: bytes) -> dict[str, Tensor]:
+    """Inverse of ``state_dict_to_bytes``; ``weights_only=True``, onto the CPU."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def count_flops(config: TransformerConfig, batch: int) -> int:
+    """Forward FLOPs of ``batch`` windows: 2 x multiply-accumulates of every matmul.
+
+    Per window with ``T = window``, ``C = d_model``, ``F = n_features``:
+    input projection ``2TFC``; per layer qkv ``6TC^2``, attention scores ``2T^2C``, weighted sum
+    ``2T^2C``, output projection ``2TC^2``, MLP ``4TC*d_ff``; heads ``2C*3`` (last token only).
+    Biases, LayerNorm, softmax, GELU and dropout are left out (O(TC) each). A training step
+    (forward + backward) costs about 3x the forward.
+    """
+    if batch < 0:
+        raise ValueError(f"batch must be >= 0, got {batch}")
+    T, C, n_f, d_ff = config.window, config.d_model, config.n_features, config.d_ff
+    layer = 6 * T * C * C + 4 * T * T * C + 2 * T * C * C + 4 * T * C * d_ff
+    per_window = 2 * T * n_f * C + config.n_layers * layer + 2 * C * len(HEAD_KEYS)
+    return batch * per_window

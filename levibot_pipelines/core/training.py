@@ -1,0 +1,147 @@
+"""Fitting one model on one walk-forward layout: shared by the walk-forward evaluation and the
+retraining assets, so a model is trained, calibrated and scored the same way in both.
+
+``rows`` maps ``train``, ``val``, ``calib`` and ``test`` to row indices of one symbol's arrays
+(window ends, i.e. the bar ``t`` each sample predicts from). The model is fitted on train with
+early stopping on val and calibrated on calib; test is only predicted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+
+from levibot_pipelines.core.calibration import Calibrator, fit_calibrator
+from levibot_pipelines.core.deep import LevibotTransformer, TransformerConfig
+from levibot_pipelines.core.deep_train import fit_transformer, predict
+from levibot_pipelines.core.features import FEATURE_COLUMNS
+from levibot_pipelines.core.lgbm import LGBMConfig, fit_lgbm, predict_proba
+from levibot_pipelines.core.splits import Fold, WalkForwardConfig, min_purge, walk_forward_splits
+from levibot_pipelines.core.windows import labeled_ends, window_ends
+
+PARTS = ("train", "val", "calib", "test")
+SCORED = ("val", "calib", "test")
+
+
+def latest_fold(n_samples: int, cfg: WalkForwardConfig, *, required_purge: int = 0) -> Fold:
+    """The fold whose test part ends with the newest sample: what a retrain fits on today."""
+    template = walk_forward_splits(cfg.span, cfg, required_purge=required_purge)[0]
+    if n_samples < cfg.span:
+        walk_forward_splits(n_samples, cfg, required_purge=required_purge)  # raises, with numbers
+    shift = n_samples - cfg.span
+    return Fold(
+        index=0,
+        **{k: getattr(template, k) + shift for k in PARTS},
+    )
+
+
+def fold_rows(samples: np.ndarray, fold: Fold) -> dict[str, np.ndarray]:
+    """Row indices of each part of ``fold`` (``samples`` maps sample index -> row)."""
+    return {k: samples[getattr(fold, k)] for k in PARTS}
+
+
+@dataclass
+class LgbmFit:
+    booster: lgb.Booster
+    calibrator: Calibrator
+    p: dict[str, np.ndarray]  # calibrated P(up) on val, calib, test
+
+    def confidence(self, part: str) -> np.ndarray:
+        return np.abs(2 * self.p[part] - 1)
+
+
+@dataclass
+class DeepFit:
+    model: LevibotTransformer
+    history: list[dict]
+    calibrator: Calibrator
+    p: dict[str, np.ndarray]  # calibrated MC-mean P(up) on val, calib, test
+    mc: dict[str, dict[str, np.ndarray]]  # raw mc_predict outputs per part
+
+    def confidence(self, part: str) -> np.ndarray:
+        return deep_confidence(self.p[part], self.mc[part]["epistemic_p"])
+
+
+def deep_confidence(p_calibrated: np.ndarray, epistemic_p: np.ndarray) -> np.ndarray:
+    """``|2p - 1| * clip(1 - 2 std_p, 0, 1)`` on the calibrated probability (as ``mc_predict``
+    defines it on the raw one): the margin, shrunk as the MC draws disagree."""
+    return np.abs(2 * p_calibrated - 1) * np.clip(1 - 2 * np.sqrt(epistemic_p), 0, 1)
+
+
+def fit_lgbm_rows(
+    X: np.ndarray, y: np.ndarray, rows: dict[str, np.ndarray], cfg: LGBMConfig, *, seed: int
+) -> LgbmFit:
+    booster = fit_lgbm(
+        X[rows["train"]],
+        y[rows["train"]],
+        X[rows["val"]],
+        y[rows["val"]],
+        cfg,
+        seed=seed,
+        feature_names=list(FEATURE_COLUMNS),
+    )
+    raw = {k: predict_proba(booster, X[rows[k]]) for k in SCORED}
+    calibrator = fit_calibrator(raw["calib"], y[rows["calib"]])
+    return LgbmFit(booster, calibrator, {k: calibrator.transform(v) for k, v in raw.items()})
+
+
+def fit_deep_rows(
+    X: np.ndarray,
+    y: np.ndarray,
+    fwd_ret: np.ndarray,
+    rows: dict[str, np.ndarray],
+    config: TransformerConfig,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    max_train_samples: int | None,
+    mc_samples: int,
+    seed: int,
+    on_epoch=None,
+) -> DeepFit:
+    model, history = fit_transformer(
+        X,
+        y,
+        fwd_ret,
+        rows["train"],
+        rows["val"],
+        config,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        max_train_samples=max_train_samples,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+    mc = {k: predict(model, X, rows[k], n_samples=mc_samples, seed=seed) for k in SCORED}
+    calibrator = fit_calibrator(mc["calib"]["p_up"], y[rows["calib"]])
+    p = {k: calibrator.transform(v["p_up"]) for k, v in mc.items()}
+    return DeepFit(model, history, calibrator, p, mc)
+
+
+def latest_rows(
+    timestamps: np.ndarray,
+    y_up: np.ndarray,
+    fwd_ret: np.ndarray,
+    *,
+    walk: WalkForwardConfig,
+    window: int,
+    horizon: int,
+    tf_ms: int,
+) -> dict[str, np.ndarray]:
+    """Rows of the newest walk-forward layout of one symbol (the test part ends at the newest
+    labelled bar): what the retraining assets fit on."""
+    samples = labeled_ends(window_ends(timestamps, window, tf_ms), y_up, fwd_ret)
+    fold = latest_fold(len(samples), walk, required_purge=min_purge(horizon, window))
+    return fold_rows(samples, fold)
+
+
+def window_label(timestamps: np.ndarray, rows: dict[str, np.ndarray]) -> str:
+    """``first/last`` test bar open times (ms): the key champion comparisons are made on."""
+    test = rows["test"]
+    return f"{int(timestamps[test[0]])}/{int(timestamps[test[-1]])}"

@@ -1,0 +1,76 @@
+"""`levibot evaluate`: the whole walk-forward on a user's candles, in a temporary home."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from levibot_pipelines.adapters.ingest import ingest_symbol
+from levibot_pipelines.adapters.reports import write_report
+from levibot_pipelines.adapters.sources import make_source
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.core.deep import resolve_profile
+from levibot_pipelines.core.evaluation import EvalConfig, evaluate_symbol, symbol_data
+from levibot_pipelines.core.features import build_features
+from levibot_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_evaluate(
+    settings: Settings, out: Path, cfg: EvalConfig, profile: str, progress=None
+) -> dict:
+    """Ingest ``settings.symbols`` from ``settings.source`` into a temporary home, build the
+    features, run the walk-forward per symbol and write the report under ``out``."""
+    say = progress or log.info
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="levibot-evaluate-") as tmp:
+        local = replace(settings, home=Path(tmp))
+        store = ParquetStore(local.home)
+        source = make_source(local)
+        now_ms = int(time.time() * 1000)
+        for symbol in local.symbols:
+            rep = ingest_symbol(
+                source,
+                store,
+                symbol,
+                start_ms=local.start_ms,
+                now_ms=now_ms,
+                tf_ms=local.timeframe_ms,
+            )
+            say(
+                f"{symbol}: {rep.total_rows} bars ingested ({rep.n_rejected} rejected, "
+                f"{rep.gaps} gaps)"
+            )
+        features = build_features(
+            store.read_all_ohlcv(local.symbols), tf_ms=local.timeframe_ms, horizon=cfg.horizon
+        )
+    say(f"features: {features.height} rows")
+    evaluations = []
+    for symbol in settings.symbols:
+        evaluations.append(
+            evaluate_symbol(
+                symbol_data(features, symbol), cfg, tf_ms=settings.timeframe_ms, progress=say
+            )
+        )
+    meta = {
+        "source": settings.source,
+        "symbols": list(settings.symbols),
+        "profile": profile,
+        "config": cfg.to_dict(),
+        "torch_threads": torch.get_num_threads(),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    report = write_report(out, evaluations, meta)
+    say(f"wrote {out / 'report.json'} and {out / 'report.md'} in {meta['wall_s']:.0f} s")
+    return report
+
+
+def eval_config(profile: str, **overrides) -> tuple[str, EvalConfig]:
+    name, transformer = resolve_profile(profile, torch.cuda.is_available())
+    return name, EvalConfig(transformer=transformer, **overrides)

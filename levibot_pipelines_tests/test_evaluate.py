@@ -1,0 +1,123 @@
+"""`levibot evaluate` as a quant runs it on a small synthetic history; the walk-forward core."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from levibot_pipelines.core.deep import TransformerConfig
+from levibot_pipelines.core.evaluation import EvalConfig, evaluate_symbol, symbol_data
+from levibot_pipelines.core.features import build_features
+from levibot_pipelines.core.splits import WalkForwardConfig
+from levibot_pipelines_tests.conftest import TF_MS, recent_start, synthetic_long
+
+MODEL_KEYS = {"lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal"}
+METRIC_KEYS = {"auc", "log_loss", "brier", "bss", "ece", "acc_at_coverage"}
+TINY = TransformerConfig(window=16, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+
+
+def test_walk_forward_scores_every_model_on_the_same_out_of_sample_bars():
+    features = build_features(synthetic_long(3200), tf_ms=TF_MS)
+    data = symbol_data(features, "SOLUSDT")
+    cfg = EvalConfig(
+        transformer=TINY,
+        walk=WalkForwardConfig(train=1000, val=250, calib=250, test=300, purge=20),
+        epochs=1,
+        mc_samples=4,
+        max_train_samples=500,
+    )
+    ev = evaluate_symbol(data, cfg, tf_ms=TF_MS)
+    pred = ev.predictions
+    # 3200 bars -> 3001 feature rows; windows of 16 start at row 15 and the newest row has no
+    # label: 2985 samples. One fold spans 1000+250+250+300+3*20 = 1860, so
+    # (2985 - 1860) // 300 + 1 = 4 folds.
+    assert len(ev.folds) == 4 and pred.height == 4 * 300
+    # Test bars are strictly later than everything each fold fitted on, and never repeat.
+    ts = pred["timestamp"].to_numpy()
+    assert np.all(np.diff(ts) > 0)
+    for fold in ev.folds:
+        # Sample k is row k + 15 here (no gaps); calib is the last part anything is fitted on.
+        train_end = data.timestamps[fold["calib"][1] - 1 + 15]
+        assert fold["test_start_ms"] > train_end
+    assert set(ev.metrics) == MODEL_KEYS
+    assert ev.metrics["base_rate"]["bss"] == pytest.approx(0.0, abs=1e-12)
+    # The reversal rule is the momentum rule mirrored: AUCs sum to 1.
+    assert ev.metrics["last_return"]["auc"] + ev.metrics["reversal"]["auc"] == pytest.approx(1.0)
+    for name in ("lgbm", "deep", "ensemble"):
+        p = pred[f"p_{name}"].to_numpy()
+        assert np.all((p >= 0) & (p <= 1)) and p.std() > 0
+    assert set(ev.metrics["deep"]["picp"]) == {"0.5", "0.9"}
+
+
+def test_evaluate_command_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "levibot_pipelines.cli",
+        "evaluate",
+        "--source",
+        "synthetic",
+        "--start",
+        recent_start(40),
+        "--walk",
+        "1200,300,300,400",
+        "--purge",
+        "40",
+        "--profile",
+        "small",
+        "--epochs",
+        "1",
+        "--mc-samples",
+        "4",
+        "--max-train-samples",
+        "500",
+        "--out",
+        str(out),
+    ]
+    env = {
+        "LEVIBOT_HOME": str(tmp_path / "unused"),
+        "PATH": "/usr/bin:/bin",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fold 1/" in done.stdout  # progress is shown
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["symbols"]) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    for sym in report["symbols"].values():
+        assert sym["n_test"] == sym["folds"] * 400
+        assert set(sym["models"]) == MODEL_KEYS
+        for m in sym["models"].values():
+            assert METRIC_KEYS <= set(m)
+            assert set(m["acc_at_coverage"]) == {"0.1", "0.2", "0.5"}
+    assert report["meta"]["profile"] == "small"
+    md = (out / "report.md").read_text()
+    assert "| ensemble |" in md and "plots/SOLUSDT_risk_coverage.png" in md
+    pngs = list((out / "plots").glob("*.png"))
+    assert len(pngs) == 12 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert not (tmp_path / "unused").exists()  # ran in a temporary home
+
+
+def test_evaluate_rejects_a_missing_files_dir(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "levibot_pipelines.cli",
+            "evaluate",
+            "--source",
+            "files",
+            "--files-dir",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "is not a directory" in done.stderr

@@ -1,0 +1,112 @@
+"""The model assets end to end on tiny synthetic data, with a real MLflow store."""
+
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from levibot_pipelines.adapters.registry import model_name, publish_model
+from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines_tests.conftest import SYMBOLS
+
+SYMBOL = "ETHUSDT"
+
+
+@pytest.fixture(scope="module")
+def trained(defs, instance, env):
+    for symbol in SYMBOLS:
+        defs.resolve_job_def("ingest_job").execute_in_process(
+            partition_key=symbol, instance=instance
+        )
+    defs.resolve_job_def("features_job").execute_in_process(instance=instance)
+    job = defs.resolve_job_def("training_job")
+    first = job.execute_in_process(partition_key=SYMBOL, instance=instance)
+    second = job.execute_in_process(partition_key=SYMBOL, instance=instance)
+    return first, second, Path(env["LEVIBOT_HOME"])
+
+
+def meta(result, node):
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+def test_training_registers_versions_and_moves_champion_like_for_like(trained):
+    first, second, home = trained
+    assert first.success and second.success
+    for node, kind in (("lgbm_model", "lgbm"), ("deep_tfm_model", "deep")):
+        m1, m2 = meta(first, node), meta(second, node)
+        assert (m1["model_version"], m1["promoted"]) == ("1", True)
+        assert m1["champion_decision"] == "promoted: no champion yet"
+        assert m2["model_version"] == "2"
+        # Same data, same seed: the retrained model ties the champion on the same window.
+        assert m2["test_window_ms"] == m1["test_window_ms"]
+        assert m2["test_log_loss"] == pytest.approx(m1["test_log_loss"], rel=1e-9)
+        assert m2["promoted"] is True and "no worse than champion" in m2["champion_decision"]
+        assert m1["rows"] == {"train": 600, "val": 150, "calib": 150, "test": 200}
+        assert 0.0 <= m1["test_ece"] <= 1.0 and m1["mlflow_run"].startswith("http")
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        registered = client.get_registered_model(model_name(kind, SYMBOL))
+        assert str(registered.aliases["champion"]) == "2"
+    checks = {
+        (e.asset_key.to_user_string(), e.check_name): e for e in first.get_asset_check_evaluations()
+    }
+    assert checks[("lgbm_model", "predictions_valid")].passed
+    assert checks[("deep_tfm_model", "predictions_valid")].passed
+    assert ("model_report", "calibration_and_skill") in checks
+
+
+def test_deep_weights_load_without_pickle(trained, env):
+    tracker = Tracker.for_home(Path(env["LEVIBOT_HOME"]))
+    raw = tracker.download_file(model_name("deep", SYMBOL), "1", "model/state_dict.pt")
+    state = torch.load(io.BytesIO(raw), weights_only=True)
+    assert "target_scale" in state and all(isinstance(v, torch.Tensor) for v in state.values())
+    config = json.loads(tracker.download_file(model_name("deep", SYMBOL), "1", "model/config.json"))
+    assert config["window"] == 32  # the small profile
+    text = tracker.download_file(model_name("lgbm", SYMBOL), "1", "model/lgbm.txt").decode()
+    assert text.startswith("tree")
+
+
+def test_ensemble_and_report(trained):
+    first, _, home = trained
+    ens = json.loads((home / "models" / SYMBOL / "ensemble.json").read_text())
+    assert 0.0 <= ens["w_lgbm"] <= 1.0
+    assert set(ens["test_log_loss"]) == {"lgbm", "deep", "ensemble"}
+    report = json.loads((home / "reports" / SYMBOL / "report.json").read_text())
+    models = report["symbols"][SYMBOL]["models"]
+    assert set(models) == {"lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal"}
+    assert models["base_rate"]["bss"] == pytest.approx(0.0, abs=1e-12)
+    assert meta(first, "model_report")["n_test"] == 200
+
+
+def test_champion_is_compared_on_the_same_window(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracker = Tracker.for_home(tmp_path)
+    scored = []
+
+    def publish(value, window, champion_score=None):
+        def score(version):
+            scored.append((version, window))
+            return champion_score
+
+        return publish_model(
+            tracker,
+            name="m",
+            run_name="r",
+            params={},
+            metrics={"log_loss": value},
+            files={"model/x.txt": "x"},
+            window=window,
+            score_version=score,
+        )
+
+    assert publish(0.69, "w1").decision["promoted"]
+    worse = publish(0.70, "w1")
+    assert not worse.decision["promoted"] and tracker.champion("m")[0] == "1"
+    assert scored == []  # the champion already had a value for w1
+    # A new window: the champion is scored on it first, then compared like for like.
+    better = publish(0.68, "w2", champion_score=0.695)
+    assert scored == [("1", "w2")]
+    assert better.decision["promoted"] and tracker.champion("m")[0] == better.version
+    assert better.decision["champion_value"] == pytest.approx(0.695)

@@ -4,6 +4,12 @@ Targets (issue: market data foundation):
 - feature table for 3 symbols x 1,000,000 bars: <= 2 s wall, <= 2 GB peak memory;
 - incremental tick (1 new bar per symbol into 100k bars per symbol, features rebuilt): <= 1 s;
 - full two-year history of the three symbols through ccxt from a local server: bars/s (reported).
+
+Targets (issue: models), in ``benchmarks/models.py``:
+- seed-profile training throughput >= 40% of the fp32 matmul peak measured in the same run, and
+  >= 2x a plain ``nn.TransformerEncoder`` eager loop of the same architecture and batch;
+- MC inference, 3 symbols x T=50 (seed profile), batched vs a loop of T passes: >= 5x (p50);
+- training wall time and peak memory of the demo (small profile, 3 symbols).
 """
 
 from __future__ import annotations
@@ -161,10 +167,17 @@ def bench_ccxt_ingest() -> dict:
     }
 
 
+def bench_models() -> dict:
+    from benchmarks.models import run_all
+
+    return run_all()
+
+
 BENCHES = {
     "features_3x1m": bench_features,
     "incremental_tick": bench_incremental_tick,
     "ccxt_two_year_ingest": bench_ccxt_ingest,
+    "models": bench_models,
 }
 
 
@@ -179,7 +192,7 @@ def main() -> int:
         print(f"running {name} ...", flush=True)
         results["benchmarks"][name] = BENCHES[name]()
         print(json.dumps(results["benchmarks"][name], indent=2), flush=True)
-    path = RESULTS / "market_data.json"
+    path = RESULTS / ("benchmarks.json" if not args.only else f"{'_'.join(args.only)}.json")
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "--purge", type=int, default=130, help="bars purged between parts (with --walk)"
     )
     ev.add_argument("--epochs", type=int, default=4)
-    ev.add_argument("--mc-samples", type=int, default=30)
+    ev.add_argument("--mc-samples", type=int, default=20)
     ev.add_argument("--max-train-samples", type=int, default=8000)
     ev.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -77,6 +77,60 @@ def test_spread_shrinks_with_dropout():
     assert epistemic(0.05).mean() < epistemic(0.3).mean()
 
 
+def _randomised(config: TransformerConfig, seed: int) -> LevibotTransformer:
+    """A model with O(1) random weights everywhere (LayerNorm, biases and scaling included)."""
+    model = _model(config, seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim >= 2 else 1.0))
+    model.set_scaling(np.linspace(-1, 1, config.n_features), np.full(config.n_features, 2.0), 0.01)
+    return model
+
+
+@pytest.mark.parametrize("window", [8, 32])
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_last_token_path_equals_the_full_computation(window: int, n_layers: int):
+    config = TransformerConfig(**{**TINY.to_dict(), "window": window, "n_layers": n_layers})
+    for seed in range(3):
+        model = _randomised(config, seed)
+        x = _x(5, config, seed=seed + 10)
+        full = model._encode(x, mc=False, last_only=False)
+        torch.testing.assert_close(model._encode(x, mc=False), full, atol=1e-5, rtol=1e-4)
+        # gradients too: training takes the same path
+        model(x)["mu"].square().sum().backward()
+        fast = {k: p.grad.clone() for k, p in model.named_parameters()}
+        model.zero_grad()
+        (model.head(full)[:, 1] * model.target_scale).square().sum().backward()
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(fast[k], p.grad, atol=1e-5, rtol=1e-4, msg=k)
+    # the last block really runs on the last position alone; the others on the whole window
+    shapes: list[tuple[int, ...]] = []
+    for block in model.blocks:
+        block.mlp.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    model(x)
+    assert shapes == [(5, window, 16)] * (n_layers - 1) + [(5, 1, 16)]
+    # dropout p = 0 under mc=True: the MC path is the deterministic one, exactly
+    no_drop = LevibotTransformer(TransformerConfig(**{**config.to_dict(), "dropout": 0.0}))
+    no_drop.load_state_dict(model.state_dict())
+    torch.testing.assert_close(no_drop._encode(x, mc=True), full, atol=1e-5, rtol=1e-4)
+
+
+def test_last_token_path_keeps_the_mc_distribution():
+    config = TransformerConfig(**{**TINY.to_dict(), "n_layers": 2, "dropout": 0.2})
+    model = _randomised(config, seed=0)
+    x = _x(3, config).repeat(2000, 1, 1)  # 2000 draws of 3 bars, draw-major
+    with torch.no_grad():
+        torch.manual_seed(1)
+        fast = model._encode(x, mc=True).view(2000, 3, -1)  # (n*b, C) -> (n, b, C)
+        torch.manual_seed(2)
+        full = model._encode(x, mc=True, last_only=False).view(2000, 3, -1)
+    se = ((fast.var(dim=0) + full.var(dim=0)) / 2000).sqrt()
+    assert torch.all((fast.mean(dim=0) - full.mean(dim=0)).abs() <= 5 * se + 1e-6)
+    ratio = fast.var(dim=0).mean() / full.var(dim=0).mean()
+    assert 0.9 < ratio < 1.1
+
+
 def test_mc_predict_outputs_and_chunking():
     model = _model()
     x = _x(10)
@@ -193,16 +247,22 @@ def test_training_rejects_unlabeled_ends():
 
 def test_count_flops_hand_computed():
     cfg = TransformerConfig(n_features=3, window=4, d_model=8, n_heads=2, n_layers=1, d_ff=16)
-    # input 2*4*3*8=192, qkv 2*4*8*24=1536, scores 2*4*4*8=256, weighted sum 256,
-    # out proj 2*4*8*8=512, MLP 2*(2*4*8*16)=2048, heads 2*8*3=48 -> 4848 per window
-    assert count_flops(cfg, 2) == 2 * 4848
-    # torch's counter agrees on the Linear layers (it skips attention on CPU)
-    with FlopCounterMode(display=False) as counter:
-        LevibotTransformer(cfg)(torch.zeros(2, 4, 3))
-    linear = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "mm" in str(op))
-    assert linear == 2 * (4848 - 256 - 256)
-    # seed: 2*128*10*128 + 3 * (8*128*128^2 + 4*128^2*128 + 4*128*128*256) + 2*128*3
-    assert count_flops(PROFILES["seed"], 1) == 327_680 + 3 * 41_943_040 + 768
+    # one block, the last, so 1 query position: input 2*4*3*8=192, qkv (all 4 positions)
+    # 2*4*8*24=1536, scores 2*1*4*8=64, weighted sum 64, out proj 2*1*8*8=128,
+    # MLP 2*(2*1*8*16)=512, heads 2*8*3=48 -> 2544 per window
+    assert count_flops(cfg, 2) == 2 * 2544
+    # seed: input 2*128*10*128 = 327_680; 2 full blocks of
+    # 8*128*128^2 + 4*128^2*128 + 4*128*128*256 = 41_943_040 (attention 4*128^2*128 = 8_388_608);
+    # the last block 6*128*128^2 + 4*1*128*128 + 2*1*128^2 + 4*1*128*256 = 12_812_288
+    # (attention 4*128*128 = 65_536); heads 2*128*3 = 768
+    assert count_flops(PROFILES["seed"], 1) == 327_680 + 2 * 41_943_040 + 12_812_288 + 768
+    # torch's counter agrees on every matmul it sees: all of them but the full blocks'
+    # attention (fused scaled_dot_product_attention, which it skips on CPU)
+    for config, skipped in ((cfg, 0), (PROFILES["seed"], 2 * 8_388_608)):
+        with FlopCounterMode(display=False) as counter:
+            LevibotTransformer(config)(torch.zeros(2, config.window, config.n_features))
+        counts = counter.get_flop_counts()["Global"].items()
+        assert sum(v for op, v in counts if "mm" in str(op)) == count_flops(config, 2) - 2 * skipped
 
 
 def test_resolve_profile():

@@ -3,7 +3,9 @@
 A window of ``T`` bars x ``F`` features (``core.windows``) -> ``Linear(F, d_model)`` + learned
 positional embedding -> ``n_layers`` pre-norm blocks (multi-head self-attention + GELU MLP) ->
 LayerNorm -> the last bar's token -> three heads: ``logit`` (``p_up = sigmoid(logit)``), ``mu``
-and ``sigma = softplus(.) + 1e-6`` (a Gaussian over the forward log return).
+and ``sigma = softplus(.) + 1e-6`` (a Gaussian over the forward log return). Only the last token
+reaches the heads, so the last block computes its query, residual and MLP for that token alone
+(keys and values still cover the whole window): exactly the full computation, with less work.
 
 MC dropout (Gal & Ghahramani, 2016, "Dropout as a Bayesian Approximation") without
 ``model.train()``: every dropout is functional and switched by the ``mc`` argument of
@@ -96,14 +98,28 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: Tensor, mc: bool) -> Tensor:
+    def forward(self, x: Tensor, mc: bool, last_only: bool = False) -> Tensor:
+        """``(B, T, C)`` -> ``(B, T, C)``; ``(B, 1, C)`` (last query only) if ``last_only``."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
-        # (B, T, C) -> (B, n_heads, T, C // n_heads)
-        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if mc else 0.0)
-        # (B, n_heads, T, C // n_heads) -> (B, T, C)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        if last_only:
+            q = q[:, -1:]  # (B, T, C) -> (B, 1, C)
+        # (B, L, C) -> (B, n_heads, L, C // n_heads); L = T, or 1 for q if last_only
+        q, k, v = (
+            t.view(B, -1, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        )
+        if last_only:
+            # softmax(q k^T / sqrt(d)) v by hand: for a single query, torch's CPU SDPA kernel
+            # rounds identical batch rows differently across threads (then MC draws at dropout
+            # 0 would disagree), and with dropout it is several times slower than this.
+            # (B, n_heads, 1, hd) @ (B, n_heads, hd, T) -> (B, n_heads, 1, T)
+            att = (q @ k.transpose(-2, -1)) * (C // self.n_heads) ** -0.5
+            att = F.dropout(att.softmax(dim=-1), self.p, training=mc)
+            y = att @ v  # (B, n_heads, 1, T) @ (B, n_heads, T, hd) -> (B, n_heads, 1, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if mc else 0.0)
+        # (B, n_heads, L, C // n_heads) -> (B, L, C)
+        y = y.transpose(1, 2).contiguous().view(B, -1, C)
         return F.dropout(self.proj(y), self.p, training=mc)
 
 
@@ -121,7 +137,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm encoder block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``."""
+    """Pre-norm encoder block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``.
+
+    ``last_only``: ``(B, T, C)`` -> ``(B, 1, C)``, the last position's output alone (every
+    position still serves as a key and value).
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -130,8 +150,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, mc: bool) -> Tensor:
-        x = x + self.attn(self.ln_1(x), mc)
+    def forward(self, x: Tensor, mc: bool, last_only: bool = False) -> Tensor:
+        h = self.attn(self.ln_1(x), mc, last_only)
+        x = (x[:, -1:] if last_only else x) + h  # (B, T, C) -> (B, 1, C) if last_only
         return x + self.mlp(self.ln_2(x), mc)
 
 
@@ -183,11 +204,7 @@ class LevibotTransformer(nn.Module):
             raise ValueError(
                 f"x must have shape (B, {cfg.window}, {cfg.n_features}), got {tuple(x.shape)}"
             )
-        x = (x - self.feature_mean) / self.feature_std
-        h = F.dropout(self.embed(x) + self.pos, cfg.dropout, training=mc)  # (B, T, F) -> (B, T, C)
-        for block in self.blocks:
-            h = block(h, mc)
-        out = self.head(self.ln_f(h[:, -1, :]))  # (B, T, C) -> (B, C) -> (B, 3)
+        out = self.head(self._encode(x, mc))  # (B, T, F) -> (B, C) -> (B, 3)
         logit, mu, raw_sigma = out.unbind(dim=1)  # (B, 3) -> 3 x (B,)
         sigma = F.softplus(raw_sigma) + 1e-6
         return {
@@ -196,6 +213,18 @@ class LevibotTransformer(nn.Module):
             "mu": mu * self.target_scale,
             "sigma": sigma * self.target_scale,
         }
+
+    def _encode(self, x: Tensor, mc: bool, last_only: bool = True) -> Tensor:
+        """Raw ``(B, T, F)`` -> the last token after ``ln_f`` ``(B, C)``.
+
+        ``last_only=False`` runs every block over every position (the reference the tests
+        compare the default path with).
+        """
+        x = (x - self.feature_mean) / self.feature_std
+        h = F.dropout(self.embed(x) + self.pos, self.config.dropout, training=mc)  # -> (B, T, C)
+        for i, block in enumerate(self.blocks):
+            h = block(h, mc, last_only and i == len(self.blocks) - 1)
+        return self.ln_f(h[:, -1, :])  # (B, T or 1, C) -> (B, C)
 
     def mc_predict(
         self, x: Tensor, n_samples: int = 50, chunk_size: int = 8192, *, seed: int = 0
@@ -323,15 +352,21 @@ def state_dict_from_bytes(data: bytes) -> dict[str, Tensor]:
 def count_flops(config: TransformerConfig, batch: int) -> int:
     """Forward FLOPs of ``batch`` windows: 2 x multiply-accumulates of every matmul.
 
-    Per window with ``T = window``, ``C = d_model``, ``F = n_features``:
-    input projection ``2TFC``; per layer qkv ``6TC^2``, attention scores ``2T^2C``, weighted sum
-    ``2T^2C``, output projection ``2TC^2``, MLP ``4TC*d_ff``; heads ``2C*3`` (last token only).
-    Biases, LayerNorm, softmax, GELU and dropout are left out (O(TC) each). A training step
-    (forward + backward) costs about 3x the forward.
+    Per window with ``T = window``, ``C = d_model``, ``F = n_features``, a block with ``L``
+    query positions costs qkv ``6TC^2`` (keys and values need every position), attention scores
+    ``2LTC``, weighted sum ``2LTC``, output projection ``2LC^2`` and MLP ``4LC*d_ff``. Every
+    block but the last has ``L = T``; the last has ``L = 1`` (only the last token reaches the
+    heads). Plus input projection ``2TFC`` and heads ``2C*3``. Biases, LayerNorm, softmax, GELU
+    and dropout are left out (O(TC) each). A training step (forward + backward) costs about 3x
+    the forward.
     """
     if batch < 0:
         raise ValueError(f"batch must be >= 0, got {batch}")
     T, C, n_f, d_ff = config.window, config.d_model, config.n_features, config.d_ff
-    layer = 6 * T * C * C + 4 * T * T * C + 2 * T * C * C + 4 * T * C * d_ff
-    per_window = 2 * T * n_f * C + config.n_layers * layer + 2 * C * len(HEAD_KEYS)
+
+    def block(L: int) -> int:
+        return 6 * T * C * C + 4 * L * T * C + 2 * L * C * C + 4 * L * C * d_ff
+
+    blocks = (config.n_layers - 1) * block(T) + block(1)
+    per_window = 2 * T * n_f * C + blocks + 2 * C * len(HEAD_KEYS)
     return batch * per_window

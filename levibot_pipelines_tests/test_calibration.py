@@ -41,10 +41,13 @@ def test_platt_recovers_known_parameters():
 
 
 def test_isotonic_hand_computed():
-    # PAV on y = [0, 1, 0, 1]: (1, 0) violates order, pooled to 0.5 -> [0, 0.5, 0.5, 1]
+    # PAV on y = [0, 1, 0, 1]: (1, 0) violates order, pooled to 0.5 -> [0, 0.5, 0.5, 1],
+    # then clamped to [1/(n+2), 1 - 1/(n+2)] = [1/6, 5/6] -> [1/6, 0.5, 0.5, 5/6]
     cal = fit_calibrator([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1], method="isotonic")
-    # 0.15 interpolates 0 and 0.5; 0.0 and 1.0 are clipped to the end values
-    np.testing.assert_allclose(cal.transform([0.0, 0.15, 0.25, 1.0]), [0.0, 0.25, 0.5, 1.0])
+    # 0.15 interpolates 1/6 and 0.5 -> 1/3; 0.0 and 1.0 are clipped to the end values
+    np.testing.assert_allclose(
+        cal.transform([0.0, 0.15, 0.25, 1.0]), [1 / 6, 1 / 3, 0.5, 5 / 6], rtol=1e-12
+    )
 
 
 def test_isotonic_is_monotone_and_bounded():
@@ -121,3 +124,13 @@ def test_calibrator_errors_name_the_bad_value():
         Calibrator(method="isotonic", x_thresholds=(0.5, 0.2), y_thresholds=(0.1, 0.3))
     with pytest.raises(ValueError, match="p must be finite, got nan"):
         Calibrator().transform([0.5, float("nan")])
+
+
+def test_isotonic_never_outputs_certainty():
+    # The lowest scores are all 0s and the highest all 1s in the calibration window: plain
+    # isotonic regression would map them to exactly 0 and 1 (infinite log loss out of sample).
+    p = np.linspace(0.3, 0.7, 200)
+    y = (p > 0.5).astype(float)
+    cal = fit_calibrator(p, y, method="isotonic")
+    out = cal.transform(np.array([0.0, 0.3, 0.7, 1.0]))
+    assert out[0] == pytest.approx(1 / 202) and out[-1] == pytest.approx(1 - 1 / 202)

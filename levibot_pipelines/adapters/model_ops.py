@@ -146,18 +146,7 @@ def train_deep(
 ) -> TrainResult:
     rows = _layout(data, cfg, tf_ms)
     fit = fit_deep_rows(
-        data.X,
-        data.y_up,
-        data.fwd_ret,
-        rows,
-        cfg.transformer,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        patience=cfg.patience,
-        max_train_samples=cfg.max_train_samples,
-        mc_samples=cfg.mc_samples,
-        seed=cfg.seed,
+        data.X, data.y_up, data.fwd_ret, rows, cfg.transformer, **cfg.deep_kwargs(cfg.seed)
     )
     y_test = data.y_up[rows["test"]]
 

@@ -131,7 +131,11 @@ def _fit_platt(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _fit_isotonic(p: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0, increasing=True)
+    # An end block of isotonic regression can be all 0s or all 1s; a probability of exactly 0
+    # or 1 then costs an infinite log loss on the first counter-example out of sample. With n
+    # calibration bars nothing below 1/(n+2) is supported (Laplace's rule), so clamp there.
+    bound = 1.0 / (p.size + 2)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=bound, y_max=1.0 - bound, increasing=True)
     iso.fit(p, y)
     return tuple(map(float, iso.X_thresholds_)), tuple(map(float, iso.y_thresholds_))
 

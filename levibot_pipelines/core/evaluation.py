@@ -59,6 +59,18 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def deep_kwargs(self, seed: int) -> dict:
+        """Keyword arguments of ``training.fit_deep_rows`` from this configuration."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "patience": self.patience,
+            "max_train_samples": self.max_train_samples,
+            "mc_samples": self.mc_samples,
+            "seed": seed,
+        }
+
 
 @dataclass(frozen=True)
 class SymbolData:
@@ -123,20 +135,7 @@ def evaluate_symbol(
         seed = cfg.seed + fold.index
 
         lg = fit_lgbm_rows(X, y, rows, cfg.lgbm, seed=seed)
-        dp = fit_deep_rows(
-            X,
-            y,
-            data.fwd_ret,
-            rows,
-            cfg.transformer,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            patience=cfg.patience,
-            max_train_samples=cfg.max_train_samples,
-            mc_samples=cfg.mc_samples,
-            seed=seed,
-        )
+        dp = fit_deep_rows(X, y, data.fwd_ret, rows, cfg.transformer, **cfg.deep_kwargs(seed))
         w = fit_ensemble_weight(lg.p["val"], dp.p["val"], y[rows["val"]])
         test = dp.mc["test"]
         conf_l, conf_d = lg.confidence("test"), dp.confidence("test")

@@ -53,6 +53,13 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
     def _data(context, market: MarketDataResource):
         return symbol_data(market.store().read_features(), context.partition_key)
 
+    def _train(train_fn, context, market: MarketDataResource, models: ModelResource):
+        profile, cfg = models.eval_config()
+        context.log.info(f"profile {profile}: {cfg.transformer}")
+        data, tf_ms = _data(context, market), market.settings().timeframe_ms
+        res = train_fn(models.tracker(), Path(models.home), data, cfg, tf_ms=tf_ms)
+        return _result(res)
+
     @dg.asset(
         name="lgbm_model",
         deps=[FEATURES],
@@ -64,13 +71,7 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
     def lgbm_model(
         context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
     ) -> dg.MaterializeResult:
-        _, cfg = models.eval_config()
-        tf_ms = market.settings().timeframe_ms
-        return _result(
-            model_ops.train_lgbm(
-                models.tracker(), Path(models.home), _data(context, market), cfg, tf_ms=tf_ms
-            )
-        )
+        return _train(model_ops.train_lgbm, context, market, models)
 
     @dg.asset(
         name="deep_tfm_model",
@@ -83,14 +84,7 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
     def deep_tfm_model(
         context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
     ) -> dg.MaterializeResult:
-        profile, cfg = models.eval_config()
-        context.log.info(f"profile {profile}: {cfg.transformer}")
-        tf_ms = market.settings().timeframe_ms
-        return _result(
-            model_ops.train_deep(
-                models.tracker(), Path(models.home), _data(context, market), cfg, tf_ms=tf_ms
-            )
-        )
+        return _train(model_ops.train_deep, context, market, models)
 
     @dg.asset(
         name="ensemble_weights",

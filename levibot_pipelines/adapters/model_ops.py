@@ -19,7 +19,7 @@ from levibot_pipelines.adapters.registry import (
     model_name,
     publish_model,
 )
-from levibot_pipelines.adapters.store import write_parquet_atomic
+from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.deep_train import predict
 from levibot_pipelines.core.ensemble import combine, fit_ensemble_weight
@@ -210,9 +210,5 @@ def fit_champion_ensemble(
             "ensemble": log_loss(y_test, p_e),
         },
     }
-    path = models_dir(home, data.symbol) / "ensemble.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    write_text_atomic(json.dumps(result, indent=2), models_dir(home, data.symbol) / "ensemble.json")
     return result

@@ -26,15 +26,25 @@ class UpsertResult:
     last_bar: int | None
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
+    _write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling file and an atomic rename."""
+    _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 class ParquetStore:

@@ -27,9 +27,9 @@ SCORED = ("val", "calib", "test")
 
 def latest_fold(n_samples: int, cfg: WalkForwardConfig, *, required_purge: int = 0) -> Fold:
     """The fold whose test part ends with the newest sample: what a retrain fits on today."""
-    template = walk_forward_splits(cfg.span, cfg, required_purge=required_purge)[0]
-    if n_samples < cfg.span:
-        walk_forward_splits(n_samples, cfg, required_purge=required_purge)  # raises, with numbers
+    # Fold 0 starts at sample 0 (and raises, with the numbers, if no fold fits): shift it so
+    # that its test part ends at the newest sample.
+    template = walk_forward_splits(n_samples, cfg, required_purge=required_purge)[0]
     shift = n_samples - cfg.span
     return Fold(
         index=0,

@@ -3,16 +3,15 @@
 from pathlib import Path
 
 import dagster as dg
-import torch
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.alerts import post_alert
 from levibot_pipelines.adapters.sources import Source, make_source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.deep import resolve_profile
 from levibot_pipelines.core.evaluation import EvalConfig
 from levibot_pipelines.core.splits import WalkForwardConfig
+from levibot_pipelines.evaluate import eval_config
 from levibot_pipelines.settings import Settings
 
 
@@ -103,10 +102,9 @@ class ModelResource(dg.ConfigurableResource):
 
     def eval_config(self) -> tuple[str, EvalConfig]:
         """(resolved profile name, the walk-forward and model configuration)."""
-        name, transformer = resolve_profile(self.profile, torch.cuda.is_available())
         train, val, calib, test = self.walk
-        return name, EvalConfig(
-            transformer=transformer,
+        return eval_config(
+            self.profile,
             walk=WalkForwardConfig(train=train, val=val, calib=calib, test=test, purge=self.purge),
             horizon=self.label_horizon,
             epochs=self.epochs,

@@ -10,6 +10,13 @@ Targets (issue: models), in ``benchmarks/models.py``:
   >= 2x a plain ``nn.TransformerEncoder`` eager loop of the same architecture and batch;
 - MC inference, 3 symbols x T=50 (seed profile), batched vs a loop of T passes: >= 5x (p50);
 - training wall time and peak memory of the demo (small profile, 3 symbols).
+
+Targets (issue: policy and backtest), in ``benchmarks/backtest.py``:
+- 1,000,000 bars with stops and take-profits, metrics included: <= 2 s.
+
+Targets (issue: serving), in ``benchmarks/api.py`` and ``benchmarks/publish.py``:
+- ``/ml/predict_ensemble`` at 500 requests/s open loop from a separate process: p99 <= 20 ms;
+- publish latency from a feature-table update to the published file (reported).
 """
 
 from __future__ import annotations
@@ -173,11 +180,32 @@ def bench_models() -> dict:
     return run_all()
 
 
+def bench_backtest() -> dict:
+    from benchmarks.backtest import bench_backtest as run
+
+    return run()
+
+
+def bench_api() -> dict:
+    from benchmarks.api import bench_api as run
+
+    return run()
+
+
+def bench_publish() -> dict:
+    from benchmarks.publish import bench_publish as run
+
+    return run()
+
+
 BENCHES = {
     "features_3x1m": bench_features,
     "incremental_tick": bench_incremental_tick,
     "ccxt_two_year_ingest": bench_ccxt_ingest,
     "models": bench_models,
+    "backtest_1m": bench_backtest,
+    "api_latency": bench_api,
+    "publish_latency": bench_publish,
 }
 
 

@@ -1,6 +1,7 @@
-"""The ``levibot`` command: ``demo`` and ``status`` (later: serve, evaluate, kill-switch)."""
+"""The ``levibot`` command: ``demo``, ``status``, ``evaluate``, ``serve`` and ``kill-switch``."""
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -12,6 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from levibot_pipelines.adapters.killswitch import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.timeframes import staleness_minutes
 from levibot_pipelines.settings import Settings, SettingsError
@@ -72,6 +74,10 @@ def cmd_demo(settings: Settings) -> int:
     for symbol in settings.symbols:
         print(f"training and evaluating {symbol} (profile {settings.profile}) ...", flush=True)
         training.execute_in_process(partition_key=symbol, instance=instance, run_config=quiet)
+    print("publishing the latest predictions ...", flush=True)
+    definitions.resolve_job_def("publish_job").execute_in_process(
+        instance=instance, run_config=quiet
+    )
     elapsed = time.perf_counter() - started
 
     print(
@@ -92,11 +98,84 @@ def cmd_demo(settings: Settings) -> int:
         print("newest feature rows (DuckDB view cross_asset_features):")
         print(newest)
         print(model_summary(settings))
+        print(backtest_summary(settings))
+        print(predictions_summary(settings))
+    base = f"http://{settings.api_host}:{settings.api_port}"
     print(
-        "\nNext: `make dev` opens the Dagster UI at http://127.0.0.1:3000 on this same instance"
-        f" ({settings.dagster_home})."
+        "\nNext:\n"
+        f"  make dev                 Dagster UI at http://127.0.0.1:3000 on this same instance "
+        f"({settings.dagster_home})\n"
+        f"  .venv/bin/levibot serve  the read-only API at {base} (docs at {base}/docs), e.g.\n"
+        f"    curl '{base}/ml/predict_ensemble?symbol=BTCUSDT'\n"
+        f"    curl {base}/metrics/prom\n"
+        "  .venv/bin/levibot kill-switch status"
     )
     return 0
+
+
+def backtest_summary(settings: Settings) -> str:
+    """Per symbol: the policy backtest of the walk-forward predictions, net of costs."""
+    rows = []
+    for symbol in settings.symbols:
+        path = settings.home / "reports" / symbol / "report.json"
+        if not path.exists():
+            continue
+        bt = json.loads(path.read_text())["symbols"][symbol].get("backtest")
+        if not bt:
+            continue
+        for name, m in (
+            ("policy (ensemble)", bt),
+            ("  at 2x costs", bt["at_2x_costs"]),
+            ("  random, same turnover", bt["random_same_turnover"]),
+            ("buy and hold", bt["buy_and_hold"]),
+        ):
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "strategy": name,
+                    **{
+                        k: m.get(k)
+                        for k in ("sharpe", "psr", "max_drawdown", "n_trades", "costs_paid")
+                    },
+                    "total_return": m.get("total_return"),
+                }
+            )
+    if not rows:
+        return "\npolicy backtest: no report yet"
+    costs = f"{settings.fee_bps:g} bps fees + slippage per side"
+    table = pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(4))
+    return f"\npolicy backtest on the walk-forward test bars (net of {costs}):\n{table}"
+
+
+def predictions_summary(settings: Settings) -> str:
+    """The published latest predictions, one row per symbol."""
+    from levibot_pipelines.adapters.published import read_latest
+
+    latest = read_latest(settings.home)
+    if latest is None:
+        return "\nlatest predictions: nothing published yet"
+    table = (
+        pl.DataFrame(list(latest.rows.values()))
+        .select(
+            "symbol",
+            pl.from_epoch("bar_close_time", time_unit="ms").alias("as_of"),
+            "ensemble_p_up",
+            "deep_p_up",
+            "lgbm_p_up",
+            "deep_sigma",
+            "regime",
+            "signal",
+            "size",
+            "kill_switch",
+        )
+        .with_columns(pl.col(pl.Float64).round(4))
+    )
+    reasons = {r["kill_switch_reason"] for r in latest.rows.values() if r["kill_switch_reason"]}
+    tail = "".join(f"\n  kill-switch: {r}" for r in sorted(reasons))
+    return (
+        f"\nlatest predictions ({settings.home / 'published' / 'latest_predictions.json'}):\n"
+        f"{table}{tail}"
+    )
 
 
 def model_summary(settings: Settings) -> str:
@@ -175,16 +254,86 @@ def _progress(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from levibot_pipelines.api import run_server
+
+    run_server(settings, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_status(settings: Settings) -> int:
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_rows=50):
         print(status_table(settings, int(time.time() * 1000)))
     return 0
 
 
+def _add_kill_switch_parser(sub: argparse._SubParsersAction) -> None:
+    ks = sub.add_parser(
+        "kill-switch", help="show, engage or release the trading kill-switch (LEVIBOT_HOME)"
+    )
+    actions = ks.add_subparsers(dest="action", required=True)
+    st = actions.add_parser("status", help="effective state, entries and size multiplier")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+    en = actions.add_parser("engage", help="engage the manual entry (REDUCING or HALTED)")
+    en.add_argument("--state", choices=["REDUCING", "HALTED"], default="HALTED")
+    en.add_argument("--reason", required=True, help="why (recorded and published)")
+    en.add_argument("--by", default=None, help="who (default: the OS user)")
+    rel = actions.add_parser("release", help="clear the manual entry")
+    rel.add_argument("--reason", default="", help="why (recorded in the history)")
+    rel.add_argument("--by", default=None, help="who (default: the OS user)")
+    rel.add_argument(
+        "--all",
+        action="store_true",
+        help="also clear automatic triggers (they re-engage if their condition still holds)",
+    )
+
+
+def _utc_iso(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
+
+
+def _print_kill_switch(status: KillSwitchStatus, reducing_factor: float) -> None:
+    multiplier = status.multiplier(reducing_factor)
+    print(f"kill-switch: {status.state} (size multiplier {multiplier:g})")
+    for name, e in sorted(status.entries.items()):
+        print(f"  {name}: {e['state']} by {e['by']} since {_utc_iso(e['since'])}: {e['reason']}")
+    print(f"updated at: {_utc_iso(status.updated_at)}")
+
+
+def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
+    switch = KillSwitch(settings.home)
+    by = getattr(args, "by", None) or getpass.getuser()
+    if args.action == "engage":
+        status = switch.engage(args.state, args.reason, by)
+    elif args.action == "release":
+        status = switch.release(by, args.reason, all_entries=args.all)
+    else:
+        status = switch.status()
+    if getattr(args, "json", False):
+        doc = {
+            "state": status.state,
+            "entries": status.entries,
+            "updated_at": status.updated_at,
+            "multiplier": status.multiplier(settings.reducing_factor),
+            "reason": status.reason(),
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _print_kill_switch(status, settings.reducing_factor)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="levibot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="ingest and build features offline (LEVIBOT_SOURCE) and summarise")
+    sub.add_parser(
+        "demo",
+        help="ingest, build features, train, backtest and publish offline (LEVIBOT_SOURCE)",
+    )
     sub.add_parser("status", help="per-asset row counts, newest bar and data-time staleness")
     ev = sub.add_parser(
         "evaluate",
@@ -208,12 +357,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--mc-samples", type=int, default=20)
     ev.add_argument("--max-train-samples", type=int, default=8000)
     ev.add_argument("--seed", type=int, default=0)
+    _add_kill_switch_parser(sub)
+    serve = sub.add_parser("serve", help="the read-only HTTP API over the published predictions")
+    serve.add_argument("--host", default=None, help="default LEVIBOT_API_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="default LEVIBOT_API_PORT (8000)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "evaluate":
             return cmd_evaluate(args)
         settings = Settings.from_env()
+        if args.command == "kill-switch":
+            return cmd_kill_switch(args, settings)
+        if args.command == "serve":
+            return cmd_serve(args, settings)
     except (SettingsError, ValueError) as exc:
         print(f"levibot: {exc}", file=sys.stderr)
         return 2

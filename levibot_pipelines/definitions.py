@@ -13,7 +13,15 @@ FEATURES_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(minutes=60), warn_window=timedelta(minutes=30)
 )
 
-FRESHNESS_POLICIES = {dg.AssetKey("cross_asset_features"): FEATURES_FRESHNESS}
+# Published predictions follow the feature table (one publish per rebuild), so the same windows.
+PREDICTIONS_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=60), warn_window=timedelta(minutes=30)
+)
+
+FRESHNESS_POLICIES = {
+    dg.AssetKey("cross_asset_features"): FEATURES_FRESHNESS,
+    dg.AssetKey("latest_predictions"): PREDICTIONS_FRESHNESS,
+}
 
 
 def load_definitions() -> dg.Definitions:

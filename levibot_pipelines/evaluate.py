@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from levibot_pipelines.adapters.backtests import backtest_symbol
 from levibot_pipelines.adapters.ingest import ingest_symbol
 from levibot_pipelines.adapters.reports import write_report
 from levibot_pipelines.adapters.sources import make_source
@@ -47,16 +48,20 @@ def run_evaluate(
                 f"{symbol}: {rep.total_rows} bars ingested ({rep.n_rejected} rejected, "
                 f"{rep.gaps} gaps)"
             )
-        features = build_features(
-            store.read_all_ohlcv(local.symbols), tf_ms=local.timeframe_ms, horizon=cfg.horizon
-        )
+        bars = store.read_all_ohlcv(local.symbols)
+        features = build_features(bars, tf_ms=local.timeframe_ms, horizon=cfg.horizon)
     say(f"features: {features.height} rows")
-    evaluations = []
+    evaluations, backtests = [], {}
     for symbol in settings.symbols:
-        evaluations.append(
-            evaluate_symbol(
-                symbol_data(features, symbol), cfg, tf_ms=settings.timeframe_ms, progress=say
-            )
+        ev = evaluate_symbol(
+            symbol_data(features, symbol), cfg, tf_ms=settings.timeframe_ms, progress=say
+        )
+        evaluations.append(ev)
+        backtests[symbol] = backtest_symbol(settings, symbol, ev.predictions, bars, features)
+        bt = backtests[symbol].report
+        say(
+            f"{symbol}: policy backtest net Sharpe {bt['sharpe']:.2f} ({bt['n_trades']} trades, "
+            f"costs {bt['costs_paid']:.2%}); buy and hold {bt['buy_and_hold']['sharpe']:.2f}"
         )
     meta = {
         "source": settings.source,
@@ -66,7 +71,7 @@ def run_evaluate(
         "torch_threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    report = write_report(out, evaluations, meta)
+    report = write_report(out, evaluations, meta, backtests)
     say(f"wrote {out / 'report.json'} and {out / 'report.md'} in {meta['wall_s']:.0f} s")
     return report
 

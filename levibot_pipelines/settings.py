@@ -51,6 +51,25 @@ class Settings:
     retrain_timezone: str = "UTC"
     mlflow_tracking_uri: str | None = None
     mlflow_ui: str = "http://127.0.0.1:5000"
+    fee_bps: float = 10.0
+    slippage_bps: tuple[tuple[str, float], ...] = ()
+    default_slippage_bps: float = 2.0
+    allow_short: bool = False
+    entry_threshold: float = 0.55
+    max_uncertainty: float | None = 0.10
+    kill_max_drawdown: float = 0.20
+    kill_staleness_minutes: float = 60.0
+    reducing_factor: float = 0.5
+    psi_warn: float = 0.10
+    psi_error: float = 0.25
+    drift_window: int = 672
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    pushgateway_url: str | None = None
+
+    def slippage_for(self, symbol: str) -> float:
+        """Slippage in bps per side for ``symbol`` (LEVIBOT_SLIPPAGE_BPS)."""
+        return dict(self.slippage_bps).get(symbol, self.default_slippage_bps)
 
     @property
     def tracking_uri(self) -> str:
@@ -123,6 +142,19 @@ class Settings:
                 f"LEVIBOT_FAIL_STALENESS_MINUTES={fail} must be >= "
                 f"LEVIBOT_MAX_STALENESS_MINUTES={warn}"
             )
+        slippage, default_slip = _slippage(get("LEVIBOT_SLIPPAGE_BPS", "2"), symbols)
+        max_unc = get("LEVIBOT_MAX_UNCERTAINTY", "0.10")
+        psi_warn = _number("LEVIBOT_PSI_WARN", get("LEVIBOT_PSI_WARN", "0.1"), low=0.0, strict=True)
+        psi_error = _number("LEVIBOT_PSI_ERROR", get("LEVIBOT_PSI_ERROR", "0.25"), low=0.0)
+        if psi_error < psi_warn:
+            raise SettingsError(
+                f"LEVIBOT_PSI_ERROR={psi_error} must be >= LEVIBOT_PSI_WARN={psi_warn}"
+            )
+        pushgateway = get("LEVIBOT_PUSHGATEWAY_URL")
+        if pushgateway is not None and not pushgateway.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"LEVIBOT_PUSHGATEWAY_URL={pushgateway!r}: expected an http:// or https:// URL"
+            )
         return cls(
             home=home,
             source=source,
@@ -148,6 +180,31 @@ class Settings:
             retrain_timezone=_timezone(get("LEVIBOT_RETRAIN_TIMEZONE", "UTC")),
             mlflow_tracking_uri=get("LEVIBOT_MLFLOW_TRACKING_URI"),
             mlflow_ui=get("LEVIBOT_MLFLOW_UI", "http://127.0.0.1:5000"),
+            fee_bps=_number("LEVIBOT_FEE_BPS", get("LEVIBOT_FEE_BPS", "10"), low=0.0),
+            slippage_bps=slippage,
+            default_slippage_bps=default_slip,
+            allow_short=_bool("LEVIBOT_ALLOW_SHORT", get("LEVIBOT_ALLOW_SHORT", "false")),
+            entry_threshold=_number(
+                "LEVIBOT_ENTRY_THRESHOLD", get("LEVIBOT_ENTRY_THRESHOLD", "0.55"), 0.5, 1.0, True
+            ),
+            max_uncertainty=None
+            if max_unc.lower() == "none"
+            else _number("LEVIBOT_MAX_UNCERTAINTY", max_unc, low=0.0),
+            kill_max_drawdown=_number(
+                "LEVIBOT_KILL_MAX_DRAWDOWN", get("LEVIBOT_KILL_MAX_DRAWDOWN", "0.2"), 0.0, 1.0, True
+            ),
+            kill_staleness_minutes=_positive_float(
+                "LEVIBOT_KILL_STALENESS_MINUTES", get("LEVIBOT_KILL_STALENESS_MINUTES", "60")
+            ),
+            reducing_factor=_number(
+                "LEVIBOT_REDUCING_FACTOR", get("LEVIBOT_REDUCING_FACTOR", "0.5"), 0.0, 1.0, True
+            ),
+            psi_warn=psi_warn,
+            psi_error=psi_error,
+            drift_window=_positive_int("LEVIBOT_DRIFT_WINDOW", get("LEVIBOT_DRIFT_WINDOW", "672")),
+            api_host=get("LEVIBOT_API_HOST", "127.0.0.1"),
+            api_port=_positive_int("LEVIBOT_API_PORT", get("LEVIBOT_API_PORT", "8000")),
+            pushgateway_url=pushgateway,
         )
 
 
@@ -224,3 +281,51 @@ def _positive_float(name: str, raw: str) -> float:
     if not value > 0:
         raise SettingsError(f"{name}={raw!r}: expected a positive number of minutes")
     return value
+
+
+def _number(
+    name: str,
+    raw: str,
+    low: float | None = None,
+    high: float | None = None,
+    strict: bool = False,
+) -> float:
+    """A float in ``[low, high]`` (``(low, high)`` when ``strict``)."""
+    lo = "(" if strict else "["
+    hi = ")" if strict else "]"
+    bounds = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number in {bounds}") from None
+    below = low is not None and (value <= low if strict else value < low)
+    above = high is not None and (value >= high if strict else value > high)
+    if not value == value or below or above:
+        raise SettingsError(f"{name}={raw!r}: expected a number in {bounds}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false")
+
+
+def _slippage(raw: str, symbols: tuple[str, ...]) -> tuple[tuple[tuple[str, float], ...], float]:
+    """``"2"`` (every symbol) or ``"BTCUSDT=1,SOLUSDT=4"`` (others 2) -> (per symbol, default)."""
+    if "=" not in raw:
+        return (), _number("LEVIBOT_SLIPPAGE_BPS", raw, low=0.0)
+    pairs = []
+    for part in raw.split(","):
+        symbol, _, value = part.partition("=")
+        symbol = symbol.strip().upper()
+        if symbol not in symbols:
+            raise SettingsError(
+                f"LEVIBOT_SLIPPAGE_BPS={raw!r}: {symbol!r} is not one of LEVIBOT_SYMBOLS "
+                f"{list(symbols)}"
+            )
+        pairs.append((symbol, _number("LEVIBOT_SLIPPAGE_BPS", value.strip(), low=0.0)))
+    return tuple(pairs), 2.0

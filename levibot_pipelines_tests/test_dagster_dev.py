@@ -108,6 +108,7 @@ def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
         "retrain_schedule": "RUNNING",
         "features_after_ingest": "RUNNING",
         "feature_freshness_alert": "RUNNING",
+        "publish_on_features": "RUNNING",
     }
     # Ingest every symbol into the instance the daemon watches; its sensor must then launch
     # exactly one feature rebuild.

@@ -13,10 +13,11 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.ingest import ingest_symbol
+from levibot_pipelines.adapters.killswitch import KillSwitch
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import build_market_assets, build_market_checks
-from levibot_pipelines.defs.resources import AlertResource, MarketDataResource
+from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS, recent_start
 
@@ -71,7 +72,11 @@ def test_whole_graph_materializes_on_synthetic_data(defs, instance, env):
     result = features.execute_in_process(instance=instance)
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"schema_and_finite": True, "staleness": True}
+    assert {k: checks[k] for k in ("schema_and_finite", "staleness")} == {
+        "schema_and_finite": True,
+        "staleness": True,
+    }
+    assert "feature_drift" in checks  # its verdict depends on the data; tested in test_drift
     meta = result.asset_materializations_for_node("cross_asset_features")[0].metadata
     assert meta["staleness_minutes"].value == 0.0
     table = pl.read_parquet(Path(env["LEVIBOT_HOME"]) / "features" / "cross_asset_features.parquet")
@@ -172,7 +177,11 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
 
     hook = Webhook()
     sensor = defs.resolve_sensor_def("feature_freshness_alert")
-    resources = {"market": market, "alerts": AlertResource(webhook_url=hook.url)}
+    resources = {
+        "market": market,
+        "alerts": AlertResource(webhook_url=hook.url),
+        "trading": TradingResource.from_settings(settings),
+    }
     ctx = dg.build_sensor_context(definitions=defs, resources=resources)
     data = sensor.evaluate_tick(ctx)
     assert "PASS -> FAIL" in data.skip_message
@@ -189,6 +198,10 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
         dg.build_sensor_context(definitions=defs, resources=resources, cursor=data.cursor)
     )
     assert len(hook.posts) == 1 and "FAIL" in again.skip_message  # no repeat for the same state
+    # Past LEVIBOT_KILL_STALENESS_MINUTES (60) the sensor also halts trading, saying why.
+    halted = KillSwitch(settings.home).status()
+    assert halted.state == "HALTED" and "staleness" in halted.entries
+    assert "min stale (limit 60)" in halted.reason()
     # Catch up: the next evaluation reports the recovery.
     for symbol in SYMBOLS:
         ingest_symbol(
@@ -205,4 +218,5 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
     )
     assert "FAIL -> PASS" in recovered.skip_message
     assert [p["state"] for p in hook.posts] == ["FAIL", "PASS"]
+    assert KillSwitch(settings.home).status().state == "ACTIVE"  # fresh data lifts the halt
     hook.server.shutdown()

@@ -15,6 +15,16 @@ from levibot_pipelines_tests.conftest import TF_MS, recent_start, synthetic_long
 
 MODEL_KEYS = {"lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal"}
 METRIC_KEYS = {"auc", "log_loss", "brier", "bss", "ece", "acc_at_coverage"}
+BACKTEST_KEYS = {
+    "sharpe",
+    "sharpe_daily",
+    "psr",
+    "max_drawdown",
+    "win_rate",
+    "turnover",
+    "n_trades",
+    "costs_paid",
+}
 TINY = TransformerConfig(window=16, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 
 
@@ -93,11 +103,23 @@ def test_evaluate_command_writes_the_report(tmp_path):
         for m in sym["models"].values():
             assert METRIC_KEYS <= set(m)
             assert set(m["acc_at_coverage"]) == {"0.1", "0.2", "0.5"}
+        bt = sym["backtest"]
+        for block in (bt, bt["buy_and_hold"], bt["at_2x_costs"], bt["random_same_turnover"]):
+            assert BACKTEST_KEYS <= set(block)
+        assert set(bt["models"]) == {"lgbm", "deep"}
+        assert bt["costs"] == {"fee_bps": 10.0, "slippage_bps": 2.0}
+        assert 0.0 <= bt["max_drawdown"] <= 1.0 and 0.0 <= bt["psr"] <= 1.0
+        assert bt["flat"]["n_trades"] == 0 and bt["flat"]["total_return"] == 0.0
+        assert bt["buy_and_hold"]["n_trades"] == 1
+        # The test span: the first test bar to the bar the last signal fills in.
+        assert bt["n_bars"] >= sym["n_test"]
     assert report["meta"]["profile"] == "small"
     md = (out / "report.md").read_text()
     assert "| ensemble |" in md and "plots/SOLUSDT_risk_coverage.png" in md
+    assert "| policy (ensemble) |" in md and "plots/BTCUSDT_equity.png" in md
     pngs = list((out / "plots").glob("*.png"))
-    assert len(pngs) == 12 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    # Per symbol: 3 reliability diagrams, risk-coverage, equity, drawdown.
+    assert len(pngs) == 18 and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
     assert not (tmp_path / "unused").exists()  # ran in a temporary home
 
 

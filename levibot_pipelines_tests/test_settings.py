@@ -54,8 +54,40 @@ def test_values_are_parsed_and_normalised(tmp_path):
             {"LEVIBOT_MAX_STALENESS_MINUTES": "10", "LEVIBOT_FAIL_STALENESS_MINUTES": "5"},
             r"LEVIBOT_FAIL_STALENESS_MINUTES=5.0 must be >=",
         ),
+        ({"LEVIBOT_FEE_BPS": "-1"}, r"LEVIBOT_FEE_BPS='-1': expected a number in \[0.0, inf\]"),
+        ({"LEVIBOT_ENTRY_THRESHOLD": "0.5"}, r"LEVIBOT_ENTRY_THRESHOLD='0.5'.*\(0.5, 1.0\)"),
+        ({"LEVIBOT_SLIPPAGE_BPS": "XRPUSDT=3"}, r"'XRPUSDT' is not one of LEVIBOT_SYMBOLS"),
+        ({"LEVIBOT_SLIPPAGE_BPS": "BTCUSDT=cheap"}, r"LEVIBOT_SLIPPAGE_BPS='cheap'"),
+        ({"LEVIBOT_ALLOW_SHORT": "maybe"}, r"LEVIBOT_ALLOW_SHORT='maybe': expected true or false"),
+        ({"LEVIBOT_KILL_MAX_DRAWDOWN": "1.5"}, r"LEVIBOT_KILL_MAX_DRAWDOWN='1.5'"),
+        (
+            {"LEVIBOT_PSI_WARN": "0.3", "LEVIBOT_PSI_ERROR": "0.2"},
+            r"LEVIBOT_PSI_ERROR=0.2 must be >= LEVIBOT_PSI_WARN=0.3",
+        ),
+        ({"LEVIBOT_PUSHGATEWAY_URL": "gateway:9091"}, r"LEVIBOT_PUSHGATEWAY_URL='gateway"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, env, match):
     with pytest.raises(SettingsError, match=match):
         Settings.from_env({"LEVIBOT_HOME": str(tmp_path), **env})
+
+
+def test_trading_values(tmp_path):
+    s = Settings.from_env(
+        {
+            "LEVIBOT_HOME": str(tmp_path),
+            "LEVIBOT_SLIPPAGE_BPS": "btcusdt=1, SOLUSDT=4.5",
+            "LEVIBOT_ALLOW_SHORT": "yes",
+            "LEVIBOT_MAX_UNCERTAINTY": "none",
+            "LEVIBOT_FEE_BPS": "7.5",
+        }
+    )
+    # Listed symbols get their own slippage, the others the 2 bps default.
+    assert (s.slippage_for("BTCUSDT"), s.slippage_for("ETHUSDT"), s.slippage_for("SOLUSDT")) == (
+        1.0,
+        2.0,
+        4.5,
+    )
+    assert s.allow_short is True and s.max_uncertainty is None and s.fee_bps == 7.5
+    flat = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_SLIPPAGE_BPS": "3"})
+    assert flat.slippage_for("SOLUSDT") == 3.0 and flat.allow_short is False

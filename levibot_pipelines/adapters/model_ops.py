@@ -102,6 +102,7 @@ def _finish(
             "symbol": data.symbol,
             "kind": kind,
             "window": window,
+            "train_window": window_label(data.timestamps, {"test": rows["train"]}),
             "sizes": sizes,
             "config": cfg.to_dict(),
         },
@@ -125,6 +126,18 @@ def _finish(
     )
 
 
+def _meta(data: SymbolData, rows: dict[str, np.ndarray]) -> dict:
+    """What a model was fitted on: the test window it was scored on and its training window
+    (first/last bar open time, ms) - the reference the drift check compares recent bars with."""
+    train = rows["train"]
+    return {
+        "symbol": data.symbol,
+        "window": window_label(data.timestamps, rows),
+        "train_start_ms": int(data.timestamps[train[0]]),
+        "train_end_ms": int(data.timestamps[train[-1]]),
+    }
+
+
 def train_lgbm(
     tracker: Tracker, home: Path, data: SymbolData, cfg: EvalConfig, *, tf_ms: int
 ) -> TrainResult:
@@ -136,7 +149,7 @@ def train_lgbm(
         booster, calibrator = load_lgbm(tracker, model_name("lgbm", data.symbol), version)
         return log_loss(y_test, calibrator.transform(predict_proba(booster, x_test)))
 
-    meta = {"symbol": data.symbol, "window": window_label(data.timestamps, rows)}
+    meta = _meta(data, rows)
     files = lgbm_files(fit.booster, fit.calibrator, meta)
     return _finish(tracker, home, data, cfg, "lgbm", rows, fit.p["test"], files, score)
 
@@ -155,7 +168,7 @@ def train_deep(
         mc = predict(model, data.X, rows["test"], n_samples=cfg.mc_samples, seed=cfg.seed)
         return log_loss(y_test, calibrator.transform(mc["p_up"]))
 
-    meta = {"symbol": data.symbol, "window": window_label(data.timestamps, rows)}
+    meta = _meta(data, rows)
     files = deep_files(fit.model, fit.calibrator, meta)
     return _finish(
         tracker,

@@ -144,7 +144,7 @@ def risk_coverage_plot(
     return _png(fig)
 
 
-def equity_plot(curves: Mapping[str, np.ndarray], title: str = "") -> bytes:
+def equity_plot(curves: Mapping[str, np.ndarray], title: str = "", ylabel: str = "equity") -> bytes:
     """Equity curves as PNG bytes: one line per ``{name: equity}``, bar index on x.
 
     Each curve is a 1-D array (curves may differ in length), e.g. cumulative net equity of a
@@ -158,7 +158,7 @@ def equity_plot(curves: Mapping[str, np.ndarray], title: str = "") -> bytes:
         equity = _finite_1d(values, name)
         ax.plot(np.arange(equity.size), equity, label=name)
     ax.set_xlabel("bar")
-    ax.set_ylabel("equity")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     ax.set_title(title or "equity")

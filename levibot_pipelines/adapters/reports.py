@@ -6,8 +6,10 @@ import json
 import math
 from pathlib import Path
 
+from levibot_pipelines.adapters.backtests import backtest_plots
 from levibot_pipelines.adapters.plots import reliability_diagram, risk_coverage_plot
 from levibot_pipelines.core.evaluation import MODELS, SymbolEvaluation, risk_coverage_curves
+from levibot_pipelines.core.trading import SymbolBacktest
 
 METRIC_KEYS = ("auc", "log_loss", "brier", "bss", "ece")
 
@@ -35,12 +37,20 @@ def symbol_report(ev: SymbolEvaluation) -> dict:
     }
 
 
-def write_report(out: Path, evaluations: list[SymbolEvaluation], meta: dict) -> dict:
+def write_report(
+    out: Path,
+    evaluations: list[SymbolEvaluation],
+    meta: dict,
+    backtests: dict[str, SymbolBacktest] | None = None,
+) -> dict:
     """Write the report files under ``out`` and return the ``report.json`` content."""
     out.mkdir(parents=True, exist_ok=True)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
+    backtests = backtests or {}
     report = {"meta": meta, "symbols": {ev.symbol: symbol_report(ev) for ev in evaluations}}
+    for symbol, bt in backtests.items():
+        report["symbols"][symbol]["backtest"] = bt.report
     report = _clean(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [
@@ -63,6 +73,12 @@ def write_report(out: Path, evaluations: list[SymbolEvaluation], meta: dict) -> 
             path.write_bytes(reliability_diagram(y, p, title=f"{ev.symbol} {name}"))
             md.append(f"![{ev.symbol} {name} reliability](plots/{path.name})")
         md += ["", f"![{ev.symbol} risk-coverage](plots/{ev.symbol}_risk_coverage.png)", ""]
+        if ev.symbol in backtests:
+            md += [backtest_markdown(report["symbols"][ev.symbol]["backtest"]), ""]
+            for name, png in backtest_plots(backtests[ev.symbol], ev.symbol).items():
+                (plots / f"{ev.symbol}_{name}").write_bytes(png)
+                md.append(f"![{ev.symbol} {name[:-4]}](plots/{ev.symbol}_{name})")
+            md.append("")
         ev.predictions.write_parquet(out / f"predictions_{ev.symbol}.parquet")
     (out / "report.md").write_text("\n".join(md) + "\n")
     return report
@@ -87,3 +103,43 @@ def _table(sym: dict) -> str:
     picp = sym["models"]["deep"].get("picp", {})
     tail = f"\n\nDeep sigma PICP: 50% -> {_fmt(picp.get('0.5'))}, 90% -> {_fmt(picp.get('0.9'))}."
     return head + "\n" + "\n".join(rows) + tail
+
+
+BACKTEST_COLUMNS = (
+    ("sharpe", "Sharpe"),
+    ("sharpe_daily", "Sharpe (daily)"),
+    ("psr", "PSR"),
+    ("max_drawdown", "max DD"),
+    ("win_rate", "win rate"),
+    ("turnover", "turnover/day"),
+    ("n_trades", "trades"),
+    ("costs_paid", "costs paid"),
+    ("total_return", "total return"),
+)
+
+
+def backtest_rows(bt: dict) -> dict[str, dict]:
+    """Rows of the backtest table: each policy, its 2x-cost and random twins, the references."""
+    rows = {"policy (ensemble)": bt, "  at 2x costs": bt["at_2x_costs"]}
+    rows["  random, same turnover"] = bt["random_same_turnover"]
+    for model, m in bt["models"].items():
+        rows[f"policy ({model})"] = m
+    rows["buy and hold"] = bt["buy_and_hold"]
+    rows["flat"] = bt["flat"]
+    return rows
+
+
+def backtest_markdown(bt: dict) -> str:
+    costs = bt["costs"]
+    head = (
+        f"Policy backtest on the same test bars, net of {costs['fee_bps']:g} bps fees and "
+        f"{costs['slippage_bps']:g} bps slippage per side; signal at the close, fill at the next "
+        "open; stops adverse-first.\n\n"
+        "| strategy | " + " | ".join(label for _, label in BACKTEST_COLUMNS) + " |\n"
+        "|---|" + "---|" * len(BACKTEST_COLUMNS)
+    )
+    lines = [head]
+    for name, m in backtest_rows(bt).items():
+        cells = [_fmt(m.get(k)) if k != "n_trades" else str(m.get(k)) for k, _ in BACKTEST_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

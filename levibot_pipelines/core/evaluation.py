@@ -164,6 +164,7 @@ def evaluate_symbol(
                     "sigma": np.sqrt(test["total"]),
                     "aleatoric": test["aleatoric"],
                     "epistemic": test["epistemic"],
+                    "epistemic_p": test["epistemic_p"],
                     "conf_lgbm": conf_l,
                     "conf_deep": conf_d,
                 }

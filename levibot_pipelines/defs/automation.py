@@ -4,9 +4,11 @@ import json
 
 import dagster as dg
 
+from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.core.killswitch import staleness_trigger
 from levibot_pipelines.core.timeframes import staleness_minutes
 from levibot_pipelines.defs.market import now_ms, symbol_partitions
-from levibot_pipelines.defs.resources import AlertResource, MarketDataResource
+from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
 
 OHLCV = dg.AssetKey("ohlcv")
@@ -78,14 +80,25 @@ def build_automation(s: Settings) -> dg.Definitions:
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Watches the feature table's data-time staleness and alerts on every "
-        "PASS/WARN/FAIL transition (log, plus LEVIBOT_ALERT_WEBHOOK when set).",
+        "PASS/WARN/FAIL transition (log, plus LEVIBOT_ALERT_WEBHOOK when set); past "
+        "LEVIBOT_KILL_STALENESS_MINUTES it HALTs the kill-switch until data is fresh again.",
     )
     def feature_freshness_alert(
-        context: dg.SensorEvaluationContext, market: MarketDataResource, alerts: AlertResource
+        context: dg.SensorEvaluationContext,
+        market: MarketDataResource,
+        alerts: AlertResource,
+        trading: TradingResource,
     ):
         settings = market.settings()
         last = market.store().features_last_timestamp()
         stale = staleness_minutes(last, now_ms(), settings.timeframe_ms)
+        limit = trading.kill_staleness_minutes
+        KillSwitch(settings.home).set_trigger(
+            "staleness",
+            staleness_trigger(stale, limit) if last is not None else None,
+            f"cross_asset_features is {stale:.0f} min stale (limit {limit:.0f})",
+            by="auto:feature_freshness_alert",
+        )
         state = freshness_state(
             stale, settings.max_staleness_minutes, settings.fail_staleness_minutes
         )

@@ -9,11 +9,18 @@ import dagster as dg
 import polars as pl
 
 from levibot_pipelines.adapters import model_ops
+from levibot_pipelines.adapters.backtests import backtest_plots, backtest_symbol
 from levibot_pipelines.adapters.plots import reliability_diagram, risk_coverage_plot
-from levibot_pipelines.adapters.reports import symbol_report, write_report
+from levibot_pipelines.adapters.reports import (
+    BACKTEST_COLUMNS,
+    backtest_markdown,
+    backtest_rows,
+    symbol_report,
+    write_report,
+)
 from levibot_pipelines.core.evaluation import evaluate_symbol, risk_coverage_curves, symbol_data
 from levibot_pipelines.defs.market import markdown_table, symbol_partitions
-from levibot_pipelines.defs.resources import MarketDataResource, ModelResource
+from levibot_pipelines.defs.resources import MarketDataResource, ModelResource, TradingResource
 from levibot_pipelines.settings import Settings
 
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -40,6 +47,11 @@ def _result(res: model_ops.TrainResult) -> dg.MaterializeResult:
             "reliability": image_md(res.reliability_png, "reliability diagram"),
         }
     )
+
+
+def _metric_key(key: str) -> str:
+    """MLflow metric names allow letters, digits and ``_-./ ``: no parentheses or commas."""
+    return key.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
 
 
 def report_dir(home: str, symbol: str) -> Path:
@@ -121,12 +133,20 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
         "LEVIBOT_REPORT_FOLDS folds) of LightGBM, Transformer, ensemble and baselines.",
     )
     def model_report(
-        context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
+        context: dg.AssetExecutionContext,
+        market: MarketDataResource,
+        models: ModelResource,
+        trading: TradingResource,
     ) -> dg.MaterializeResult:
         profile, cfg = models.eval_config()
-        data = _data(context, market)
+        store = market.store()
+        features = store.read_features()
+        data = symbol_data(features, context.partition_key)
         ev = evaluate_symbol(
             data, cfg, tf_ms=market.settings().timeframe_ms, progress=context.log.info
+        )
+        bt = backtest_symbol(
+            trading.settings(), data.symbol, ev.predictions, store.read_ohlcv(data.symbol), features
         )
         out = report_dir(models.home, data.symbol)
         write_report(
@@ -138,8 +158,16 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
                 "symbols": [data.symbol],
                 "config": cfg.to_dict(),
             },
+            {data.symbol: bt},
         )
         rep = symbol_report(ev)
+        bt_plots = backtest_plots(bt, data.symbol)
+        flat_bt = {
+            f"backtest.{name.strip()}.{k}": float(v)
+            for name, m in backtest_rows(bt.report).items()
+            for k, v in m.items()
+            if isinstance(v, int | float) and k in dict(BACKTEST_COLUMNS)
+        }
         flat = {
             f"{name}.{k}": float(v)
             for name, m in rep["models"].items()
@@ -155,12 +183,13 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
         rc = risk_coverage_plot(risk_coverage_curves(ev.predictions), title=data.symbol)
         run = models.tracker().log_training_run(
             run_name=f"report-{data.symbol}",
-            params={"config": cfg.to_dict()},
-            metrics=flat,
+            params={"config": cfg.to_dict(), "policy": bt.report["policy"]},
+            metrics=flat | {_metric_key(k): v for k, v in flat_bt.items()},
             files={
-                "report.json": json.dumps(rep),
+                "report.json": json.dumps({**rep, "backtest": bt.report}),
                 "plots/reliability_ensemble.png": rel,
                 "plots/risk_coverage.png": rc,
+                **{f"plots/{name}": png for name, png in bt_plots.items()},
             },
             tags={"symbol": data.symbol, "kind": "report"},
         )
@@ -179,6 +208,12 @@ def build_model_assets(s: Settings) -> list[dg.AssetsDefinition]:
                 "report": dg.MetadataValue.path(str(out / "report.md")),
                 "reliability_ensemble": image_md(rel, "reliability"),
                 "risk_coverage": image_md(rc, "risk-coverage"),
+                "backtest": dg.MetadataValue.md(backtest_markdown(bt.report)),
+                "backtest_sharpe": float(bt.report["sharpe"]),
+                "backtest_n_trades": int(bt.report["n_trades"]),
+                "buy_and_hold_sharpe": float(bt.report["buy_and_hold"]["sharpe"]),
+                "equity": image_md(bt_plots["equity.png"], "equity"),
+                "drawdown": image_md(bt_plots["drawdown.png"], "drawdown"),
             }
         )
 

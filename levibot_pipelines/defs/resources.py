@@ -117,6 +117,70 @@ class ModelResource(dg.ConfigurableResource):
         return Tracker(self.tracking_uri, home / "mlartifacts", ui_base=self.mlflow_ui)
 
 
+class TradingResource(dg.ConfigurableResource):
+    """Policy, costs, kill-switch limits, drift thresholds and publishing: the settings the
+    backtest, the drift check and the publish job share."""
+
+    home: str
+    symbols: list[str]
+    source: str = "synthetic"
+    timeframe: str = "15m"
+    mc_samples: int = 50
+    fee_bps: float = 10.0
+    slippage_bps: dict[str, float] = {}
+    default_slippage_bps: float = 2.0
+    allow_short: bool = False
+    entry_threshold: float = 0.55
+    max_uncertainty: float | None = 0.10
+    kill_max_drawdown: float = 0.20
+    kill_staleness_minutes: float = 60.0
+    reducing_factor: float = 0.5
+    psi_warn: float = 0.10
+    psi_error: float = 0.25
+    drift_window: int = 672
+    pushgateway_url: str | None = None
+    max_staleness_minutes: float = 5.0
+    fail_staleness_minutes: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "TradingResource":
+        return cls(
+            home=str(s.home),
+            symbols=list(s.symbols),
+            **{f: getattr(s, f) for f in TRADING_FIELDS},
+            slippage_bps=dict(s.slippage_bps),
+        )
+
+    def settings(self) -> Settings:
+        return Settings(
+            home=Path(self.home),
+            symbols=tuple(self.symbols),
+            **{f: getattr(self, f) for f in TRADING_FIELDS},
+            slippage_bps=tuple(self.slippage_bps.items()),
+        )
+
+
+TRADING_FIELDS = (
+    "source",
+    "timeframe",
+    "mc_samples",
+    "fee_bps",
+    "default_slippage_bps",
+    "allow_short",
+    "entry_threshold",
+    "max_uncertainty",
+    "kill_max_drawdown",
+    "kill_staleness_minutes",
+    "reducing_factor",
+    "psi_warn",
+    "psi_error",
+    "drift_window",
+    "pushgateway_url",
+    "max_staleness_minutes",
+    "fail_staleness_minutes",
+)
+
+
 class AlertResource(dg.ConfigurableResource):
     """Alert channel: the log, plus a JSON webhook when ``webhook_url`` is set."""
 
@@ -131,6 +195,7 @@ def build_resources(s: Settings) -> dict:
         "market": MarketDataResource.from_settings(s),
         "warehouse": DuckDBResource(database=str(s.warehouse_path)),
         "models": ModelResource.from_settings(s),
+        "trading": TradingResource.from_settings(s),
         # The URL may carry a token: it reaches Dagster as an EnvVar, never as a literal.
         "alerts": AlertResource(
             webhook_url=dg.EnvVar("LEVIBOT_ALERT_WEBHOOK") if s.alert_webhook else None

@@ -1,0 +1,240 @@
+"""Durable kill-switch state under ``LEVIBOT_HOME``.
+
+Files:
+- ``kill_switch.json``: ``{"state": effective, "entries": {name: {"state", "reason", "by",
+  "since"}}, "updated_at": ms}``; only entries that are not ACTIVE are kept. The API reads
+  ``state`` and ``entries`` from this exact format.
+- ``kill_switch_history.jsonl``: append-only audit log, one JSON line per state change of an
+  entry: ``{"ts", "entry", "old", "new", "reason", "by"}``. A change of reason alone rewrites the
+  state file but adds no line, so a trigger whose reason carries a live number (minutes stale)
+  does not flood the log.
+- ``kill_switch.lock``: every read-modify-write holds an exclusive ``fcntl.flock`` on it, because
+  the Dagster daemon's sensors and a person's CLI may write at the same moment. The state file is
+  replaced atomically, so readers never need the lock.
+
+A state file that cannot be read raises :class:`KillSwitchError` naming it: a corrupt switch must
+never silently read as ACTIVE.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from levibot_pipelines.adapters.store import write_text_atomic
+from levibot_pipelines.core.killswitch import (
+    MANUAL,
+    STATES,
+    check_state,
+    describe,
+    effective_state,
+    size_multiplier,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "kill_switch.json"
+HISTORY_FILE = "kill_switch_history.jsonl"
+LOCK_FILE = "kill_switch.lock"
+ENTRY_KEYS = ("state", "reason", "by", "since")
+
+Changes = dict[str, tuple[str, str]] | Callable[[dict[str, dict]], dict[str, tuple[str, str]]]
+
+
+class KillSwitchError(ValueError):
+    """The kill-switch state file is unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class KillSwitchStatus:
+    """The switch as stored: effective ``state``, non-ACTIVE ``entries`` and the ms UTC time of
+    the last write (``None`` when nothing was ever written)."""
+
+    state: str
+    entries: dict[str, dict] = field(default_factory=dict)
+    updated_at: int | None = None
+
+    def reason(self) -> str:
+        """Every entry as one human string (``core.killswitch.describe``); "" when ACTIVE."""
+        return describe(self.entries)
+
+    def multiplier(self, reducing_factor: float) -> float:
+        """Size multiplier of the effective state: 1, ``reducing_factor`` or 0."""
+        return size_multiplier(self.state, reducing_factor)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+class KillSwitch:
+    """The kill-switch stored under ``home`` (``LEVIBOT_HOME``)."""
+
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home)
+        self.path = self.home / STATE_FILE
+        self.history_path = self.home / HISTORY_FILE
+        self.lock_path = self.home / LOCK_FILE
+
+    def status(self) -> KillSwitchStatus:
+        """The stored switch; ACTIVE with no entries when the state file does not exist."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return KillSwitchStatus(state="ACTIVE", entries={}, updated_at=None)
+        return self._parse(text)
+
+    def _parse(self, text: str) -> KillSwitchStatus:
+        def bad(why: str) -> KillSwitchError:
+            return KillSwitchError(
+                f"kill-switch state file {self.path} is corrupt ({why}); trading must not "
+                "resume on a guess: fix it, or remove it and engage again"
+            )
+
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise bad(f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
+            raise bad("expected an object with 'state', 'entries' and 'updated_at'")
+        entries = doc["entries"]
+        for name, entry in entries.items():
+            if not isinstance(entry, dict) or set(ENTRY_KEYS) - set(entry):
+                raise bad(f"entry {name!r} must hold {list(ENTRY_KEYS)}")
+            if entry["state"] not in STATES:
+                raise bad(f"entry {name!r} has state {entry['state']!r}, expected one of {STATES}")
+        updated_at = doc.get("updated_at")
+        if updated_at is not None and not isinstance(updated_at, int):
+            raise bad(f"updated_at {updated_at!r} is not an integer ms timestamp")
+        state = doc.get("state")
+        expected = effective_state(entries)
+        if state != expected:
+            raise bad(f"state {state!r} disagrees with its entries, which give {expected!r}")
+        return KillSwitchStatus(state=state, entries=entries, updated_at=updated_at)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _apply(
+        self, changes: Changes, by: str, now_ms: int | None
+    ) -> tuple[bool, KillSwitchStatus]:
+        """Set each entry name -> (state, reason) under the lock; ACTIVE removes the entry.
+        ``changes`` may be a function of the stored entries, evaluated under the lock.
+        Writes (state file, then history lines) only when something changed."""
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._locked():
+            current = self.status()
+            entries = {name: dict(e) for name, e in current.entries.items()}
+            if callable(changes):
+                changes = changes(current.entries)
+            events = []
+            for name, (state, reason) in changes.items():
+                old = entries.get(name)
+                old_state = old["state"] if old else "ACTIVE"
+                if state == "ACTIVE":
+                    if old is not None:
+                        del entries[name]
+                elif old_state == state:
+                    if old["reason"] == reason:
+                        continue
+                    entries[name] = {**old, "reason": reason, "by": by}
+                else:
+                    entries[name] = {"state": state, "reason": reason, "by": by, "since": now}
+                if old_state != state:
+                    events.append(
+                        {"ts": now, "entry": name, "old": old_state, "new": state}
+                        | {"reason": reason, "by": by}
+                    )
+            if entries == current.entries:
+                return False, current
+            status = KillSwitchStatus(effective_state(entries), entries, now)
+            doc = {"state": status.state, "entries": entries, "updated_at": now}
+            write_text_atomic(json.dumps(doc, indent=2, sort_keys=True) + "\n", self.path)
+            if events:
+                with open(self.history_path, "a") as fh:
+                    fh.writelines(json.dumps(e, sort_keys=True) + "\n" for e in events)
+            for e in events:
+                log.warning(
+                    "kill-switch %s: %s -> %s by %s (%s); effective %s",
+                    e["entry"],
+                    e["old"],
+                    e["new"],
+                    by,
+                    e["reason"],
+                    status.state,
+                )
+            return True, status
+
+    def engage(
+        self, state: str, reason: str, by: str, now_ms: int | None = None
+    ) -> KillSwitchStatus:
+        """Set the manual entry to ``state`` (REDUCING or HALTED) with a non-empty ``reason``,
+        attributed to ``by``; returns the new status."""
+        if check_state(state) == "ACTIVE":
+            raise ValueError("engage state 'ACTIVE' is not allowed; expected REDUCING or HALTED")
+        change = {MANUAL: (state, _text(reason, "reason"))}
+        return self._apply(change, _text(by, "by"), now_ms)[1]
+
+    def release(
+        self, by: str, reason: str = "", now_ms: int | None = None, *, all_entries: bool = False
+    ) -> KillSwitchStatus:
+        """Clear the manual entry; with ``all_entries`` also every automatic trigger (each
+        re-engages at its next evaluation if its condition still holds)."""
+        reason = reason.strip() or "released"
+
+        def changes(entries: dict[str, dict]) -> dict[str, tuple[str, str]]:
+            names = list(entries) if all_entries else [MANUAL]
+            return {name: ("ACTIVE", reason) for name in names}
+
+        return self._apply(changes, _text(by, "by"), now_ms)[1]
+
+    def set_trigger(
+        self, name: str, state: str | None, reason: str, by: str, now_ms: int | None = None
+    ) -> bool:
+        """Set automatic trigger ``name`` to ``state``; ``None`` or ACTIVE clears it.
+
+        Returns True when the state file changed. The same state with the same reason writes
+        nothing; a new reason with the same state keeps ``since`` and adds no history line.
+        """
+        name = _text(name, "trigger name")
+        if name == MANUAL:
+            raise ValueError("trigger name 'manual' is reserved for engage/release by a person")
+        state = "ACTIVE" if state is None else check_state(state)
+        return self._apply({name: (state, _text(reason, "reason"))}, _text(by, "by"), now_ms)[0]
+
+    def history(self, limit: int | None = None) -> list[dict]:
+        """Audit log lines, oldest first; the newest ``limit`` when given. [] when none."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit={limit!r}: expected None or an integer >= 0")
+        try:
+            lines = self.history_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for i, line in enumerate(lines, start=1):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise KillSwitchError(
+                    f"kill-switch history {self.history_path} line {i} is not JSON: {line[:80]!r}"
+                ) from None
+        return out if limit is None else out[len(out) - limit :]

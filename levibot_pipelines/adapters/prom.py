@@ -1,0 +1,169 @@
+"""Prometheus metrics built from the published predictions at scrape (or push) time.
+
+A fresh ``CollectorRegistry`` per call, so a metric never outlives the file it came from (a
+symbol dropped from the configuration disappears at the next scrape). Ages are computed against
+``now_ms`` at scrape time, not at publish time.
+
+Encodings (also in ``deploy/README.md`` and the Grafana value mappings):
+- ``levibot_ml_signal``: ENTRY_LONG = 1, ENTRY_SHORT = -1, HOLD = 0, EXIT = 2 (the decision at the
+  close of ``bar_time``; the signed exposure after it is ``levibot_ml_position``).
+- ``levibot_kill_switch_state``: ACTIVE = 0, REDUCING = 1, HALTED = 2.
+- ``levibot_ml_regime_state``: trend = +1, neutral = 0, meanrev = -1 (the published value).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
+
+from levibot_pipelines.adapters.published import KillSwitchState, LatestPredictions
+from levibot_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SIGNAL_CODES: dict[str, int] = {"ENTRY_LONG": 1, "ENTRY_SHORT": -1, "HOLD": 0, "EXIT": 2}
+KILL_SWITCH_CODES: dict[str, int] = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+RATIO_COLUMNS: dict[str, str] = {"BTC_ETH": "ratio_btc_eth", "ETH_SOL": "ratio_eth_sol"}
+P_UP_COLUMNS: dict[str, str] = {
+    "deep": "deep_p_up",
+    "lgbm": "lgbm_p_up",
+    "ensemble": "ensemble_p_up",
+}
+PUSH_JOB = "levibot"
+
+
+def build_registry(
+    latest: LatestPredictions | None,
+    settings: Settings,
+    now_ms: int,
+    kill_switch: KillSwitchState | None = None,
+) -> CollectorRegistry:
+    """Gauges for ``latest`` (None: only ``levibot_predictions_available 0``).
+
+    ``kill_switch`` is the live state (``published.read_kill_switch``); when None, the state
+    published with the rows is reported. Metric names: see ``METRIC_NAMES``.
+    """
+    reg = CollectorRegistry(auto_describe=True)
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, registry=reg)
+
+    available = gauge(
+        "levibot_predictions_available",
+        "1 when a readable latest_predictions.json exists, else 0.",
+    )
+    available.set(0 if latest is None else 1)
+    if latest is None:
+        return reg
+    sym = ("symbol",)
+    unc = gauge(
+        "levibot_ml_uncertainty",
+        "Deep model total predictive std of the log return, sqrt(aleatoric + epistemic).",
+        sym,
+    )
+    ratio = gauge(
+        "levibot_ml_cross_asset_ratio", "Raw price ratio of a pair, e.g. BTC/ETH.", ("pair",)
+    )
+    regime = gauge("levibot_ml_regime_state", "Regime: trend +1, neutral 0, meanrev -1.", sym)
+    p_up = gauge(
+        "levibot_ml_p_up", "Calibrated P(close(t+h) > close(t)) per model.", ("symbol", "model")
+    )
+    signal = gauge(
+        "levibot_ml_signal",
+        "Decision at the bar close: ENTRY_LONG 1, ENTRY_SHORT -1, HOLD 0, EXIT 2.",
+        sym,
+    )
+    position = gauge("levibot_ml_position", "Signed position size held after the decision.", sym)
+    lag = gauge(
+        "levibot_data_lag_seconds", "Seconds since the close of the newest predicted bar.", sym
+    )
+    age = gauge(
+        "levibot_prediction_age_seconds", "Seconds since the prediction was published.", sym
+    )
+    drawdown = gauge("levibot_paper_drawdown", "Paper-trading drawdown from the equity peak.", sym)
+    kill = gauge("levibot_kill_switch_state", "Kill-switch: ACTIVE 0, REDUCING 1, HALTED 2.")
+    published = gauge(
+        "levibot_predictions_published_timestamp_seconds",
+        "Unix time (s) of the latest publish.",
+    )
+    published.set(latest.published_at / 1000)
+    rows = [latest.rows[s] for s in settings.symbols if s in latest.rows]
+    for row in rows:
+        s = row["symbol"]
+        unc.labels(s).set(row["deep_sigma"])
+        regime.labels(s).set(row["regime_state"])
+        for model, col in P_UP_COLUMNS.items():
+            p_up.labels(s, model).set(row[col])
+        signal.labels(s).set(SIGNAL_CODES[row["signal"]])
+        position.labels(s).set(row["position"])
+        lag.labels(s).set((now_ms - row["bar_close_time"]) / 1000)
+        age.labels(s).set((now_ms - row["published_at"]) / 1000)
+        drawdown.labels(s).set(row["paper_drawdown"])
+    # Every row carries the same raw ratios; take them from the first row that has them.
+    for pair, col in RATIO_COLUMNS.items():
+        value = next((r[col] for r in rows if r[col] is not None), None)
+        if value is not None:
+            ratio.labels(pair).set(value)
+    state = kill_switch.state if kill_switch is not None else _published_state(rows)
+    if state is not None:
+        kill.set(KILL_SWITCH_CODES[state])
+    return reg
+
+
+def _published_state(rows: list[dict]) -> str | None:
+    """The most severe kill-switch state among the rows (they normally agree)."""
+    states = [r["kill_switch"] for r in rows]
+    return max(states, key=KILL_SWITCH_CODES.__getitem__) if states else None
+
+
+def render_metrics(
+    latest: LatestPredictions | None,
+    settings: Settings,
+    now_ms: int,
+    kill_switch: KillSwitchState | None = None,
+) -> bytes:
+    """Prometheus text exposition (``prometheus_client.CONTENT_TYPE_LATEST``) of
+    ``build_registry``'s gauges."""
+    return generate_latest(build_registry(latest, settings, now_ms, kill_switch))
+
+
+def push_metrics(
+    settings: Settings,
+    latest: LatestPredictions | None,
+    now_ms: int | None = None,
+    kill_switch: KillSwitchState | None = None,
+) -> bool:
+    """Push the same gauges to ``settings.pushgateway_url`` (job ``levibot``).
+
+    Returns True when pushed, False when no URL is set or the gateway could not be reached
+    (logged as a warning: monitoring must not fail a publish).
+    """
+    if not settings.pushgateway_url:
+        return False
+    import time
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    registry = build_registry(latest, settings, now, kill_switch)
+    try:
+        push_to_gateway(settings.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=5)
+    except OSError as exc:
+        log.warning("push to %s failed: %s", settings.pushgateway_url, exc)
+        return False
+    return True
+
+
+METRIC_NAMES: tuple[str, ...] = (
+    "levibot_predictions_available",
+    "levibot_ml_uncertainty",
+    "levibot_ml_cross_asset_ratio",
+    "levibot_ml_regime_state",
+    "levibot_ml_p_up",
+    "levibot_ml_signal",
+    "levibot_ml_position",
+    "levibot_data_lag_seconds",
+    "levibot_prediction_age_seconds",
+    "levibot_paper_drawdown",
+    "levibot_kill_switch_state",
+    "levibot_predictions_published_timestamp_seconds",
+)

@@ -1,0 +1,401 @@
+"""Published predictions: the file format shared by the publisher and every reader.
+
+Layout under ``home/"published"``:
+
+- ``latest_predictions.parquet`` and its JSON twin ``latest_predictions.json``
+  (``{"published_at": ms, "schema_version": 1, "rows": [{column: value}, ...]}``), one row per
+  symbol, each replaced atomically (temporary sibling + ``os.replace``).
+- ``history/predictions-{published_at}-{uuid8}.parquet``: one file per publish, never rewritten.
+- ``models/{SYMBOL}/deep/``: ``state_dict.pt``, ``config.json``, ``calibrator.json`` and
+  ``meta.json`` (``{"version": "3", "name": "levibot-deep-BTCUSDT"}``) of the Transformer the
+  rows were computed with, so the API can rerun MC dropout without MLflow or DuckDB.
+
+Write order: model files (``meta.json`` last), then the history file, then the Parquet, then the
+JSON (what the API reads). A reader that finds a row therefore also finds its model; a reader
+that loads a model checks ``meta.json`` against the row's ``deep_version``, because the model
+directory is shared by consecutive publishes.
+
+Time alignment of a row: ``bar_time`` is the open time (ms UTC) of the newest closed bar ``t``;
+the prediction is for ``t -> t + h`` and is made at its close, ``bar_close_time``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LATEST_JSON = "latest_predictions.json"
+LATEST_PARQUET = "latest_predictions.parquet"
+DEEP_MODEL_FILES: tuple[str, ...] = ("state_dict.pt", "config.json", "calibrator.json", "meta.json")
+
+F64, I64, STR = pl.Float64(), pl.Int64(), pl.String()
+PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": STR,
+    "bar_time": I64,
+    "bar_close_time": I64,
+    "published_at": I64,
+    "source": STR,
+    "close": F64,
+    "deep_p_up": F64,
+    "deep_mu": F64,
+    "deep_sigma": F64,
+    "deep_aleatoric": F64,
+    "deep_epistemic": F64,
+    "deep_epistemic_p": F64,
+    "deep_confidence": F64,
+    "mc_samples": I64,
+    "deep_version": STR,
+    "lgbm_p_up": F64,
+    "lgbm_confidence": F64,
+    "lgbm_version": STR,
+    "ensemble_p_up": F64,
+    "ensemble_confidence": F64,
+    "w_lgbm": F64,
+    "regime": STR,
+    "regime_state": I64,
+    "entry_threshold": F64,
+    "signal": STR,
+    "position": F64,
+    "size": F64,
+    "stop_loss": F64,
+    "take_profit": F64,
+    "kill_switch": STR,
+    "kill_switch_reason": STR,
+    "ratio_btc_eth": F64,
+    "ratio_eth_sol": F64,
+    "data_lag_s": F64,
+    "paper_equity": F64,
+    "paper_drawdown": F64,
+}
+NULLABLE: frozenset[str] = frozenset({"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol"})
+UNIT_INTERVAL: tuple[str, ...] = (
+    "deep_p_up",
+    "deep_confidence",
+    "lgbm_p_up",
+    "lgbm_confidence",
+    "ensemble_p_up",
+    "ensemble_confidence",
+    "w_lgbm",
+)
+NON_NEGATIVE: tuple[str, ...] = (
+    "deep_sigma",
+    "deep_aleatoric",
+    "deep_epistemic",
+    "deep_epistemic_p",
+    "size",
+    "paper_drawdown",
+)
+ALLOWED: dict[str, tuple[Any, ...]] = {
+    "source": ("synthetic", "ccxt", "files"),
+    "regime": ("trend", "neutral", "meanrev"),
+    "regime_state": (1, 0, -1),
+    "signal": ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD"),
+    "kill_switch": ("ACTIVE", "REDUCING", "HALTED"),
+}
+
+
+class PublishedFileError(ValueError):
+    """A published file exists but cannot be used: half-written, corrupt, or another schema."""
+
+
+@dataclass(frozen=True)
+class LatestPredictions:
+    """Parsed ``latest_predictions.json``: ``rows`` maps symbol -> {column: value}."""
+
+    published_at: int
+    rows: dict[str, dict[str, Any]]
+    schema_version: int = SCHEMA_VERSION
+
+
+def published_dir(home: Path | str) -> Path:
+    """``home/"published"``."""
+    return Path(home) / "published"
+
+
+def history_glob(home: Path | str) -> str:
+    """Glob (POSIX string) matching every history file, e.g. for a DuckDB ``read_parquet``."""
+    return (published_dir(home) / "history" / "predictions-*.parquet").as_posix()
+
+
+def deep_model_dir(home: Path | str, symbol: str) -> Path:
+    """``home/"published"/"models"/SYMBOL/"deep"``."""
+    return published_dir(home) / "models" / symbol / "deep"
+
+
+def validate_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` cast to ``PUBLISHED_SCHEMA`` (column order included) or ``ValueError``.
+
+    Rejects: missing or extra columns; a column that does not cast losslessly; nulls outside
+    ``NULLABLE``; NaN or infinite floats; probabilities and confidences outside [0, 1];
+    negative variances, sizes or drawdowns; unknown enum values; duplicate or non-alphanumeric
+    symbols; more than one ``published_at``; ``bar_close_time`` before ``bar_time``.
+    """
+    missing = [c for c in PUBLISHED_SCHEMA if c not in rows.columns]
+    extra = [c for c in rows.columns if c not in PUBLISHED_SCHEMA]
+    if missing or extra:
+        raise ValueError(
+            f"published rows do not match PUBLISHED_SCHEMA: missing columns {missing}, "
+            f"extra columns {extra}"
+        )
+    if rows.is_empty():
+        raise ValueError("published rows are empty: expected one row per symbol")
+    cast = {}
+    for col, dtype in PUBLISHED_SCHEMA.items():
+        try:
+            cast[col] = rows.get_column(col).cast(dtype, strict=True)
+        except pl.exceptions.InvalidOperationError:
+            raise ValueError(
+                f"column {col!r} has dtype {rows.schema[col]}, expected {dtype}"
+            ) from None
+    df = pl.DataFrame(cast)
+    nulls = [c for c in PUBLISHED_SCHEMA if c not in NULLABLE and df.get_column(c).null_count()]
+    if nulls:
+        raise ValueError(f"nulls in non-nullable columns {nulls}")
+    floats = [c for c, t in PUBLISHED_SCHEMA.items() if t == F64]
+    bad = [c for c in floats if not df.get_column(c).drop_nulls().is_finite().all()]
+    if bad:
+        raise ValueError(f"NaN or infinite values in columns {bad}")
+    _check_bounds(df)
+    symbols = df.get_column("symbol").to_list()
+    if len(set(symbols)) != len(symbols) or not all(s.isalnum() for s in symbols):
+        raise ValueError(f"symbols must be unique and alphanumeric (BTCUSDT), got {symbols}")
+    stamps = df.get_column("published_at").unique().to_list()
+    if len(stamps) != 1:
+        raise ValueError(f"one publish has one published_at, got {sorted(stamps)}")
+    early = df.filter(pl.col("bar_close_time") <= pl.col("bar_time"))
+    if early.height:
+        raise ValueError(f"bar_close_time <= bar_time for {early['symbol'].to_list()}")
+    return df
+
+
+def _check_bounds(df: pl.DataFrame) -> None:
+    outside = {
+        c: df.filter(~pl.col(c).is_between(0.0, 1.0))["symbol"].to_list() for c in UNIT_INTERVAL
+    }
+    outside = {c: s for c, s in outside.items() if s}
+    if outside:
+        raise ValueError(f"probabilities/confidences outside [0, 1]: {outside} (column: symbols)")
+    negative = {c: df.filter(pl.col(c) < 0)["symbol"].to_list() for c in NON_NEGATIVE}
+    negative = {c: s for c, s in negative.items() if s}
+    if negative:
+        raise ValueError(f"negative values where >= 0 is required: {negative} (column: symbols)")
+    for col, allowed in ALLOWED.items():
+        values = set(df.get_column(col).to_list())
+        if not values <= set(allowed):
+            raise ValueError(
+                f"column {col!r} has {sorted(values - set(allowed))}; "
+                f"expected one of {list(allowed)}"
+            )
+
+
+def _check_models(rows: pl.DataFrame, deep_models: dict[str, dict[str, bytes]]) -> None:
+    """Every row's symbol has all ``DEEP_MODEL_FILES`` and its meta names the row's version."""
+    for sym, version in rows.select("symbol", "deep_version").iter_rows():
+        files = deep_models.get(sym)
+        if files is None:
+            raise ValueError(
+                f"no exported deep model for {sym}; got models for {list(deep_models)}"
+            )
+        absent = [f for f in DEEP_MODEL_FILES if f not in files]
+        unknown = [f for f in files if f not in DEEP_MODEL_FILES]
+        if absent or unknown:
+            raise ValueError(
+                f"deep model files for {sym}: missing {absent}, unexpected {unknown}; "
+                f"expected {list(DEEP_MODEL_FILES)}"
+            )
+        meta = json.loads(files["meta.json"])
+        if str(meta.get("version")) != version:
+            raise ValueError(
+                f"{sym}: meta.json names version {meta.get('version')!r} but the row's "
+                f"deep_version is {version!r}"
+            )
+
+
+def write_published(
+    home: Path | str, rows: pl.DataFrame, deep_models: dict[str, dict[str, bytes]]
+) -> Path:
+    """Validate and publish ``rows`` (one per symbol, ``PUBLISHED_SCHEMA``) with their models.
+
+    ``deep_models``: symbol -> {file name in ``DEEP_MODEL_FILES``: bytes}. Writes model files,
+    the history file, the Parquet and the JSON, in that order, each atomically; model files
+    whose bytes are unchanged are left alone. Returns the path of ``latest_predictions.json``.
+    Raises ``ValueError`` (nothing written) when the rows or the models are invalid.
+    """
+    df = validate_rows(rows)
+    _check_models(df, deep_models)
+    out = published_dir(home)
+    for sym in df.get_column("symbol").to_list():
+        _write_model(deep_model_dir(home, sym), deep_models[sym])
+    published_at = int(df.get_column("published_at")[0])
+    history = out / "history" / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
+    write_parquet_atomic(df, history)
+    write_parquet_atomic(df, out / LATEST_PARQUET)
+    doc = {"published_at": published_at, "schema_version": SCHEMA_VERSION, "rows": df.to_dicts()}
+    path = out / LATEST_JSON
+    write_text_atomic(json.dumps(doc, allow_nan=False), path)
+    log.info("published %d rows at %d to %s", df.height, published_at, path)
+    return path
+
+
+def _write_model(directory: Path, files: dict[str, bytes]) -> None:
+    # meta.json goes last: a reader that sees the new version sees its other files too.
+    for name in DEEP_MODEL_FILES:
+        path = directory / name
+        if path.exists() and path.read_bytes() == files[name]:
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(files[name])
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def parse_latest(text: str, source: str = LATEST_JSON) -> LatestPredictions:
+    """Parse the JSON document; ``PublishedFileError`` naming ``source`` when it is unusable."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PublishedFileError(
+            f"{source} is not valid JSON ({exc.msg} at char {exc.pos} of {len(text)}): "
+            "half-written or corrupt"
+        ) from None
+    if not isinstance(doc, dict):
+        raise PublishedFileError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise PublishedFileError(
+            f"{source}: schema_version {doc.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+        )
+    rows, published_at = doc.get("rows"), doc.get("published_at")
+    if not isinstance(rows, list) or not rows or not isinstance(published_at, int):
+        raise PublishedFileError(
+            f"{source}: expected 'rows' (a non-empty list) and 'published_at' (int ms)"
+        )
+    by_symbol: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or set(row) != set(PUBLISHED_SCHEMA):
+            got = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise PublishedFileError(
+                f"{source}: a row does not have the PUBLISHED_SCHEMA columns; got {got}"
+            )
+        by_symbol[row["symbol"]] = row
+    return LatestPredictions(published_at=published_at, rows=by_symbol)
+
+
+def read_latest(home: Path | str) -> LatestPredictions | None:
+    """The latest published predictions; ``None`` when nothing has been published yet.
+
+    Raises ``PublishedFileError`` when the JSON is half-written, corrupt or of another schema.
+    """
+    path = published_dir(home) / LATEST_JSON
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return parse_latest(text, str(path))
+
+
+def read_history(home: Path | str) -> pl.DataFrame:
+    """Every published row, oldest publish first (``PUBLISHED_SCHEMA``; empty when none)."""
+    files = sorted((published_dir(home) / "history").glob("predictions-*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=PUBLISHED_SCHEMA)
+    return pl.read_parquet(files).cast(PUBLISHED_SCHEMA).sort("published_at", "symbol")
+
+
+def read_deep_files(home: Path | str, symbol: str) -> dict[str, bytes]:
+    """The exported model files of ``symbol``; ``PublishedFileError`` when any is missing or the
+    model was replaced while being read."""
+    directory = deep_model_dir(home, symbol)
+    missing = [f for f in DEEP_MODEL_FILES if not (directory / f).exists()]
+    if missing:
+        raise PublishedFileError(
+            f"no exported deep model for {symbol}: {directory} lacks {missing}"
+        )
+    meta = (directory / "meta.json").read_bytes()
+    files = {f: (directory / f).read_bytes() for f in DEEP_MODEL_FILES}
+    if files["meta.json"] != meta:
+        raise PublishedFileError(f"the deep model of {symbol} was replaced while reading; retry")
+    return files
+
+
+def load_published_deep(home: Path | str, symbol: str):
+    """-> ``(LevibotTransformer, Calibrator, version)`` exported for ``symbol``.
+
+    Weights load with ``weights_only=True`` (no pickle). Imports torch, so only call it where
+    torch is wanted (the API imports this module without it).
+    """
+    from levibot_pipelines.core.calibration import Calibrator
+    from levibot_pipelines.core.deep import load_model, state_dict_from_bytes
+
+    files = read_deep_files(home, symbol)
+    try:
+        config = json.loads(files["config.json"])
+        calibrator = Calibrator.from_dict(json.loads(files["calibrator.json"]))
+        meta = json.loads(files["meta.json"])
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise PublishedFileError(f"exported deep model of {symbol} is corrupt: {exc}") from None
+    model = load_model(state_dict_from_bytes(files["state_dict.pt"]), config)
+    return model, calibrator, str(meta["version"])
+
+
+@dataclass(frozen=True)
+class KillSwitchState:
+    """The live kill-switch (``home/"kill_switch.json"``, written by ``adapters.killswitch``)."""
+
+    state: str
+    reason: str
+    updated_at: int | None
+
+
+def parse_kill_switch(text: str, source: str = "kill_switch.json") -> KillSwitchState:
+    """Parse the kill-switch file; ``PublishedFileError`` naming ``source`` when unusable.
+
+    Format: ``{"state": "ACTIVE|REDUCING|HALTED", "entries": {name: {"state", "reason", "by",
+    "since"}}, "updated_at": ms}``. ``reason`` joins the entries that are not ACTIVE as
+    ``"name: reason (by who)"``; "" when none.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PublishedFileError(f"{source} is not valid JSON ({exc.msg})") from None
+    state = doc.get("state") if isinstance(doc, dict) else None
+    if state not in ALLOWED["kill_switch"]:
+        raise PublishedFileError(
+            f"{source}: state {state!r}, expected one of {list(ALLOWED['kill_switch'])}"
+        )
+    entries = doc.get("entries") or {}
+    reasons = [
+        f"{name}: {e.get('reason', '')} (by {e.get('by', '?')})"
+        for name, e in sorted(entries.items())
+        if isinstance(e, dict) and e.get("state", "ACTIVE") != "ACTIVE"
+    ]
+    return KillSwitchState(state=state, reason="; ".join(reasons), updated_at=doc.get("updated_at"))
+
+
+def kill_switch_path(home: Path | str) -> Path:
+    """``home/"kill_switch.json"`` (written by ``adapters.killswitch``)."""
+    return Path(home) / "kill_switch.json"
+
+
+def read_kill_switch(home: Path | str) -> KillSwitchState | None:
+    """The live kill-switch state; ``None`` when the file does not exist (see
+    ``parse_kill_switch``)."""
+    path = kill_switch_path(home)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return parse_kill_switch(text, str(path))

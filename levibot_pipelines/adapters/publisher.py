@@ -1,0 +1,206 @@
+"""Publishing the latest predictions: for each symbol, on the newest feature row, the champion
+Transformer's MC-dropout pass, the calibrated LightGBM, the ensemble, the regime, the policy's
+decision against the paper position, and the kill-switch state; written through
+``adapters.published`` (atomic files + append-only history) for the API and other services."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from levibot_pipelines.adapters.backtests import backtest_config, policy_config
+from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.published import read_history, write_published
+from levibot_pipelines.adapters.registry import load_deep, load_lgbm, model_name
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.core.deep_train import predict
+from levibot_pipelines.core.ensemble import combine
+from levibot_pipelines.core.evaluation import symbol_data
+from levibot_pipelines.core.killswitch import drawdown_trigger, staleness_trigger
+from levibot_pipelines.core.lgbm import predict_proba
+from levibot_pipelines.core.paper import HISTORY_COLUMNS, live_decision
+from levibot_pipelines.core.timeframes import staleness_minutes
+from levibot_pipelines.core.training import deep_confidence
+from levibot_pipelines.core.windows import window_ends
+from levibot_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+DEEP_FILES = ("state_dict.pt", "config.json", "calibrator.json")
+
+
+@dataclass
+class PublishReport:
+    path: Path
+    rows: pl.DataFrame
+    kill_switch: str
+    notes: list[str] = field(default_factory=list)
+
+
+def ensemble_weights_path(home: Path, symbol: str) -> Path:
+    return Path(home) / "models" / symbol / "ensemble.json"
+
+
+def missing_models(home: Path, symbols: tuple[str, ...]) -> list[str]:
+    """Symbols without fitted ensemble weights (the training job's last step): nothing to
+    publish for them yet."""
+    return [s for s in symbols if not ensemble_weights_path(home, s).exists()]
+
+
+def _champion(tracker: Tracker, kind: str, symbol: str) -> str:
+    champ = tracker.champion(model_name(kind, symbol))
+    if champ is None:
+        raise ValueError(
+            f"no champion for {model_name(kind, symbol)}: run training_job for {symbol} first"
+        )
+    return champ[0]
+
+
+def _symbol_row(
+    s: Settings,
+    tracker: Tracker,
+    store: ParquetStore,
+    features: pl.DataFrame,
+    history: pl.DataFrame,
+    symbol: str,
+    multiplier: float,
+    now_ms: int,
+    notes: list[str],
+) -> tuple[dict, dict[str, bytes]]:
+    data = symbol_data(features, symbol)
+    row = len(data.timestamps) - 1
+    bar_time = int(data.timestamps[row])
+    lg_v, dp_v = _champion(tracker, "lgbm", symbol), _champion(tracker, "deep", symbol)
+    booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
+    model, cal_d = load_deep(tracker, model_name("deep", symbol), dp_v)
+    ends = window_ends(data.timestamps, model.config.window, s.timeframe_ms)
+    if len(ends) == 0 or ends[-1] != row:
+        raise ValueError(
+            f"{symbol}: the {model.config.window} bars ending at {bar_time} are not contiguous "
+            "(a gap in the feature table); no prediction until the window refills"
+        )
+    mc = predict(model, data.X, np.array([row]), n_samples=s.mc_samples, seed=0)
+    p_d = cal_d.transform(mc["p_up"])
+    c_d = deep_confidence(p_d, mc["epistemic_p"])
+    p_l = cal_l.transform(predict_proba(booster, data.X[row : row + 1]))
+    c_l = np.abs(2 * p_l - 1)
+    weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
+    if (weights.get("lgbm_version"), weights.get("deep_version")) != (lg_v, dp_v):
+        notes.append(
+            f"{symbol}: ensemble weight was fitted for lgbm v{weights.get('lgbm_version')} / deep "
+            f"v{weights.get('deep_version')}, champions are v{lg_v} / v{dp_v}"
+        )
+    w = float(weights["w_lgbm"])
+    p_e = combine(p_l, p_d, w, c_l, c_d)
+    num = w * (c_l + 1e-6)
+    w_t = float((num / (num + (1 - w) * (c_d + 1e-6)))[0])
+    sym_feats = features.filter(pl.col("symbol") == symbol)
+    candles = store.read_ohlcv(symbol)
+    past = history.filter(pl.col("symbol") == symbol).select(HISTORY_COLUMNS)
+    decision = live_decision(
+        candles,
+        sym_feats.select("timestamp", "vol_20", "ret_1"),
+        past,
+        bar_time=bar_time,
+        p=float(p_e[0]),
+        confidence=float(abs(2 * p_e[0] - 1)),
+        uncertainty=float(np.sqrt(mc["epistemic_p"][0])),
+        policy=policy_config(s),
+        cfg=backtest_config(s, symbol),
+        size_multiplier=multiplier,
+    )
+    newest = sym_feats.filter(pl.col("timestamp") == bar_time).row(0, named=True)
+    total = float(mc["aleatoric"][0] + mc["epistemic"][0])
+    out = {
+        "symbol": symbol,
+        "bar_time": bar_time,
+        "bar_close_time": bar_time + s.timeframe_ms,
+        "published_at": now_ms,
+        "source": s.source,
+        "close": float(newest["close"]),
+        "deep_p_up": float(p_d[0]),
+        "deep_mu": float(mc["mu"][0]),
+        "deep_sigma": float(np.sqrt(total)),
+        "deep_aleatoric": float(mc["aleatoric"][0]),
+        "deep_epistemic": float(mc["epistemic"][0]),
+        "deep_epistemic_p": float(mc["epistemic_p"][0]),
+        "deep_confidence": float(c_d[0]),
+        "mc_samples": s.mc_samples,
+        "deep_version": dp_v,
+        "lgbm_p_up": float(p_l[0]),
+        "lgbm_confidence": float(c_l[0]),
+        "lgbm_version": lg_v,
+        "ensemble_p_up": float(p_e[0]),
+        "ensemble_confidence": float(abs(2 * p_e[0] - 1)),
+        "w_lgbm": w_t,
+        "regime": decision.regime,
+        "regime_state": decision.regime_state,
+        "entry_threshold": decision.entry_threshold,
+        "signal": decision.signal,
+        "position": decision.position,
+        "size": decision.size,
+        "stop_loss": decision.stop_loss,
+        "take_profit": decision.take_profit,
+        "ratio_btc_eth": newest.get("ratio_btc_eth_raw"),
+        "ratio_eth_sol": newest.get("ratio_eth_sol_raw"),
+        "data_lag_s": (now_ms - bar_time - s.timeframe_ms) / 1000.0,
+        "paper_equity": decision.paper_equity,
+        "paper_drawdown": decision.paper_drawdown,
+    }
+    name = model_name("deep", symbol)
+    files = {f: tracker.download_file(name, dp_v, f"model/{f}") for f in DEEP_FILES}
+    files["meta.json"] = json.dumps({"version": dp_v, "name": name}).encode()
+    return out, files
+
+
+def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
+    """Compute and publish one row per symbol; update the automatic kill-switch triggers
+    (data staleness, paper drawdown) first, so the published rows carry the resulting state."""
+    store = ParquetStore(s.home)
+    features = store.read_features()
+    history = read_history(s.home)
+    switch = KillSwitch(s.home)
+    notes: list[str] = []
+    # Staleness of the newest feature row (data time) and the paper drawdown feed the switch.
+    newest = int(features.get_column("timestamp").max())
+    stale_min = staleness_minutes(newest, now_ms, s.timeframe_ms)
+    switch.set_trigger(
+        "staleness",
+        staleness_trigger(stale_min, s.kill_staleness_minutes),
+        f"newest feature bar is {stale_min:.0f} min stale (limit {s.kill_staleness_minutes:.0f})",
+        by="auto:publish",
+        now_ms=now_ms,
+    )
+    rows, models = {}, {}
+    for _ in range(2):  # second pass only when the drawdown trigger changed the state
+        status = switch.status()
+        multiplier = status.multiplier(s.reducing_factor)
+        for symbol in s.symbols:
+            rows[symbol], models[symbol] = _symbol_row(
+                s, tracker, store, features, history, symbol, multiplier, now_ms, notes
+            )
+        worst = max(s.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
+        dd = rows[worst]["paper_drawdown"]
+        switch.set_trigger(
+            "drawdown",
+            drawdown_trigger(np.array([1.0, 1.0 - dd]), s.kill_max_drawdown),
+            f"paper drawdown {dd:.1%} on {worst} (limit {s.kill_max_drawdown:.0%})",
+            by="auto:publish",
+            now_ms=now_ms,
+        )
+        if switch.status().state == status.state:
+            break
+    status = switch.status()
+    for row in rows.values():
+        row["kill_switch"] = status.state
+        row["kill_switch_reason"] = status.reason() if status.state != "ACTIVE" else ""
+    frame = pl.DataFrame([rows[sym] for sym in s.symbols])
+    path = write_published(s.home, frame, models)
+    for note in notes:
+        log.warning(note)
+    return PublishReport(path=path, rows=frame, kill_switch=status.state, notes=notes)

@@ -1,0 +1,467 @@
+"""Read-only HTTP API over the published predictions (``adapters.published``).
+
+Every request reads ``latest_predictions.json`` through a cache keyed by the file's
+(inode, mtime_ns, size): the publisher replaces the file atomically, so a changed key means a new
+publish and the file is parsed once per publish, not once per request. The live kill-switch
+(``home/"kill_switch.json"``) is read the same way. Nothing on this path imports torch, dagster
+or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from the published sample
+count imports torch, to rerun MC dropout on the exported champion.
+
+Staleness is measured in data time: ``core.timeframes.staleness_minutes(bar_time, now, tf)``,
+0 while the row's bar is the newest closed bar. ``stale`` is staleness >
+``settings.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+
+from levibot_pipelines.adapters.prom import render_metrics
+from levibot_pipelines.adapters.published import (
+    LATEST_JSON,
+    KillSwitchState,
+    LatestPredictions,
+    PublishedFileError,
+    deep_model_dir,
+    kill_switch_path,
+    parse_kill_switch,
+    parse_latest,
+    published_dir,
+)
+from levibot_pipelines.core.timeframes import staleness_minutes
+from levibot_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+RECOMPUTE_SEED = 0
+RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
+
+
+class Uncertainty(BaseModel):
+    total: float = Field(description="predictive std of the log return, sqrt(aleatoric+epistemic)")
+    aleatoric: float = Field(description="mean sigma^2 over MC draws (log-return^2)")
+    epistemic: float = Field(description="variance of mu over MC draws (log-return^2)")
+    epistemic_p: float = Field(description="variance of P(up) over MC draws")
+
+
+class Prediction(BaseModel):
+    symbol: str
+    model_type: str
+    p_up: float = Field(description="calibrated P(close(t+h) > close(t))")
+    mu: float | None = Field(description="expected log return close(t) -> close(t+h)")
+    uncertainty: Uncertainty | None
+    confidence: float
+    signal: str = Field(description="ENTRY_LONG | ENTRY_SHORT | EXIT | HOLD at the close of t")
+    mc_samples: int | None
+    as_of: str = Field(description="ISO UTC close time of bar t (the decision time)")
+    bar_time: int = Field(description="open time of bar t, ms UTC")
+    model_version: str
+    stale: bool
+    staleness_minutes: float
+    source: str
+    published_at: str
+    size: float
+    position: float
+    stop_loss: float | None
+    take_profit: float | None
+    regime: str
+    kill_switch: str = Field(description="live state (kill_switch.json), else as published")
+    kill_switch_reason: str
+
+
+class DeepPrediction(Prediction):
+    recomputed: bool = Field(description="true when MC dropout was rerun for n_samples")
+
+
+class EnsemblePrediction(Prediction):
+    w_lgbm: float = Field(description="effective LightGBM weight on this bar")
+    uncertainty_source: str = "deep"
+
+
+SymbolQuery = Annotated[
+    str, Query(min_length=1, max_length=32, description="BTCUSDT, BTC/USDT or btcusdt")
+]
+SamplesQuery = Annotated[
+    int | None, Query(ge=1, le=1000, description="MC draws; recomputed when != published")
+]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def normalize_symbol(raw: str) -> str:
+    """``"btc/usdt"``, ``"BTC-USDT"``, ``" BTCUSDT "`` -> ``"BTCUSDT"``."""
+    return "".join(ch for ch in raw.strip().upper() if ch not in "/-_ ")
+
+
+class _FileCache:
+    """Parse a file once per version; the version is its (inode, mtime_ns, size)."""
+
+    def __init__(self, path: Path, parse: Callable[[str], Any]) -> None:
+        self.path, self.parse = path, parse
+        self.key: tuple[int, int, int] | None = None
+        self.value: Any = None
+        self.error: Exception | None = None
+
+    def get(self) -> Any:
+        """The parsed content; ``None`` when the file does not exist; re-raises parse errors."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.key, self.value, self.error = None, None, None
+            return None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if key != self.key:
+                text = f.read().decode("utf-8", errors="replace")
+                self.key = key
+                try:
+                    self.value, self.error = self.parse(text), None
+                except PublishedFileError as exc:
+                    self.value, self.error = None, exc
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Recomputer:
+    """On-demand MC dropout on the exported champion; torch is imported on first use only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()  # mc_predict seeds torch's global RNG: one at a time
+        self.models: dict[str, tuple[str, Any, Any]] = {}  # symbol -> (version, model, cal)
+        self.results: OrderedDict[tuple, dict[str, float]] = OrderedDict()
+
+    def __call__(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
+        key = (row["symbol"], row["deep_version"], row["bar_time"], n_samples)
+        with self.lock:
+            if key not in self.results:
+                self.results[key] = self._compute(row, n_samples)
+                if len(self.results) > RECOMPUTE_CACHE:
+                    self.results.popitem(last=False)
+            return self.results[key]
+
+    def _model(self, symbol: str, version: str):
+        from levibot_pipelines.adapters.published import load_published_deep
+
+        cached = self.models.get(symbol)
+        if cached is None or cached[0] != version:
+            model, calibrator, exported = load_published_deep(self.settings.home, symbol)
+            if exported != version:
+                raise PublishedFileError(
+                    f"the exported deep model of {symbol} is v{exported} but the published row "
+                    f"names v{version} (a publish is in progress); retry"
+                )
+            self.models[symbol] = cached = (version, model, calibrator)
+        return cached[1], cached[2]
+
+    def _compute(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
+        import numpy as np
+        import polars as pl
+
+        from levibot_pipelines.adapters.store import ParquetStore
+        from levibot_pipelines.core.deep_train import predict
+        from levibot_pipelines.core.features import FEATURE_COLUMNS
+        from levibot_pipelines.core.training import deep_confidence
+        from levibot_pipelines.core.windows import window_ends
+
+        symbol, bar_time = row["symbol"], row["bar_time"]
+        model, calibrator = self._model(symbol, row["deep_version"])
+        length = model.config.window
+        path = ParquetStore(self.settings.home).features_path
+        if not path.exists():
+            raise PublishedFileError(f"no feature table at {path}: cannot recompute {symbol}")
+        rows = (
+            pl.scan_parquet(path)
+            .filter((pl.col("symbol") == symbol) & (pl.col("timestamp") <= bar_time))
+            .sort("timestamp")
+            .tail(length)
+            .collect()
+        )
+        ts = rows.get_column("timestamp").to_numpy()
+        ends = window_ends(ts, length, self.settings.timeframe_ms)
+        if len(ts) == 0 or ts[-1] != bar_time or len(ends) == 0:
+            raise PublishedFileError(
+                f"no gap-free window of {length} feature rows of {symbol} ending at bar_time "
+                f"{bar_time} ({len(ts)} rows found, last at {ts[-1] if len(ts) else None})"
+            )
+        X = rows.select(FEATURE_COLUMNS).to_numpy().astype(np.float32)
+        if not np.isfinite(X).all():
+            raise PublishedFileError(f"non-finite features in the window of {symbol}")
+        mc = predict(model, X, ends[-1:], n_samples=n_samples, seed=RECOMPUTE_SEED)
+        p = calibrator.transform(mc["p_up"])
+        out = {k: float(mc[k][0]) for k in ("mu", "aleatoric", "epistemic", "epistemic_p")}
+        out["total"] = float(np.sqrt(out["aleatoric"] + out["epistemic"]))
+        out["p_up"] = float(p[0])
+        out["confidence"] = float(deep_confidence(p, mc["epistemic_p"])[0])
+        return out
+
+
+def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> FastAPI:
+    """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
+    now_ms = clock or (lambda: int(time.time() * 1000))
+    latest_file = _FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest)
+    kill_file = _FileCache(kill_switch_path(settings.home), parse_kill_switch)
+    recompute = _Recomputer(settings)
+    known = ", ".join(settings.symbols)
+    app = FastAPI(
+        title="levibot predictions",
+        description="Read-only calibrated P(up), uncertainty and signals per symbol, from the "
+        "files the Dagster publish job writes under $LEVIBOT_HOME/published.",
+        version="1",
+    )
+
+    def latest() -> LatestPredictions:
+        try:
+            doc = latest_file.get()
+        except PublishedFileError as exc:
+            raise HTTPException(503, f"published predictions are unreadable: {exc}") from None
+        if doc is None:
+            raise HTTPException(
+                503,
+                "no predictions published yet: run the pipeline (make demo, or materialize "
+                f"latest_predictions) so that {latest_file.path} exists",
+            )
+        return doc
+
+    def row_for(raw: str) -> tuple[LatestPredictions, dict[str, Any]]:
+        symbol = normalize_symbol(raw)
+        if symbol not in settings.symbols:
+            raise HTTPException(404, f"unknown symbol {raw!r}; known symbols: {known}")
+        doc = latest()
+        if symbol not in doc.rows:
+            raise HTTPException(
+                503, f"no published prediction for {symbol} yet (published: {sorted(doc.rows)})"
+            )
+        return doc, doc.rows[symbol]
+
+    def common(row: dict[str, Any], now: int) -> dict[str, Any]:
+        staleness = staleness_minutes(row["bar_time"], now, settings.timeframe_ms)
+        try:
+            live = kill_file.get()
+        except PublishedFileError as exc:
+            live = KillSwitchState(row["kill_switch"], f"{row['kill_switch_reason']} ({exc})", None)
+        return {
+            "symbol": row["symbol"],
+            "signal": row["signal"],
+            "as_of": _iso(row["bar_close_time"]),
+            "bar_time": row["bar_time"],
+            "stale": staleness > settings.max_staleness_minutes,
+            "staleness_minutes": round(staleness, 3),
+            "source": row["source"],
+            "published_at": _iso(row["published_at"]),
+            "size": row["size"],
+            "position": row["position"],
+            "stop_loss": row["stop_loss"],
+            "take_profit": row["take_profit"],
+            "regime": row["regime"],
+            "kill_switch": live.state if live else row["kill_switch"],
+            "kill_switch_reason": live.reason if live else row["kill_switch_reason"],
+        }
+
+    def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
+        return {
+            "total": row["deep_sigma"],
+            "aleatoric": row["deep_aleatoric"],
+            "epistemic": row["deep_epistemic"],
+            "epistemic_p": row["deep_epistemic_p"],
+        }
+
+    @app.get("/ml/predict_deep", response_model=DeepPrediction)
+    async def predict_deep(symbol: SymbolQuery, n_samples: SamplesQuery = None) -> dict:
+        """Transformer with MC dropout; ``n_samples`` != published reruns the draws."""
+        _, row = row_for(symbol)
+        out = {
+            **common(row, now_ms()),
+            "model_type": "transformer_mc_dropout",
+            "p_up": row["deep_p_up"],
+            "mu": row["deep_mu"],
+            "uncertainty": deep_uncertainty(row),
+            "confidence": row["deep_confidence"],
+            "mc_samples": row["mc_samples"],
+            "model_version": row["deep_version"],
+            "recomputed": False,
+        }
+        if n_samples is None or n_samples == row["mc_samples"]:
+            return out
+        try:
+            mc = await run_in_threadpool(recompute, row, n_samples)
+        except PublishedFileError as exc:
+            raise HTTPException(503, f"cannot recompute {row['symbol']}: {exc}") from None
+        uncertainty = {k: mc[k] for k in ("total", "aleatoric", "epistemic", "epistemic_p")}
+        return {
+            **out,
+            "p_up": mc["p_up"],
+            "mu": mc["mu"],
+            "uncertainty": uncertainty,
+            "confidence": mc["confidence"],
+            "mc_samples": n_samples,
+            "recomputed": True,
+        }
+
+    @app.get("/ml/predict_ensemble", response_model=EnsemblePrediction)
+    async def predict_ensemble(symbol: SymbolQuery) -> dict:
+        """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member."""
+        _, row = row_for(symbol)
+        return {
+            **common(row, now_ms()),
+            "model_type": "ensemble",
+            "p_up": row["ensemble_p_up"],
+            "mu": row["deep_mu"],
+            "uncertainty": deep_uncertainty(row),
+            "confidence": row["ensemble_confidence"],
+            "mc_samples": row["mc_samples"],
+            "model_version": f"lgbm v{row['lgbm_version']} + deep v{row['deep_version']}",
+            "w_lgbm": row["w_lgbm"],
+            "uncertainty_source": "deep",
+        }
+
+    @app.get("/ml/predict", response_model=Prediction)
+    async def predict_lgbm(symbol: SymbolQuery) -> dict:
+        """Calibrated LightGBM (no uncertainty estimate)."""
+        _, row = row_for(symbol)
+        return {
+            **common(row, now_ms()),
+            "model_type": "lightgbm_calibrated",
+            "p_up": row["lgbm_p_up"],
+            "mu": None,
+            "uncertainty": None,
+            "confidence": row["lgbm_confidence"],
+            "mc_samples": None,
+            "model_version": row["lgbm_version"],
+        }
+
+    @app.get("/ml/models/deep/status")
+    async def deep_status() -> dict:
+        """Per symbol: published deep version, MC samples, bar, staleness, export present."""
+        doc, now = latest(), now_ms()
+        symbols = {}
+        for symbol in settings.symbols:
+            row = doc.rows.get(symbol)
+            if row is None:
+                symbols[symbol] = {"published": False}
+                continue
+            c = common(row, now)
+            symbols[symbol] = {
+                "published": True,
+                "deep_version": row["deep_version"],
+                "mc_samples": row["mc_samples"],
+                "bar_time": row["bar_time"],
+                "as_of": c["as_of"],
+                "published_at": c["published_at"],
+                "stale": c["stale"],
+                "staleness_minutes": c["staleness_minutes"],
+                "model_exported": _exported_version(settings.home, symbol) == row["deep_version"],
+            }
+        first = next(iter(doc.rows.values()))
+        c = common(first, now)
+        return {
+            "published_at": _iso(doc.published_at),
+            "kill_switch": {"state": c["kill_switch"], "reason": c["kill_switch_reason"]},
+            "symbols": symbols,
+        }
+
+    @app.get("/metrics/prom", response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text format, built from the published file at scrape time."""
+        try:
+            doc = latest_file.get()
+        except PublishedFileError:
+            doc = None
+        try:
+            live = kill_file.get()
+        except PublishedFileError:
+            live = None
+        body = render_metrics(doc, settings, now_ms(), live)
+        return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        """200 when every symbol is published, none stale beyond the fail limit, not HALTED."""
+        body, reasons = _health(settings, latest_file, kill_file, now_ms())
+        body["status"] = "unhealthy" if reasons else "ok"
+        if reasons:
+            body["reasons"] = reasons
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
+    return app
+
+
+def _exported_version(home: Path, symbol: str) -> str | None:
+    try:
+        return str(json.loads((deep_model_dir(home, symbol) / "meta.json").read_text())["version"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def _health(
+    settings: Settings, latest_file: _FileCache, kill_file: _FileCache, now: int
+) -> tuple[dict[str, Any], list[str]]:
+    reasons: list[str] = []
+    body: dict[str, Any] = {}
+    try:
+        doc = latest_file.get()
+    except PublishedFileError as exc:
+        doc = None
+        reasons.append(f"published predictions are unreadable: {exc}")
+    else:
+        if doc is None:
+            reasons.append("no predictions published yet: run the pipeline (make demo)")
+    try:
+        live = kill_file.get()
+    except PublishedFileError as exc:
+        live = None
+        reasons.append(f"kill-switch state unknown: {exc}")
+    if doc is not None:
+        body["published_at"] = _iso(doc.published_at)
+        missing = [s for s in settings.symbols if s not in doc.rows]
+        if missing:
+            reasons.append(f"no published prediction for {missing}")
+        body["symbols"] = {}
+        for symbol in [s for s in settings.symbols if s in doc.rows]:
+            row = doc.rows[symbol]
+            minutes = staleness_minutes(row["bar_time"], now, settings.timeframe_ms)
+            body["symbols"][symbol] = {"staleness_minutes": round(minutes, 3)}
+            if minutes > settings.fail_staleness_minutes:
+                reasons.append(
+                    f"{symbol} stale: {minutes:.1f} min in data time, newest bar closed "
+                    f"{_iso(row['bar_close_time'])} (limit {settings.fail_staleness_minutes:g} min)"
+                )
+        if live is None and doc.rows:
+            first = next(iter(doc.rows.values()))
+            live = KillSwitchState(first["kill_switch"], first["kill_switch_reason"], None)
+    if live is not None:
+        body["kill_switch"] = {"state": live.state, "reason": live.reason}
+        if live.state == "HALTED":
+            reasons.append(f"kill-switch HALTED: {live.reason or 'no reason given'}")
+    return body, reasons
+
+
+def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve ``create_app(settings)`` with uvicorn (default host/port from settings)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+        access_log=False,
+    )

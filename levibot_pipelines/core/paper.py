@@ -1,0 +1,183 @@
+"""The live decision and the paper portfolio behind it.
+
+The paper portfolio is the backtest of what was actually published: each published decision
+(``ENTRY_LONG``, ``ENTRY_SHORT``, ``EXIT``, ``HOLD``, with its size, stop and take-profit) is
+replayed through ``core.backtest`` on the real candles, fills at the next open, stops inside the
+bars, costs on both legs. The newest bar's decision depends on that position (an entry only from
+flat, an exit only when holding), so the replay runs up to the newest bar with the policy's
+intent for it (from ``core.policy``); the engine's action there is what gets published. The
+replay's equity is the live paper P&L whose drawdown can halt trading (``core.killswitch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from levibot_pipelines.core.backtest import Action, BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.policy import REGIME_NAMES, PolicyConfig, policy_signals
+
+HISTORY_COLUMNS = ("bar_time", "signal", "size", "close", "stop_loss", "take_profit")
+
+
+@dataclass(frozen=True)
+class LiveDecision:
+    signal: str  # Action name decided at the close of the newest bar
+    size: float  # size of the entry (0 unless an entry)
+    position: float  # signed size held after the decision is filled
+    stop_loss: float | None  # price level (estimated from the close for a new entry)
+    take_profit: float | None
+    entry_threshold: float
+    regime: str
+    regime_state: int
+    paper_equity: float
+    paper_drawdown: float
+
+
+def _replayed_signals(
+    ts: np.ndarray, history: pl.DataFrame, newest: Signals, newest_row: int
+) -> Signals:
+    """Past published decisions on the candle grid (nothing where nothing was published),
+    with the policy's intent at the newest bar."""
+    n = len(ts)
+    entry = np.zeros(n, dtype=np.int8)
+    size = np.zeros(n)
+    stop = np.full(n, np.nan)
+    tp = np.full(n, np.nan)
+    exit_flag = np.zeros(n, dtype=bool)
+    if history.height:
+        rows = np.searchsorted(ts, history.get_column("bar_time").to_numpy())
+        on_grid = (rows < n) & (
+            ts[np.minimum(rows, n - 1)] == history.get_column("bar_time").to_numpy()
+        )
+        h = history.filter(pl.Series(on_grid))
+        rows = rows[on_grid]
+        sig = h.get_column("signal").to_numpy()
+        close = h.get_column("close").to_numpy()
+        entry[rows] = np.where(sig == "ENTRY_LONG", 1, np.where(sig == "ENTRY_SHORT", -1, 0))
+        size[rows] = h.get_column("size").fill_null(0.0).to_numpy()
+        stop[rows] = np.abs(h.get_column("stop_loss").fill_null(np.nan).to_numpy() / close - 1)
+        tp[rows] = np.abs(h.get_column("take_profit").fill_null(np.nan).to_numpy() / close - 1)
+        exit_flag[rows] = sig == "EXIT"
+    exit_long, exit_short = exit_flag.copy(), exit_flag.copy()
+    j = newest_row
+    entry[j], size[j] = newest.entry_side[j], newest.size[j]
+    stop[j], tp[j] = newest.stop_pct[j], newest.take_profit_pct[j]
+    exit_long[j], exit_short[j] = newest.exit_long[j], newest.exit_short[j]
+    return Signals(entry, size, stop, tp, exit_long, exit_short)
+
+
+def live_decision(
+    candles: pl.DataFrame,
+    features: pl.DataFrame,
+    history: pl.DataFrame,
+    *,
+    bar_time: int,
+    p: float,
+    confidence: float,
+    uncertainty: float | None,
+    policy: PolicyConfig,
+    cfg: BacktestConfig,
+    size_multiplier: float = 1.0,
+) -> LiveDecision:
+    """Decide at the close of ``bar_time`` for one symbol.
+
+    ``candles``: the symbol's bars up to and including ``bar_time`` (``timestamp, open, high,
+    low, close``); ``features``: its feature rows (``timestamp, vol_20, ret_1``), the newest at
+    ``bar_time``; ``history``: earlier published rows (``HISTORY_COLUMNS``, one per bar);
+    ``p``/``confidence``/``uncertainty``: the ensemble's output at ``bar_time``;
+    ``size_multiplier``: the kill-switch's (1 ACTIVE, <1 REDUCING, 0 HALTED).
+    """
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise ValueError(f"history lacks columns {missing}")
+    candles = candles.sort("timestamp").filter(pl.col("timestamp") <= bar_time)
+    ts = candles.get_column("timestamp").to_numpy().astype(np.int64)
+    if len(ts) == 0 or ts[-1] != bar_time:
+        raise ValueError(f"no candle at bar_time {bar_time}: the candles end at {ts[-1:]}")
+    feats = features.sort("timestamp").filter(pl.col("timestamp") <= bar_time)
+    if feats.is_empty() or feats.get_column("timestamp")[-1] != bar_time:
+        raise ValueError(f"no feature row at bar_time {bar_time}")
+    n_f = feats.height
+    p_arr = np.full(n_f, np.nan)
+    conf_arr = np.full(n_f, np.nan)
+    p_arr[-1], conf_arr[-1] = p, confidence
+    unc = None
+    if uncertainty is not None:
+        unc = np.full(n_f, np.nan)
+        unc[-1] = uncertainty
+    out = policy_signals(
+        p_arr,
+        conf_arr,
+        feats.get_column("vol_20").to_numpy(),
+        feats.get_column("ret_1").to_numpy(),
+        policy,
+        uncertainty=unc,
+        size_multiplier=size_multiplier,
+    )
+    past = history.filter(pl.col("bar_time") < bar_time).sort("bar_time")
+    first = int(past.get_column("bar_time").min()) if past.height else bar_time
+    span = ts >= first
+    ts_span = ts[span]
+    # The newest bar's intent, placed on the candle grid's last row.
+    last = Signals(*(np.asarray(getattr(out.signals, k))[-1:] for k in _FIELDS))
+    signals = _replayed_signals(ts_span, past, _pad(last, len(ts_span)), len(ts_span) - 1)
+    prices = [candles.get_column(c).to_numpy()[span] for c in ("open", "high", "low", "close")]
+    result = run_backtest(ts_span, *prices, signals, cfg)
+    action = Action(int(result.action[-1]))
+    held = float(result.position[-1])
+    close = float(prices[3][-1])
+    side = {Action.ENTRY_LONG: 1, Action.ENTRY_SHORT: -1}.get(action, 0)
+    entry_size = float(last.size[0]) if side else 0.0
+    if action is Action.EXIT:
+        position = 0.0
+    elif side:
+        position = side * entry_size
+    else:
+        position = held
+    stop_loss = take_profit = None
+    if side:
+        stop_loss = close * (1 - side * float(last.stop_pct[0]))
+        take_profit = close * (1 + side * float(last.take_profit_pct[0]))
+    elif position != 0.0:
+        stop_loss = _level(result.stop_level[-1])
+        take_profit = _level(result.take_profit_level[-1])
+    equity = np.asarray(result.equity)
+    regime_state = int(out.regime[-1])
+    return LiveDecision(
+        signal=action.name,
+        size=entry_size,
+        position=position,
+        stop_loss=_finite(stop_loss),
+        take_profit=_finite(take_profit),
+        entry_threshold=float(out.threshold[-1]),
+        regime=REGIME_NAMES[regime_state],
+        regime_state=regime_state,
+        paper_equity=float(equity[-1]),
+        paper_drawdown=float(1.0 - equity[-1] / equity.max()),
+    )
+
+
+_FIELDS = ("entry_side", "size", "stop_pct", "take_profit_pct", "exit_long", "exit_short")
+
+
+def _pad(last: Signals, n: int) -> Signals:
+    """``last`` (length 1) at position ``n - 1`` of otherwise empty signals."""
+    fill = {"entry_side": 0, "size": 0.0, "stop_pct": np.nan, "take_profit_pct": np.nan}
+    arrays = []
+    for k in _FIELDS:
+        one = np.asarray(getattr(last, k))
+        arr = np.full(n, fill.get(k, False), dtype=one.dtype)
+        arr[-1] = one[0]
+        arrays.append(arr)
+    return Signals(*arrays)
+
+
+def _level(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and np.isfinite(value) else None

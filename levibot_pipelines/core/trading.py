@@ -1,0 +1,198 @@
+"""The policy backtest of walk-forward predictions: one symbol's out-of-sample probabilities
+turned into positions by ``core.policy`` and traded by ``core.backtest`` on its own candles.
+
+Alignment: predictions exist only on test bars; the policy runs on every stored bar of the
+symbol (``p`` is NaN off the test windows, which means "flat": no entry, exit any position), so
+its trailing inputs (relative volatility, regime) have their full history. The backtest then
+covers the bars from the first test bar to the bar after the last one, where the last signal
+fills. Fills are on the candle grid, never the feature grid: after a gap in the features the next
+fill is the next real bar, not the next feature row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from levibot_pipelines.core.backtest import (
+    BacktestConfig,
+    BacktestResult,
+    Signals,
+    buy_and_hold_signals,
+    compare,
+    run_backtest,
+)
+from levibot_pipelines.core.policy import PolicyConfig, policy_signals
+
+# model -> (probability column, confidence column or None for |2p - 1|, uses deep uncertainty)
+POLICY_MODELS: dict[str, tuple[str, str | None, bool]] = {
+    "ensemble": ("p_ensemble", None, True),
+    "lgbm": ("p_lgbm", "conf_lgbm", False),
+    "deep": ("p_deep", "conf_deep", True),
+}
+REPORT_KEYS = (
+    "sharpe",
+    "sharpe_daily",
+    "psr",
+    "max_drawdown",
+    "win_rate",
+    "payoff_ratio",
+    "turnover",
+    "exposure",
+    "n_trades",
+    "costs_paid",
+    "total_return",
+)
+
+
+@dataclass
+class SymbolBacktest:
+    """``report``: JSON-ready metrics (the ensemble policy at the top level); ``equity``: curves
+    by name for plots; ``timestamps``: their bar open times."""
+
+    report: dict
+    equity: dict[str, np.ndarray]
+    timestamps: np.ndarray
+
+
+def slice_signals(signals: Signals, start: int, stop: int) -> Signals:
+    return Signals(
+        **{k: getattr(signals, k)[start:stop] for k in signals.__dataclass_fields__}  # type: ignore[attr-defined]
+    )
+
+
+def align_bars(pred: pl.DataFrame, bars: pl.DataFrame, features: pl.DataFrame) -> pl.DataFrame:
+    """Every candle of the symbol with its policy inputs.
+
+    ``pred``: walk-forward predictions (``timestamp``, ``p_*``, ``conf_*``, ``epistemic_p``);
+    ``bars``: the symbol's candles (``timestamp, open, high, low, close``); ``features``: the
+    symbol's feature rows (``timestamp, vol_20, ret_1``). Bars without features carry the last
+    known volatility forward (the policy needs a level; ``p`` is NaN there, so no entry).
+    """
+    for name, frame, cols in (
+        ("pred", pred, ("timestamp", "p_ensemble", "p_lgbm", "p_deep", "epistemic_p")),
+        ("bars", bars, ("timestamp", "open", "high", "low", "close")),
+        ("features", features, ("timestamp", "vol_20", "ret_1")),
+    ):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} lacks columns {missing}")
+    if pred.is_empty():
+        raise ValueError("pred is empty: nothing to backtest")
+    keep = ["timestamp", *(c for c in pred.columns if c.startswith(("p_", "conf_"))), "epistemic_p"]
+    out = (
+        bars.select("timestamp", "open", "high", "low", "close")
+        .sort("timestamp")
+        .join(features.select("timestamp", "vol_20", "ret_1"), on="timestamp", how="left")
+        .join(pred.select(keep), on="timestamp", how="left")
+        .with_columns(
+            pl.col("vol_20").forward_fill().backward_fill(),
+            pl.col("ret_1").fill_null(0.0),
+        )
+    )
+    n_matched = out.filter(pl.col("p_ensemble").is_not_null()).height
+    if n_matched != pred.height:
+        raise ValueError(
+            f"{pred.height - n_matched} prediction bars have no candle: predictions and candles "
+            "must come from the same store"
+        )
+    return out
+
+
+def _inputs(frame: pl.DataFrame, model: str) -> dict[str, np.ndarray | None]:
+    p_col, conf_col, uses_deep = POLICY_MODELS[model]
+    p = frame.get_column(p_col).fill_null(np.nan).to_numpy()
+    conf = (
+        np.abs(2 * p - 1)
+        if conf_col is None
+        else frame.get_column(conf_col).fill_null(np.nan).to_numpy()
+    )
+    unc = (
+        np.sqrt(frame.get_column("epistemic_p").fill_null(np.nan).to_numpy()) if uses_deep else None
+    )
+    return {"p": p, "confidence": conf, "uncertainty": unc}
+
+
+def backtest_predictions(
+    pred: pl.DataFrame,
+    bars: pl.DataFrame,
+    features: pl.DataFrame,
+    policy: PolicyConfig,
+    cfg: BacktestConfig,
+    *,
+    seed: int = 0,
+) -> SymbolBacktest:
+    """Run the policy on each model's walk-forward predictions and backtest it net of costs,
+    next to buy-and-hold, flat, a random policy with the same turnover, and 2x costs."""
+    frame = align_bars(pred, bars, features)
+    ts = frame.get_column("timestamp").to_numpy().astype(np.int64)
+    first, last = int(pred.get_column("timestamp").min()), int(pred.get_column("timestamp").max())
+    start = int(np.searchsorted(ts, first))
+    stop = min(int(np.searchsorted(ts, last)) + 2, len(ts))  # + the bar the last signal fills in
+    prices = [frame.get_column(c).to_numpy()[start:stop] for c in ("open", "high", "low", "close")]
+    span_ts = ts[start:stop]
+    vol = frame.get_column("vol_20").to_numpy()
+    ret_1 = frame.get_column("ret_1").to_numpy()
+
+    report: dict = {}
+    equity: dict[str, np.ndarray] = {}
+    for model in POLICY_MODELS:
+        inputs = _inputs(frame, model)
+        out = policy_signals(
+            inputs["p"],
+            inputs["confidence"],
+            vol,
+            ret_1,
+            policy,
+            uncertainty=inputs["uncertainty"],
+        )
+        signals = slice_signals(out.signals, start, stop)
+        cmp = compare(span_ts, *prices, signals, cfg, seed=seed)
+        result = run_backtest(span_ts, *prices, signals, cfg)
+        equity[model] = result.equity
+        report[model] = {
+            **_pick(cmp["policy"]),
+            "random_same_turnover": _pick(cmp["random"]),
+            "at_2x_costs": _pick(cmp["policy_2x_costs"]),
+            "blocked_by_uncertainty": int(out.blocked_uncertain[start:stop].sum()),
+        }
+        report.setdefault("buy_and_hold", _pick(cmp["buy_and_hold"]))
+        report.setdefault("flat", _pick(cmp["flat"]))
+    bh = run_backtest(span_ts, *prices, buy_and_hold_signals(len(span_ts)), cfg)
+    equity["buy_and_hold"] = bh.equity
+    top = report.pop("ensemble")
+    return SymbolBacktest(
+        report={
+            **top,
+            "models": {m: report.pop(m) for m in ("lgbm", "deep")},
+            **report,
+            "start_ms": int(span_ts[0]),
+            "end_ms": int(span_ts[-1]),
+            "n_bars": len(span_ts),
+            "costs": {"fee_bps": cfg.costs.fee_bps, "slippage_bps": cfg.costs.slippage_bps},
+            "policy": {k: getattr(policy, k) for k in policy.__dataclass_fields__},  # type: ignore[attr-defined]
+        },
+        equity=equity,
+        timestamps=span_ts,
+    )
+
+
+def _pick(metrics: dict) -> dict:
+    return {k: metrics[k] for k in REPORT_KEYS if k in metrics}
+
+
+def drawdown(equity: np.ndarray) -> np.ndarray:
+    """Drawdown from the running peak, ``1 - equity / cummax(equity)`` (0 at new highs)."""
+    equity = np.asarray(equity, dtype=np.float64)
+    return 1.0 - equity / np.maximum.accumulate(equity)
+
+
+def with_costs(cfg: BacktestConfig, fee_bps: float, slippage_bps: float) -> BacktestConfig:
+    return replace(cfg, costs=replace(cfg.costs, fee_bps=fee_bps, slippage_bps=slippage_bps))
+
+
+def last_decision(result: BacktestResult) -> int:
+    """The action decided at the close of the newest bar (what is published live)."""
+    return int(result.action[-1])

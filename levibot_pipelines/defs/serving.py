@@ -1,0 +1,187 @@
+"""Serving: ``latest_predictions`` (one row per symbol; what services read), its checks, the
+publish job, and the sensor that runs it once per feature-table update."""
+
+import json
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from levibot_pipelines.adapters.prom import push_metrics
+from levibot_pipelines.adapters.published import read_latest
+from levibot_pipelines.adapters.publisher import missing_models, publish_latest
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.defs.market import WAREHOUSE_POOL, markdown_table, now_ms
+from levibot_pipelines.defs.resources import ModelResource, TradingResource
+from levibot_pipelines.settings import Settings
+
+FEATURES = dg.AssetKey("cross_asset_features")
+LATEST = dg.AssetKey("latest_predictions")
+SUMMARY = ("symbol", "bar_time", "signal", "ensemble_p_up", "deep_p_up", "lgbm_p_up", "size")
+
+
+@dg.asset(
+    name="latest_predictions",
+    deps=[FEATURES, dg.AssetKey("ensemble_weights")],
+    group_name="serving",
+    kinds={"parquet", "json"},
+    pool=WAREHOUSE_POOL,
+    description="One row per symbol on the newest closed bar: Transformer MC dropout, "
+    "calibrated LightGBM, ensemble, regime, the policy's decision, kill-switch state; "
+    "published atomically under $LEVIBOT_HOME/published for the API and other services.",
+)
+def latest_predictions(
+    context: dg.AssetExecutionContext,
+    trading: TradingResource,
+    models: ModelResource,
+    warehouse: DuckDBResource,
+) -> dg.MaterializeResult:
+    s = trading.settings()
+    report = publish_latest(s, models.tracker(), now_ms())
+    with warehouse.get_connection() as conn:
+        views = refresh_prediction_views(conn, s)
+    pushed = push_metrics(s, read_latest(s.home)) if s.pushgateway_url else False
+    for note in report.notes:
+        context.log.warning(note)
+    rows = report.rows
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows.height,
+            "bar_time": dg.MetadataValue.timestamp(int(rows["bar_time"].max()) / 1000),
+            "kill_switch": report.kill_switch,
+            "predictions": dg.MetadataValue.md(
+                markdown_table(rows.select(*SUMMARY, "kill_switch"))
+            ),
+            "path": dg.MetadataValue.path(str(report.path)),
+            "views": dg.MetadataValue.json(views),
+            "pushed_to_pushgateway": pushed,
+            "notes": dg.MetadataValue.json(report.notes),
+        }
+    )
+
+
+def refresh_prediction_views(conn, s: Settings) -> list[str]:
+    """DuckDB views ``latest_predictions`` and ``predictions`` (the append-only history)."""
+    from levibot_pipelines.adapters.published import history_glob, published_dir
+
+    latest = published_dir(s.home) / "latest_predictions.parquet"
+    conn.execute(
+        "CREATE OR REPLACE VIEW latest_predictions AS SELECT * FROM "
+        f"read_parquet('{latest.as_posix()}')"
+    )
+    conn.execute(
+        "CREATE OR REPLACE VIEW predictions AS SELECT * FROM "
+        f"read_parquet('{history_glob(s.home)}', union_by_name = true)"
+    )
+    return ["latest_predictions", "predictions"]
+
+
+def _latest(trading: TradingResource) -> tuple[Settings, pl.DataFrame]:
+    s = trading.settings()
+    latest = read_latest(s.home)
+    if latest is None:
+        raise ValueError(f"nothing published under {s.home}")
+    return s, pl.DataFrame(list(latest.rows.values()))
+
+
+@dg.asset_check(
+    asset=LATEST,
+    name="every_symbol_published",
+    description="ERROR unless there is exactly one published row per configured symbol.",
+)
+def every_symbol_published(trading: TradingResource) -> dg.AssetCheckResult:
+    s, rows = _latest(trading)
+    have = sorted(rows["symbol"].to_list())
+    missing = sorted(set(s.symbols) - set(have))
+    return dg.AssetCheckResult(
+        passed=not missing and len(have) == len(s.symbols),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"missing": dg.MetadataValue.json(missing), "published": have},
+    )
+
+
+@dg.asset_check(
+    asset=LATEST,
+    name="bar_time_is_newest_feature_row",
+    description="ERROR when a symbol's published bar is not its newest feature row "
+    "(a prediction made on old data presented as current).",
+)
+def bar_time_is_newest_feature_row(trading: TradingResource) -> dg.AssetCheckResult:
+    s, rows = _latest(trading)
+    newest = (
+        ParquetStore(s.home)
+        .read_features()
+        .group_by("symbol")
+        .agg(pl.col("timestamp").max().alias("newest_feature_row"))
+    )
+    joined = rows.select("symbol", "bar_time").join(newest, on="symbol", how="left")
+    behind = joined.filter(pl.col("bar_time") != pl.col("newest_feature_row"))
+    return dg.AssetCheckResult(
+        passed=behind.is_empty(),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"comparison": dg.MetadataValue.md(markdown_table(joined))},
+    )
+
+
+@dg.asset_check(
+    asset=LATEST,
+    name="probabilities_in_range",
+    description="ERROR when any published probability is outside [0, 1] or not finite.",
+)
+def probabilities_in_range(trading: TradingResource) -> dg.AssetCheckResult:
+    _, rows = _latest(trading)
+    cols = ("deep_p_up", "lgbm_p_up", "ensemble_p_up")
+    bad = rows.filter(
+        pl.any_horizontal([~pl.col(c).is_between(0.0, 1.0) | pl.col(c).is_null() for c in cols])
+    )
+    return dg.AssetCheckResult(
+        passed=bad.is_empty(),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"bad_rows": dg.MetadataValue.md(markdown_table(bad.select("symbol", *cols)))},
+    )
+
+
+publish_job = dg.define_asset_job(
+    "publish_job",
+    selection=dg.AssetSelection.assets(LATEST),
+    description="Publish the latest predictions (one row per symbol).",
+)
+
+
+@dg.sensor(
+    name="publish_on_features",
+    job=publish_job,
+    minimum_interval_seconds=20,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs publish_job once per cross_asset_features update (the only trigger of "
+    "latest_predictions). Waits, without consuming the update, while a symbol has no "
+    "trained models yet.",
+)
+def publish_on_features(context: dg.SensorEvaluationContext, trading: TradingResource):
+    records = context.instance.fetch_materializations(FEATURES, limit=1).records
+    if not records:
+        return dg.SkipReason("cross_asset_features has never been materialized")
+    storage_id = records[0].storage_id
+    seen = json.loads(context.cursor)["storage_id"] if context.cursor else 0
+    if storage_id <= seen:
+        return dg.SkipReason(f"no feature update since storage id {seen}")
+    s = trading.settings()
+    missing = missing_models(s.home, s.symbols)
+    if missing:
+        return dg.SkipReason(f"no trained models yet for {missing}: run training_job")
+    context.update_cursor(json.dumps({"storage_id": storage_id}))
+    return dg.RunRequest(run_key=f"features:{storage_id}")
+
+
+@dg.definitions
+def serving() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[latest_predictions],
+        asset_checks=[
+            every_symbol_published,
+            bar_time_is_newest_feature_row,
+            probabilities_in_range,
+        ],
+        jobs=[publish_job],
+        sensors=[publish_on_features],
+    )

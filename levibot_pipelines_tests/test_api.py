@@ -1,0 +1,465 @@
+"""The HTTP API against a real uvicorn server on loopback, the Prometheus rendering, and the
+deploy files (dashboard and alert expressions name metrics that are actually emitted)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import requests
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from levibot_pipelines.adapters.prom import (
+    KILL_SWITCH_CODES,
+    METRIC_NAMES,
+    SIGNAL_CODES,
+    push_metrics,
+    render_metrics,
+)
+from levibot_pipelines.adapters.published import (
+    KillSwitchState,
+    LatestPredictions,
+    deep_model_dir,
+    load_published_deep,
+    published_dir,
+    write_published,
+)
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.api import create_app, normalize_symbol
+from levibot_pipelines.core.deep_train import predict
+from levibot_pipelines.core.features import FEATURE_COLUMNS, build_features
+from levibot_pipelines.core.timeframes import last_closed_bar
+from levibot_pipelines.core.training import deep_confidence
+from levibot_pipelines.core.windows import window_ends
+from levibot_pipelines.settings import Settings
+from levibot_pipelines_tests.conftest import synthetic_long
+from levibot_pipelines_tests.test_published import (
+    SYMBOLS,
+    TF_MS,
+    TINY,
+    make_row,
+    make_rows,
+    tiny_deep_files,
+    tiny_model,
+)
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+N_BARS = 230  # 200 warm-up bars -> 31 feature rows per symbol, enough for an 8-bar window
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> dict:
+    """Features whose newest bar is the newest closed bar now, and a tiny exported model."""
+    home = tmp_path_factory.mktemp("api_home")
+    newest = last_closed_bar(int(time.time() * 1000), TF_MS)
+    bars = synthetic_long(N_BARS, start_ms=newest - (N_BARS - 1) * TF_MS)
+    features = build_features(bars, tf_ms=TF_MS)
+    ParquetStore(home).write_features(features)
+    model = tiny_model()
+    X = features.select(FEATURE_COLUMNS).to_numpy()
+    model.set_scaling(X.mean(axis=0), X.std(axis=0), 0.003)
+    files = tiny_deep_files("BTCUSDT", model=model)
+    models = {s: {**files, "meta.json": tiny_deep_files(s)["meta.json"]} for s in SYMBOLS}
+    return {"home": home, "bar_time": newest, "models": models, "features": features}
+
+
+def publish(home: dict, **kw) -> dict[str, dict]:
+    """(Re)publish one row per symbol at ``home["bar_time"]`` with overrides ``kw``."""
+    now = int(time.time() * 1000)
+    rows = make_rows(**{"bar_time": home["bar_time"], "published_at": now, **kw})
+    write_published(home["home"], rows, home["models"])
+    return {r["symbol"]: r for r in rows.to_dicts()}
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    settings = Settings(home=home["home"], mc_samples=5)
+    port = _free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "uvicorn did not start within 20 s"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+@pytest.fixture
+def api(home, server):
+    """Each test starts from a fresh publish and no kill-switch file."""
+    (home["home"] / "kill_switch.json").unlink(missing_ok=True)
+    rows = publish(home)
+    return server, rows
+
+
+def get(base: str, path: str, **params) -> requests.Response:
+    return requests.get(f"{base}{path}", params=params, timeout=30)
+
+
+def test_import_loads_no_torch_dagster_or_duckdb():
+    code = (
+        "import sys, levibot_pipelines.api\n"
+        "print(sorted(m for m in ('torch', 'dagster', 'duckdb', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_normalize_symbol():
+    for raw in ("BTCUSDT", "BTC/USDT", "btcusdt", " btc-usdt "):
+        assert normalize_symbol(raw) == "BTCUSDT"
+
+
+def test_predict_endpoints_serve_the_published_row(api, home):
+    base, rows = api
+    for symbol in SYMBOLS:
+        row = rows[symbol]
+        deep = get(base, "/ml/predict_deep", symbol=symbol).json()
+        assert deep["model_type"] == "transformer_mc_dropout" and deep["recomputed"] is False
+        assert deep["p_up"] == row["deep_p_up"] and deep["mu"] == row["deep_mu"]
+        assert deep["uncertainty"] == {
+            "total": row["deep_sigma"],
+            "aleatoric": row["deep_aleatoric"],
+            "epistemic": row["deep_epistemic"],
+            "epistemic_p": row["deep_epistemic_p"],
+        }
+        assert deep["confidence"] == row["deep_confidence"] and deep["mc_samples"] == 5
+        assert deep["model_version"] == "3" and deep["signal"] == row["signal"]
+        assert deep["bar_time"] == home["bar_time"] and deep["source"] == "synthetic"
+        assert (deep["size"], deep["stop_loss"], deep["take_profit"]) == (
+            row["size"],
+            row["stop_loss"],
+            row["take_profit"],
+        )
+        assert deep["regime"] == row["regime"] and deep["kill_switch"] == "ACTIVE"
+        # 0 while bar_time is the newest closed bar; a few seconds if a bar closed mid-test
+        assert deep["stale"] is False and 0.0 <= deep["staleness_minutes"] < 1.0
+
+        ens = get(base, "/ml/predict_ensemble", symbol=symbol).json()
+        assert ens["model_type"] == "ensemble" and ens["p_up"] == row["ensemble_p_up"]
+        assert ens["confidence"] == row["ensemble_confidence"] and ens["w_lgbm"] == 0.4
+        assert ens["model_version"] == "lgbm v2 + deep v3" and ens["uncertainty_source"] == "deep"
+        assert ens["uncertainty"] == deep["uncertainty"]
+
+        lgbm = get(base, "/ml/predict", symbol=symbol).json()
+        assert lgbm["model_type"] == "lightgbm_calibrated" and lgbm["p_up"] == row["lgbm_p_up"]
+        assert lgbm["uncertainty"] is None and lgbm["model_version"] == "2"
+    # bar_time + 15 min, as ISO UTC
+    close = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((home["bar_time"] + TF_MS) / 1000))
+    assert deep["as_of"] == f"{close}.000Z"
+
+
+def test_symbol_spellings_and_unknown_symbol(api):
+    base, rows = api
+    for raw in ("BTCUSDT", "BTC/USDT", "btcusdt"):
+        body = get(base, "/ml/predict_ensemble", symbol=raw).json()
+        assert body["symbol"] == "BTCUSDT" and body["p_up"] == rows["BTCUSDT"]["ensemble_p_up"]
+    r = get(base, "/ml/predict", symbol="DOGEUSDT")
+    assert r.status_code == 404
+    assert "DOGEUSDT" in r.json()["detail"] and "BTCUSDT, ETHUSDT, SOLUSDT" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("n_samples", ["0", "1001", "abc", "-3", "2.5"])
+def test_bad_n_samples_is_422(api, n_samples):
+    base, _ = api
+    assert get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=n_samples).status_code == 422
+
+
+def test_missing_symbol_is_422(api):
+    base, _ = api
+    assert get(base, "/ml/predict_ensemble").status_code == 422
+
+
+def test_n_samples_equal_to_published_is_not_recomputed(api):
+    base, rows = api
+    body = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=5).json()
+    assert body["recomputed"] is False and body["p_up"] == rows["BTCUSDT"]["deep_p_up"]
+
+
+def test_other_n_samples_reruns_mc_dropout_on_the_exported_model(api, home):
+    base, rows = api
+    first = get(base, "/ml/predict_deep", symbol="btc/usdt", n_samples=7)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["recomputed"] is True and body["mc_samples"] == 7
+    assert 0.0 <= body["p_up"] <= 1.0 and body["p_up"] != rows["BTCUSDT"]["deep_p_up"]
+    again = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=7).json()
+    assert again == body
+    # The same computation done here, independently of the server.
+    model, calibrator, _ = load_published_deep(home["home"], "BTCUSDT")
+    feats = home["features"].filter(pl.col("symbol") == "BTCUSDT").sort("timestamp")
+    ts = feats["timestamp"].to_numpy()
+    ends = window_ends(ts, TINY.window, TF_MS)
+    assert ts[ends[-1]] == home["bar_time"]
+    X = feats.select(FEATURE_COLUMNS).to_numpy().astype(np.float32)
+    mc = predict(model, X, ends[-1:], n_samples=7, seed=0)
+    p = calibrator.transform(mc["p_up"])
+    assert body["p_up"] == pytest.approx(p[0], abs=1e-12)
+    assert body["mu"] == pytest.approx(mc["mu"][0], abs=1e-12)
+    total = np.sqrt(mc["aleatoric"][0] + mc["epistemic"][0])
+    assert body["uncertainty"]["total"] == pytest.approx(total, rel=1e-9)
+    expected_conf = deep_confidence(p, mc["epistemic_p"])[0]
+    assert body["confidence"] == pytest.approx(expected_conf, abs=1e-12)
+
+
+def test_recompute_without_model_or_window_is_503(api, home):
+    base, _ = api
+    # a published bar with no feature row: the window cannot end there
+    publish(home, bar_time=home["bar_time"] + TF_MS)
+    r = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=9)
+    assert r.status_code == 503 and "no gap-free window of 8 feature rows" in r.json()["detail"]
+    publish(home)
+    moved = deep_model_dir(home["home"], "ETHUSDT").with_name("deep-away")
+    deep_model_dir(home["home"], "ETHUSDT").rename(moved)
+    try:
+        r = get(base, "/ml/predict_deep", symbol="ETHUSDT", n_samples=9)
+        assert r.status_code == 503 and "no exported deep model for ETHUSDT" in r.json()["detail"]
+    finally:
+        moved.rename(deep_model_dir(home["home"], "ETHUSDT"))
+
+
+def test_no_file_and_corrupt_file_are_503(api, home):
+    base, _ = api
+    path = published_dir(home["home"]) / "latest_predictions.json"
+    good = path.read_text()
+    path.unlink()
+    r = get(base, "/ml/predict_ensemble", symbol="BTCUSDT")
+    assert r.status_code == 503 and r.json()["detail"].startswith("no predictions published yet")
+    assert "make demo" in r.json()["detail"]
+    health = get(base, "/healthz")
+    assert (
+        health.status_code == 503 and "no predictions published yet" in health.json()["reasons"][0]
+    )
+    path.write_text(good[:100])
+    r = get(base, "/ml/predict", symbol="BTCUSDT")
+    assert r.status_code == 503 and "not valid JSON" in r.json()["detail"]
+    assert get(base, "/healthz").status_code == 503
+    families = {f.name for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
+    assert families == {"levibot_predictions_available"}
+
+
+def test_healthy_then_stale(api, home):
+    base, _ = api
+    ok = get(base, "/healthz")
+    assert ok.status_code == 200 and ok.json()["status"] == "ok"
+    assert 0.0 <= ok.json()["symbols"]["SOLUSDT"]["staleness_minutes"] < 1.0
+    old = home["bar_time"] - 4 * 96 * TF_MS  # four days earlier
+    publish(home, bar_time=old)
+    before = time.time() * 1000
+    body = get(base, "/ml/predict_ensemble", symbol="ETHUSDT").json()
+    after = time.time() * 1000
+    # staleness = (now - (bar_time + 2 * 15 min)) / 60000, about 4 days = 5760 min
+    assert body["stale"] is True
+    low, high = ((t - (old + 2 * TF_MS)) / 60_000 for t in (before, after))
+    assert low - 0.001 <= body["staleness_minutes"] <= high + 0.001
+    assert body["staleness_minutes"] > 5760 - 30
+    health = get(base, "/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+    reasons = health.json()["reasons"]
+    assert [r.split(":")[0] for r in reasons] == [f"{s} stale" for s in SYMBOLS]
+    assert "limit 30 min" in reasons[0]
+
+
+def test_missing_symbol_in_the_file_fails_health(api, home):
+    base, _ = api
+    write_published(home["home"], make_rows(SYMBOLS[:2], bar_time=home["bar_time"]), home["models"])
+    health = get(base, "/healthz")
+    assert health.status_code == 503
+    assert health.json()["reasons"] == ["no published prediction for ['SOLUSDT']"]
+    assert get(base, "/ml/predict", symbol="SOLUSDT").status_code == 503
+
+
+def test_live_kill_switch_overrides_the_published_state(api, home):
+    base, _ = api
+    doc = {
+        "state": "HALTED",
+        "entries": {"manual": {"state": "HALTED", "reason": "exchange outage", "by": "ops"}},
+        "updated_at": 1,
+    }
+    (home["home"] / "kill_switch.json").write_text(json.dumps(doc))
+    health = get(base, "/healthz")
+    assert health.status_code == 503
+    assert health.json()["reasons"] == ["kill-switch HALTED: manual: exchange outage (by ops)"]
+    body = get(base, "/ml/predict", symbol="SOLUSDT").json()
+    assert body["kill_switch"] == "HALTED" and "exchange outage" in body["kill_switch_reason"]
+    metrics = {f.name: f for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
+    assert metrics["levibot_kill_switch_state"].samples[0].value == 2
+    doc["state"] = "REDUCING"
+    doc["entries"]["manual"]["state"] = "REDUCING"
+    (home["home"] / "kill_switch.json").write_text(json.dumps(doc))
+    assert get(base, "/healthz").status_code == 200  # reducing sizes is not unhealthy
+    status = get(base, "/ml/models/deep/status").json()
+    assert status["kill_switch"]["state"] == "REDUCING"
+
+
+def test_deep_status(api, home):
+    base, rows = api
+    body = get(base, "/ml/models/deep/status").json()
+    assert set(body["symbols"]) == set(SYMBOLS) and body["kill_switch"]["state"] == "ACTIVE"
+    btc = body["symbols"]["BTCUSDT"]
+    assert btc["deep_version"] == "3" and btc["mc_samples"] == 5 and btc["model_exported"]
+    assert btc["bar_time"] == home["bar_time"] and btc["stale"] is False
+
+
+def test_openapi_documents_every_endpoint(api):
+    base, _ = api
+    paths = set(get(base, "/openapi.json").json()["paths"])
+    assert {
+        "/ml/predict_deep",
+        "/ml/predict_ensemble",
+        "/ml/predict",
+        "/ml/models/deep/status",
+        "/metrics/prom",
+        "/healthz",
+    } <= paths
+    assert get(base, "/docs").status_code == 200
+
+
+def test_metrics_equal_the_published_values(api, home):
+    base, rows = api
+    before = time.time()
+    r = get(base, "/metrics/prom")
+    after = time.time()
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    fam = {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def by(name: str, label: str) -> dict:
+        return {s.labels[label]: s.value for s in fam[name].samples}
+
+    assert by("levibot_ml_uncertainty", "symbol") == {s: rows[s]["deep_sigma"] for s in SYMBOLS}
+    assert by("levibot_ml_regime_state", "symbol") == {"BTCUSDT": 1, "ETHUSDT": 0, "SOLUSDT": -1}
+    assert by("levibot_ml_signal", "symbol") == {"BTCUSDT": 1, "ETHUSDT": 0, "SOLUSDT": 2}
+    assert by("levibot_ml_position", "symbol") == {"BTCUSDT": 0.5, "ETHUSDT": 0.0, "SOLUSDT": 0.0}
+    assert by("levibot_ml_cross_asset_ratio", "pair") == {"BTC_ETH": 30.5, "ETH_SOL": 15.25}
+    assert by("levibot_paper_drawdown", "symbol") == {
+        "BTCUSDT": 0.0,
+        "ETHUSDT": 0.01,
+        "SOLUSDT": 0.02,
+    }
+    p_up = {
+        (s.labels["symbol"], s.labels["model"]): s.value for s in fam["levibot_ml_p_up"].samples
+    }
+    assert p_up[("ETHUSDT", "deep")] == rows["ETHUSDT"]["deep_p_up"]
+    assert p_up[("ETHUSDT", "lgbm")] == 0.55 and len(p_up) == 9
+    assert fam["levibot_kill_switch_state"].samples[0].value == 0
+    published_s = fam["levibot_predictions_published_timestamp_seconds"].samples[0].value
+    assert published_s == rows["BTCUSDT"]["published_at"] / 1000
+    lag = by("levibot_data_lag_seconds", "symbol")["BTCUSDT"]
+    close_s = (home["bar_time"] + TF_MS) / 1000
+    assert before - close_s - 0.001 <= lag <= after - close_s + 0.001
+
+
+def _latest(**kw) -> LatestPredictions:
+    rows = {s: make_row(s, **kw) for s in SYMBOLS}
+    return LatestPredictions(published_at=rows["BTCUSDT"]["published_at"], rows=rows)
+
+
+def test_render_metrics_hand_values(tmp_path):
+    latest = _latest(bar_time=0, published_at=960_000)
+    settings = Settings(home=tmp_path)
+    # now = 1,000,000 ms: data lag = (1,000,000 - 900,000) / 1000 = 100 s; age = 40 s
+    text = render_metrics(latest, settings, 1_000_000).decode()
+    fam = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {s.value for s in fam["levibot_data_lag_seconds"].samples} == {100.0}
+    assert {s.value for s in fam["levibot_prediction_age_seconds"].samples} == {40.0}
+    assert fam["levibot_predictions_published_timestamp_seconds"].samples[0].value == 960.0
+    assert set(fam) == set(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert f"# HELP {name} " in text
+    halted = KillSwitchState("HALTED", "x", None)
+    fam = {
+        f.name: f
+        for f in text_string_to_metric_families(
+            render_metrics(latest, settings, 1_000_000, halted).decode()
+        )
+    }
+    assert fam["levibot_kill_switch_state"].samples[0].value == KILL_SWITCH_CODES["HALTED"]
+    assert SIGNAL_CODES == {"ENTRY_LONG": 1, "ENTRY_SHORT": -1, "HOLD": 0, "EXIT": 2}
+
+
+def test_push_metrics(tmp_path):
+    received = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, body.decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    gateway = HTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{gateway.server_port}"
+        settings = Settings(home=tmp_path, pushgateway_url=url)
+        assert push_metrics(settings, _latest(), now_ms=2_000_000) is True
+    finally:
+        gateway.shutdown()
+    assert received[0][0] == "/metrics/job/levibot"
+    assert 'levibot_ml_uncertainty{symbol="ETHUSDT"} 0.006' in received[0][1]
+    assert push_metrics(Settings(home=tmp_path), _latest()) is False
+    dead = Settings(home=tmp_path, pushgateway_url=f"http://127.0.0.1:{_free_port()}")
+    assert push_metrics(dead, _latest()) is False
+
+
+def _exprs(obj) -> list[str]:
+    if isinstance(obj, dict):
+        return [v for k, v in obj.items() if k == "expr" and isinstance(v, str)] + [
+            e for v in obj.values() for e in _exprs(v)
+        ]
+    if isinstance(obj, list):
+        return [e for v in obj for e in _exprs(v)]
+    return []
+
+
+def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
+    import yaml
+
+    text = render_metrics(_latest(), Settings(home=tmp_path), 2_000_000).decode()
+    emitted = {f.name for f in text_string_to_metric_families(text)}
+    dashboard = json.loads((DEPLOY / "grafana" / "levibot-dashboard.json").read_text())
+    panels = [p for p in dashboard["panels"] if p.get("type") != "row"]
+    assert len(panels) >= 9
+    assert any(v["type"] == "datasource" for v in dashboard["templating"]["list"])
+    for panel in panels:
+        exprs = _exprs(panel.get("targets", []))
+        assert exprs, f"panel {panel['title']!r} has no query"
+        for expr in exprs:
+            names = set(re.findall(r"levibot_[a-z_]+", expr))
+            assert names and names <= emitted, (panel["title"], names - emitted)
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"]]
+    assert {"LevibotDataStale", "LevibotKillSwitchHalted", "LevibotPredictionOld"} <= {
+        a["alert"] for a in alerts
+    }
+    for alert in alerts:
+        assert set(re.findall(r"levibot_[a-z_]+", alert["expr"])) <= emitted
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    job = scrape["scrape_configs"][0]
+    assert job["job_name"] == "levibot" and job["metrics_path"] == "/metrics/prom"

@@ -1,0 +1,278 @@
+"""Kill-switch: pure rules, durable state under LEVIBOT_HOME, cross-process locking and the CLI."""
+
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from levibot_pipelines.adapters.killswitch import KillSwitch, KillSwitchError
+from levibot_pipelines.core.killswitch import (
+    STATES,
+    current_drawdown,
+    describe,
+    drawdown_trigger,
+    drift_trigger,
+    effective_state,
+    severity,
+    size_multiplier,
+    staleness_trigger,
+)
+
+T0 = 1_795_514_400_000  # 2026-11-24 10:00:00 UTC in ms
+
+
+def entry(state, reason="r", by="x", since=T0):
+    return {"state": state, "reason": reason, "by": by, "since": since}
+
+
+# --- core ---------------------------------------------------------------------------------
+
+
+def test_severity_orders_the_states_and_rejects_unknown_names():
+    assert [severity(s) for s in STATES] == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"'PAUSED' is not allowed.*ACTIVE.*REDUCING.*HALTED"):
+        severity("PAUSED")
+
+
+def test_effective_state_is_the_most_severe_entry():
+    assert effective_state({}) == "ACTIVE"
+    assert effective_state({"drift": entry("REDUCING")}) == "REDUCING"
+    both = {"drift": entry("REDUCING"), "manual": entry("HALTED"), "x": entry("ACTIVE")}
+    assert effective_state(both) == "HALTED"
+    with pytest.raises(ValueError, match="'halted' is not allowed"):
+        effective_state({"manual": entry("halted")})
+    with pytest.raises(ValueError, match="entry 'drift' must be a mapping with a 'state'"):
+        effective_state({"drift": "HALTED"})
+
+
+def test_size_multiplier_per_state():
+    assert size_multiplier("ACTIVE", 0.5) == 1.0
+    assert size_multiplier("REDUCING", 0.5) == 0.5
+    assert size_multiplier("HALTED", 0.5) == 0.0
+    with pytest.raises(ValueError, match=r"reducing_factor=1.5: expected a number in \[0, 1\]"):
+        size_multiplier("REDUCING", 1.5)
+
+
+def test_describe_names_who_when_and_why_most_severe_first():
+    entries = {
+        "drift": entry("REDUCING", "PSI 0.31 on vol_20 (BTCUSDT)", "auto:feature_drift"),
+        "manual": entry("HALTED", "exchange outage", "alice"),
+    }
+    assert describe(entries) == (
+        "HALTED by alice at 2026-11-24 10:00 UTC: exchange outage; "
+        "drift REDUCING: PSI 0.31 on vol_20 (BTCUSDT)"
+    )
+    assert describe({}) == ""
+    assert describe({"drift": entry("ACTIVE")}) == ""
+
+
+def test_staleness_trigger_halts_only_past_the_limit():
+    assert staleness_trigger(60.0, 60.0) is None  # at the limit: still trading
+    assert staleness_trigger(60.5, 60.0) == "HALTED"
+    assert staleness_trigger(float("inf"), 60.0) == "HALTED"  # no data at all
+    assert staleness_trigger(0.0, 60.0) is None
+    with pytest.raises(ValueError, match="staleness_minutes=nan"):
+        staleness_trigger(float("nan"), 60.0)
+    with pytest.raises(ValueError, match="limit_minutes=0"):
+        staleness_trigger(1.0, 0)
+
+
+def test_drawdown_from_the_running_peak():
+    # peak 1.2, last 0.9: 1 - 0.9 / 1.2 = 1 - 0.75 = 0.25
+    assert current_drawdown([1.0, 1.2, 0.9]) == pytest.approx(0.25)
+    assert current_drawdown([1.0, 1.2, 1.3]) == 0.0  # at a new high
+    assert drawdown_trigger([1.0, 1.2, 0.9], 0.2) == "HALTED"  # 0.25 > 0.2
+    assert drawdown_trigger([1.0, 1.2, 0.9], 0.3) is None  # 0.25 <= 0.3
+    assert drawdown_trigger([1.0, 0.75], 0.25) is None  # 1 - 0.75 = 0.25 exactly: not over
+    assert drawdown_trigger([1.0, 0.0], 0.2) == "HALTED"  # wiped out
+    with pytest.raises(ValueError, match="equity must be a non-empty 1-D array"):
+        current_drawdown([])
+    with pytest.raises(ValueError, match="equity must be finite and >= 0"):
+        current_drawdown([1.0, np.nan])
+    with pytest.raises(ValueError, match=r"max_drawdown=0: expected a fraction in \(0, 1\]"):
+        drawdown_trigger([1.0], 0)
+
+
+def test_drift_trigger_reduces_only_above_the_error_level():
+    assert drift_trigger(0.31, 0.1, 0.25) == "REDUCING"
+    assert drift_trigger(0.25, 0.1, 0.25) is None  # at the error level: warn only
+    assert drift_trigger(0.2, 0.1, 0.25) is None  # warn level: no action
+    with pytest.raises(ValueError, match="max_psi=-0.1"):
+        drift_trigger(-0.1, 0.1, 0.25)
+    with pytest.raises(ValueError, match="expected 0 <= warn <= error"):
+        drift_trigger(0.3, 0.3, 0.25)
+
+
+# --- durable state ------------------------------------------------------------------------
+
+
+def test_engage_and_release_persist_across_instances(tmp_path):
+    status = KillSwitch(tmp_path).engage("HALTED", "exchange outage", "alice", now_ms=T0)
+    assert status.state == "HALTED" and status.multiplier(0.5) == 0.0
+    again = KillSwitch(tmp_path).status()  # a new instance reads the file
+    assert again == status
+    assert again.entries["manual"] == entry("HALTED", "exchange outage", "alice", T0)
+    assert again.reason() == "HALTED by alice at 2026-11-24 10:00 UTC: exchange outage"
+    doc = json.loads((tmp_path / "kill_switch.json").read_text())
+    assert doc == {
+        "state": "HALTED",
+        "entries": {"manual": again.entries["manual"]},
+        "updated_at": T0,
+    }
+
+    released = KillSwitch(tmp_path).release("bob", "exchange back", now_ms=T0 + 60_000)
+    assert released.state == "ACTIVE" and released.entries == {}
+    assert KillSwitch(tmp_path).status().state == "ACTIVE"
+    assert [(h["entry"], h["old"], h["new"], h["by"]) for h in KillSwitch(tmp_path).history()] == [
+        ("manual", "ACTIVE", "HALTED", "alice"),
+        ("manual", "HALTED", "ACTIVE", "bob"),
+    ]
+
+
+def test_missing_file_reads_active(tmp_path):
+    status = KillSwitch(tmp_path / "absent").status()
+    assert (status.state, status.entries, status.updated_at) == ("ACTIVE", {}, None)
+    assert status.multiplier(0.5) == 1.0 and status.reason() == ""
+
+
+def test_engage_validates_state_reason_and_who(tmp_path):
+    switch = KillSwitch(tmp_path)
+    with pytest.raises(ValueError, match="engage state 'ACTIVE' is not allowed"):
+        switch.engage("ACTIVE", "why", "alice")
+    with pytest.raises(ValueError, match="'STOP' is not allowed"):
+        switch.engage("STOP", "why", "alice")
+    with pytest.raises(ValueError, match="reason must be a non-empty string"):
+        switch.engage("HALTED", "  ", "alice")
+    with pytest.raises(ValueError, match="trigger name 'manual' is reserved"):
+        switch.set_trigger("manual", "HALTED", "why", "auto:x")
+    assert not (tmp_path / "kill_switch.json").exists()
+
+
+def test_triggers_combine_and_release_all_clears_them(tmp_path):
+    switch = KillSwitch(tmp_path)
+    assert switch.set_trigger("drift", "REDUCING", "PSI 0.31", "auto:feature_drift", T0)
+    assert switch.status().state == "REDUCING" and switch.status().multiplier(0.5) == 0.5
+    switch.engage("HALTED", "outage", "alice", T0)
+    assert switch.status().state == "HALTED"
+    assert switch.release("alice").state == "REDUCING"  # the drift trigger still holds
+    assert switch.release("alice", all_entries=True).state == "ACTIVE"
+    assert switch.set_trigger("drift", None, "PSI 0.05", "auto:feature_drift") is False
+
+
+def test_unchanged_trigger_writes_nothing_and_a_new_reason_keeps_since(tmp_path):
+    switch = KillSwitch(tmp_path)
+    assert switch.set_trigger("staleness", "HALTED", "61 min stale", "auto:s", now_ms=T0)
+    stat = (tmp_path / "kill_switch.json").stat()
+    assert switch.set_trigger("staleness", "HALTED", "61 min stale", "auto:s", T0 + 1) is False
+    assert (tmp_path / "kill_switch.json").stat().st_mtime_ns == stat.st_mtime_ns
+    assert switch.status().updated_at == T0
+
+    assert switch.set_trigger("staleness", "HALTED", "75 min stale", "auto:s", T0 + 900_000)
+    e = switch.status().entries["staleness"]
+    assert (e["reason"], e["since"]) == ("75 min stale", T0)  # since: when it became HALTED
+    assert switch.status().updated_at == T0 + 900_000
+    assert len(switch.history()) == 1  # a reason change alone is not a transition
+
+    assert switch.set_trigger("staleness", "ACTIVE", "fresh", "auto:s", T0 + 1_800_000)
+    assert switch.set_trigger("staleness", None, "fresh", "auto:s") is False
+    hist = switch.history()
+    assert [(h["old"], h["new"], h["reason"]) for h in hist] == [
+        ("ACTIVE", "HALTED", "61 min stale"),
+        ("HALTED", "ACTIVE", "fresh"),
+    ]
+    assert switch.history(limit=1) == hist[-1:]
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"state": "ACTIVE"}', "expected an object with 'state', 'entries'"),
+        ('{"state": "HALTED", "entries": {}, "updated_at": 1}', "disagrees with its entries"),
+        ('{"state": "X", "entries": {"manual": {"state": "X"}}}', "entry 'manual' must hold"),
+    ],
+)
+def test_corrupt_state_file_raises_naming_it(tmp_path, text, why):
+    (tmp_path / "kill_switch.json").write_text(text)
+    switch = KillSwitch(tmp_path)
+    with pytest.raises(KillSwitchError, match=f"kill_switch.json is corrupt .*{why}"):
+        switch.status()
+    with pytest.raises(KillSwitchError, match="is corrupt"):  # never overwritten on a guess
+        switch.set_trigger("drift", None, "ok", "auto:feature_drift")
+    assert (tmp_path / "kill_switch.json").read_text() == text
+
+
+def _set_triggers(home: str, worker: int, n: int, barrier) -> None:
+    barrier.wait()
+    switch = KillSwitch(home)
+    for i in range(n):
+        switch.set_trigger(f"t{worker}_{i}", "REDUCING", f"worker {worker}", f"auto:{worker}")
+
+
+def test_concurrent_processes_lose_no_update(tmp_path):
+    workers, per_worker = 6, 15
+    ctx = mp.get_context("spawn")  # fork is unsafe once torch/dagster threads exist
+    barrier = ctx.Barrier(workers)
+    procs = [
+        ctx.Process(target=_set_triggers, args=(str(tmp_path), w, per_worker, barrier))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    status = KillSwitch(tmp_path).status()
+    assert len(status.entries) == workers * per_worker  # 90 read-modify-writes, none lost
+    assert len(KillSwitch(tmp_path).history()) == workers * per_worker
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+
+def main(argv):
+    # Imported here: the spawned workers above re-import this module, and the CLI loads dagster.
+    from levibot_pipelines.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    for var in ("LEVIBOT_SOURCE", "LEVIBOT_SYMBOLS", "LEVIBOT_REDUCING_FACTOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LEVIBOT_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_cli_engage_status_release(home, capsys):
+    argv = ["kill-switch", "engage", "--reason", "exchange outage", "--by", "alice"]
+    assert main(argv) == 0
+    assert main(["kill-switch", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "kill-switch: HALTED (size multiplier 0)" in out
+    assert "manual: HALTED by alice since 20" in out and "exchange outage" in out
+
+    assert main(["kill-switch", "engage", "--state", "REDUCING", "--reason", "thin book"]) == 0
+    capsys.readouterr()
+    assert main(["kill-switch", "status", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["state"], doc["multiplier"]) == ("REDUCING", 0.5)
+    assert doc["entries"]["manual"]["reason"] == "thin book"
+
+    assert main(["kill-switch", "release", "--reason", "resolved", "--by", "bob"]) == 0
+    assert "kill-switch: ACTIVE (size multiplier 1)" in capsys.readouterr().out
+    assert KillSwitch(home).history()[-1]["by"] == "bob"
+
+
+def test_cli_errors_exit_2(home, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse rejects the choice before main runs
+        main(["kill-switch", "engage", "--state", "ACTIVE", "--reason", "x"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'ACTIVE'" in capsys.readouterr().err
+    assert main(["kill-switch", "engage", "--reason", " "]) == 2
+    assert "reason must be a non-empty string" in capsys.readouterr().err
+    (home / "kill_switch.json").write_text("garbage")
+    assert main(["kill-switch", "status"]) == 2
+    assert "kill_switch.json is corrupt" in capsys.readouterr().err

@@ -1,0 +1,311 @@
+"""The published-predictions files: schema, atomic replacement, append-only history and the
+exported deep model. ``make_rows`` and ``tiny_deep_files`` are shared with test_api."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from levibot_pipelines.adapters.published import (
+    DEEP_MODEL_FILES,
+    PUBLISHED_SCHEMA,
+    PublishedFileError,
+    deep_model_dir,
+    history_glob,
+    load_published_deep,
+    parse_kill_switch,
+    published_dir,
+    read_history,
+    read_latest,
+    write_published,
+)
+from levibot_pipelines.core.calibration import Calibrator
+from levibot_pipelines.core.deep import (
+    LevibotTransformer,
+    TransformerConfig,
+    save_model,
+    state_dict_to_bytes,
+)
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+TF_MS = 900_000
+BAR = 1_767_225_600_000  # 2026-01-01 00:00 UTC, on the 15m grid
+TINY = TransformerConfig(n_features=10, window=8, d_model=8, n_heads=2, n_layers=1, d_ff=16)
+
+
+def make_row(symbol: str, bar_time: int = BAR, published_at: int | None = None, **kw) -> dict:
+    """One valid published row; distinct, recognisable values per symbol."""
+    i = SYMBOLS.index(symbol) if symbol in SYMBOLS else 0
+    row = {
+        "symbol": symbol,
+        "bar_time": bar_time,
+        "bar_close_time": bar_time + TF_MS,
+        "published_at": bar_time + TF_MS + 30_000 if published_at is None else published_at,
+        "source": "synthetic",
+        "close": 100.0 * (i + 1),
+        "deep_p_up": 0.61 - 0.1 * i,
+        "deep_mu": 0.0004 - 0.0003 * i,
+        "deep_sigma": 0.005 + 0.001 * i,
+        "deep_aleatoric": 2.4e-5,
+        "deep_epistemic": 1.0e-6,
+        "deep_epistemic_p": 4.0e-4,
+        "deep_confidence": 0.2 - 0.05 * i,
+        "mc_samples": 5,
+        "deep_version": "3",
+        "lgbm_p_up": 0.55,
+        "lgbm_confidence": 0.1,
+        "lgbm_version": "2",
+        "ensemble_p_up": 0.58 - 0.07 * i,
+        "ensemble_confidence": 0.16,
+        "w_lgbm": 0.4,
+        "regime": ("trend", "neutral", "meanrev")[i],
+        "regime_state": (1, 0, -1)[i],
+        "entry_threshold": 0.56,
+        "signal": ("ENTRY_LONG", "HOLD", "EXIT")[i],
+        "position": (0.5, 0.0, 0.0)[i],
+        "size": (0.5, 0.0, 0.0)[i],
+        "stop_loss": (98.0, None, None)[i],
+        "take_profit": (104.0, None, None)[i],
+        "kill_switch": "ACTIVE",
+        "kill_switch_reason": "",
+        "ratio_btc_eth": 30.5,
+        "ratio_eth_sol": 15.25,
+        "data_lag_s": 30.0,
+        "paper_equity": 1.02 - 0.01 * i,
+        "paper_drawdown": 0.01 * i,
+    }
+    row.update(kw)
+    return row
+
+
+def make_rows(symbols=SYMBOLS, **kw) -> pl.DataFrame:
+    return pl.DataFrame([make_row(s, **kw) for s in symbols])
+
+
+def tiny_model(config: TransformerConfig = TINY, seed: int = 0) -> LevibotTransformer:
+    torch.manual_seed(seed)
+    return LevibotTransformer(config)
+
+
+def tiny_deep_files(
+    symbol: str, version: str = "3", model: LevibotTransformer | None = None
+) -> dict[str, bytes]:
+    """The four exported files of a real (untrained) tiny Transformer with an identity
+    calibrator."""
+    state, config = save_model(model if model is not None else tiny_model())
+    return {
+        "state_dict.pt": state_dict_to_bytes(state),
+        "config.json": json.dumps(config).encode(),
+        "calibrator.json": json.dumps(Calibrator().to_dict()).encode(),
+        "meta.json": json.dumps({"version": version, "name": f"levibot-deep-{symbol}"}).encode(),
+    }
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, dict[str, bytes]]:
+    files = tiny_deep_files("BTCUSDT")
+    return {s: {**files, "meta.json": tiny_deep_files(s)["meta.json"]} for s in SYMBOLS}
+
+
+def test_round_trip_json_parquet_and_history(tmp_path, models):
+    rows = make_rows()
+    path = write_published(tmp_path, rows, models)
+    assert path == published_dir(tmp_path) / "latest_predictions.json"
+    latest = read_latest(tmp_path)
+    assert latest.published_at == BAR + TF_MS + 30_000 and latest.schema_version == 1
+    assert latest.rows == {r["symbol"]: r for r in rows.to_dicts()}
+    assert (
+        latest.rows["BTCUSDT"]["stop_loss"] == 98.0 and latest.rows["ETHUSDT"]["stop_loss"] is None
+    )
+    parquet = pl.read_parquet(published_dir(tmp_path) / "latest_predictions.parquet")
+    assert dict(parquet.schema) == PUBLISHED_SCHEMA
+    assert parquet.to_dicts() == rows.to_dicts()
+    doc = json.loads(path.read_text())
+    assert set(doc) == {"published_at", "schema_version", "rows"}
+    assert read_history(tmp_path).to_dicts() == rows.sort("symbol").to_dicts()
+    assert history_glob(tmp_path).endswith("published/history/predictions-*.parquet")
+
+
+def test_nothing_published_yet(tmp_path):
+    assert read_latest(tmp_path) is None
+    empty = read_history(tmp_path)
+    assert empty.height == 0 and dict(empty.schema) == PUBLISHED_SCHEMA
+
+
+def test_loose_dtypes_are_cast_to_the_schema(tmp_path, models):
+    # All-None stop-loss columns arrive as dtype Null, an integral close as Int64.
+    rows = make_rows(stop_loss=None, take_profit=None, close=100)
+    write_published(tmp_path, rows, models)
+    parquet = pl.read_parquet(published_dir(tmp_path) / "latest_predictions.parquet")
+    assert dict(parquet.schema) == PUBLISHED_SCHEMA
+    assert parquet["close"].to_list() == [100.0] * 3
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda df: df.drop("deep_p_up"), r"missing columns \['deep_p_up'\]"),
+        (lambda df: df.with_columns(extra=pl.lit(1)), r"extra columns \['extra'\]"),
+        (lambda df: df.with_columns(signal=pl.lit(None, pl.String)), r"non-nullable.*'signal'"),
+        (lambda df: df.with_columns(deep_p_up=pl.lit(1.2)), r"outside \[0, 1\].*deep_p_up"),
+        (lambda df: df.with_columns(w_lgbm=pl.lit(-0.1)), r"outside \[0, 1\].*w_lgbm"),
+        (lambda df: df.with_columns(deep_sigma=pl.lit(-1.0)), r"deep_sigma"),
+        (lambda df: df.with_columns(deep_mu=pl.lit(float("nan"))), r"NaN.*deep_mu"),
+        (lambda df: df.with_columns(signal=pl.lit("BUY")), r"'signal' has \['BUY'\]"),
+        (lambda df: df.with_columns(close=pl.lit("x")), r"'close' has dtype String"),
+        (lambda df: df.with_columns(symbol=pl.lit("BTCUSDT")), r"unique"),
+        (lambda df: df.with_columns(symbol=pl.lit("../x")).head(1), r"alphanumeric"),
+        (lambda df: df.with_columns(published_at=pl.Series([1, 2, 3])), r"one published_at"),
+        (lambda df: df.with_columns(bar_close_time=pl.col("bar_time")), r"bar_close_time <="),
+        (lambda df: df.head(0), r"empty"),
+    ],
+)
+def test_invalid_rows_are_rejected_and_nothing_is_written(tmp_path, models, change, match):
+    with pytest.raises(ValueError, match=match):
+        write_published(tmp_path, change(make_rows()), models)
+    assert not published_dir(tmp_path).exists()
+
+
+def test_every_row_needs_its_exported_model(tmp_path, models):
+    with pytest.raises(ValueError, match=r"no exported deep model for SOLUSDT"):
+        write_published(tmp_path, make_rows(), {s: models[s] for s in SYMBOLS[:2]})
+    partial = {
+        **models,
+        "ETHUSDT": {k: v for k, v in models["ETHUSDT"].items() if k != "config.json"},
+    }
+    with pytest.raises(ValueError, match=r"ETHUSDT: missing \['config.json'\]"):
+        write_published(tmp_path, make_rows(), partial)
+    with pytest.raises(ValueError, match=r"meta.json names version '3'.*deep_version is '4'"):
+        write_published(tmp_path, make_rows(deep_version="4"), models)
+    assert not published_dir(tmp_path).exists()
+
+
+def test_truncated_or_foreign_json_is_a_published_file_error(tmp_path, models):
+    path = write_published(tmp_path, make_rows(), models)
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # what a non-atomic writer would leave on a crash
+    with pytest.raises(PublishedFileError, match=r"not valid JSON.*half-written"):
+        read_latest(tmp_path)
+    path.write_text(json.dumps({**json.loads(good), "schema_version": 2}))
+    with pytest.raises(PublishedFileError, match=r"schema_version 2, expected 1"):
+        read_latest(tmp_path)
+    path.write_text(json.dumps({**json.loads(good), "rows": []}))
+    with pytest.raises(PublishedFileError, match=r"non-empty list"):
+        read_latest(tmp_path)
+    doc = json.loads(good)
+    del doc["rows"][0]["deep_p_up"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(PublishedFileError, match=r"PUBLISHED_SCHEMA columns"):
+        read_latest(tmp_path)
+
+
+def test_stray_temp_files_of_a_crashed_writer_are_ignored(tmp_path, models):
+    write_published(tmp_path, make_rows(), models)
+    out = published_dir(tmp_path)
+    (out / ".latest_predictions.json.0123abcd.tmp").write_text('{"published_at": 1, "ro')
+    (out / "history" / ".predictions-1-0123abcd.parquet.99.tmp").write_bytes(b"PAR1 garbage")
+    assert read_latest(tmp_path).published_at == BAR + TF_MS + 30_000
+    assert read_history(tmp_path).height == 3
+
+
+def test_a_failed_write_leaves_the_previous_publish_readable(tmp_path, models, monkeypatch):
+    write_published(tmp_path, make_rows(), models)
+    real_write_text = Path.write_text
+
+    def crash_halfway(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", crash_halfway)
+    later = BAR + 2 * TF_MS
+    with pytest.raises(OSError, match="disk full"):
+        write_published(tmp_path, make_rows(bar_time=later), models)
+    monkeypatch.undo()
+    assert read_latest(tmp_path).rows["BTCUSDT"]["bar_time"] == BAR
+    assert not list(published_dir(tmp_path).rglob("*.tmp"))
+
+
+def test_history_is_append_only(tmp_path, models):
+    write_published(tmp_path, make_rows(), models)
+    first = sorted((published_dir(tmp_path) / "history").iterdir())
+    first_bytes = first[0].read_bytes()
+    write_published(tmp_path, make_rows(bar_time=BAR + TF_MS), models)
+    files = sorted((published_dir(tmp_path) / "history").iterdir())
+    assert len(first) == 1 and len(files) == 2 and first[0] in files
+    assert first[0].read_bytes() == first_bytes
+    history = read_history(tmp_path)
+    assert history.height == 6
+    # 2026-01-01 00:00 UTC + 15 min + 30 s, then one bar later
+    assert history["published_at"].unique().to_list() == [
+        BAR + TF_MS + 30_000,
+        BAR + 2 * TF_MS + 30_000,
+    ]
+    assert read_latest(tmp_path).rows["SOLUSDT"]["bar_time"] == BAR + TF_MS
+
+
+def test_unchanged_model_files_are_not_rewritten(tmp_path, models):
+    write_published(tmp_path, make_rows(), models)
+    path = deep_model_dir(tmp_path, "BTCUSDT") / "state_dict.pt"
+    inode = os.stat(path).st_ino
+    write_published(tmp_path, make_rows(bar_time=BAR + TF_MS), models)
+    assert os.stat(path).st_ino == inode
+    new = {**models, "BTCUSDT": tiny_deep_files("BTCUSDT", model=tiny_model(seed=1))}
+    write_published(tmp_path, make_rows(bar_time=BAR + 2 * TF_MS), new)
+    assert os.stat(path).st_ino != inode
+    assert path.read_bytes() == new["BTCUSDT"]["state_dict.pt"]
+
+
+def test_load_published_deep_round_trip(tmp_path, models):
+    write_published(tmp_path, make_rows(), models)
+    assert sorted(p.name for p in deep_model_dir(tmp_path, "ETHUSDT").iterdir()) == sorted(
+        DEEP_MODEL_FILES
+    )
+    model, calibrator, version = load_published_deep(tmp_path, "ETHUSDT")
+    original = tiny_model()
+    assert version == "3" and calibrator == Calibrator()
+    assert model.config == TINY
+    for key, value in original.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    x = torch.randn(2, TINY.window, TINY.n_features, generator=torch.Generator().manual_seed(1))
+    a = model.mc_predict(x, n_samples=4, seed=3)
+    b = original.mc_predict(x, n_samples=4, seed=3)
+    np.testing.assert_array_equal(a["p_up"], b["p_up"])
+    np.testing.assert_array_equal(calibrator.transform(a["p_up"]), a["p_up"])
+
+
+def test_load_published_deep_names_what_is_missing(tmp_path, models):
+    with pytest.raises(PublishedFileError, match=r"no exported deep model for BTCUSDT"):
+        load_published_deep(tmp_path, "BTCUSDT")
+    write_published(tmp_path, make_rows(), models)
+    (deep_model_dir(tmp_path, "BTCUSDT") / "calibrator.json").unlink()
+    with pytest.raises(PublishedFileError, match=r"lacks \['calibrator.json'\]"):
+        load_published_deep(tmp_path, "BTCUSDT")
+    (deep_model_dir(tmp_path, "ETHUSDT") / "config.json").write_text("{not json")
+    with pytest.raises(PublishedFileError, match=r"ETHUSDT is corrupt"):
+        load_published_deep(tmp_path, "ETHUSDT")
+
+
+def test_kill_switch_file_reasons():
+    doc = {
+        "state": "HALTED",
+        "entries": {
+            "manual": {"state": "HALTED", "reason": "outage", "by": "ops", "since": 1},
+            "drawdown": {"state": "REDUCING", "reason": "dd 12%", "by": "auto", "since": 2},
+            "staleness": {"state": "ACTIVE", "reason": "", "by": "auto", "since": 3},
+        },
+        "updated_at": 3,
+    }
+    state = parse_kill_switch(json.dumps(doc))
+    # entries sorted by name, ACTIVE ones left out
+    assert state.state == "HALTED" and state.updated_at == 3
+    assert state.reason == "drawdown: dd 12% (by auto); manual: outage (by ops)"
+    with pytest.raises(PublishedFileError, match=r"state 'OFF'"):
+        parse_kill_switch(json.dumps({"state": "OFF"}))
+    with pytest.raises(PublishedFileError, match=r"not valid JSON"):
+        parse_kill_switch('{"state": "HAL')

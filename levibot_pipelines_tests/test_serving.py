@@ -1,0 +1,174 @@
+"""End to end: the whole graph on synthetic data, the publish sensor and job, the published
+files and DuckDB views, and the HTTP API serving them from a real server on loopback."""
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+import requests
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.published import read_history, read_latest
+from levibot_pipelines.api import create_app
+from levibot_pipelines.defs.resources import TradingResource
+from levibot_pipelines.settings import Settings
+from levibot_pipelines_tests.conftest import SYMBOLS
+
+FEATURES = dg.AssetKey("cross_asset_features")
+
+
+def _tick(defs, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("publish_on_features")
+    trading = TradingResource.from_settings(Settings.from_env())
+    return sensor.evaluate_tick(
+        dg.build_sensor_context(
+            instance=instance, definitions=defs, cursor=cursor, resources={"trading": trading}
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def published(defs, env):
+    """A fresh instance: ingest, features, the sensor waiting for models, training, one publish."""
+    home = Path(env["LEVIBOT_HOME"])
+    with dg.instance_for_test() as inst:
+        for symbol in SYMBOLS:
+            defs.resolve_job_def("ingest_job").execute_in_process(
+                partition_key=symbol, instance=inst
+            )
+        defs.resolve_job_def("features_job").execute_in_process(instance=inst)
+        waiting = None
+        if any(not (home / "models" / s / "ensemble.json").exists() for s in SYMBOLS):
+            waiting = _tick(defs, inst)
+        for symbol in SYMBOLS:
+            job = defs.resolve_job_def("training_job")
+            assert job.execute_in_process(partition_key=symbol, instance=inst).success
+        first = _tick(defs, inst)
+        result = defs.resolve_job_def("publish_job").execute_in_process(instance=inst)
+        again = _tick(defs, inst, cursor=first.cursor)
+        defs.resolve_job_def("features_job").execute_in_process(instance=inst)
+        after_update = _tick(defs, inst, cursor=first.cursor)
+        yield {
+            "home": home,
+            "waiting": waiting,
+            "first": first,
+            "result": result,
+            "again": again,
+            "after_update": after_update,
+        }
+
+
+def test_sensor_publishes_exactly_once_per_feature_update(published):
+    if published["waiting"] is not None:  # models trained by an earlier module are reused
+        assert not published["waiting"].run_requests
+        assert "no trained models yet" in published["waiting"].skip_message
+    first = published["first"].run_requests
+    assert len(first) == 1 and first[0].job_name in (None, "publish_job")
+    assert not published["again"].run_requests  # the same update is not published twice
+    second = published["after_update"].run_requests
+    assert len(second) == 1 and second[0].run_key != first[0].run_key
+
+
+def test_publish_job_writes_one_checked_row_per_symbol(published):
+    result, home = published["result"], published["home"]
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "every_symbol_published": True,
+        "bar_time_is_newest_feature_row": True,
+        "probabilities_in_range": True,
+    }
+    latest = read_latest(home)
+    features = pl.read_parquet(home / "features" / "cross_asset_features.parquet")
+    for symbol in SYMBOLS:
+        row = latest.rows[symbol]
+        newest = features.filter(pl.col("symbol") == symbol)["timestamp"].max()
+        assert row["bar_time"] == newest and row["bar_close_time"] == newest + 900_000
+        assert 0.0 <= row["deep_p_up"] <= 1.0 and 0.0 <= row["ensemble_p_up"] <= 1.0
+        assert row["signal"] in ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD")
+        assert row["deep_sigma"] ** 2 == pytest.approx(
+            row["deep_aleatoric"] + row["deep_epistemic"]
+        )
+        assert row["mc_samples"] == 5 and row["source"] == "synthetic"
+        assert row["kill_switch"] in ("ACTIVE", "REDUCING", "HALTED")
+    history = read_history(home)
+    assert history.height >= len(SYMBOLS)
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as conn:
+        n_latest = conn.sql("SELECT count(*) FROM latest_predictions").fetchall()[0][0]
+        n_hist = conn.sql("SELECT count(*) FROM predictions").fetchall()[0][0]
+    assert n_latest == len(SYMBOLS) and n_hist == history.height
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api(published, env):
+    settings = Settings.from_env(overrides={"LEVIBOT_HOME": str(published["home"])})
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", published["home"]
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_api_serves_the_published_rows(api):
+    base, home = api
+    latest = read_latest(home)
+    for symbol in SYMBOLS:
+        row = latest.rows[symbol]
+        ens = requests.get(f"{base}/ml/predict_ensemble", params={"symbol": symbol}, timeout=10)
+        assert ens.status_code == 200
+        body = ens.json()
+        assert body["p_up"] == pytest.approx(row["ensemble_p_up"])
+        assert body["signal"] == row["signal"] and body["bar_time"] == row["bar_time"]
+        deep = requests.get(f"{base}/ml/predict_deep", params={"symbol": symbol}, timeout=10)
+        assert deep.json()["p_up"] == pytest.approx(row["deep_p_up"])
+        assert deep.json()["model_version"] == row["deep_version"]
+        lgbm = requests.get(f"{base}/ml/predict", params={"symbol": symbol}, timeout=10)
+        assert lgbm.json()["p_up"] == pytest.approx(row["lgbm_p_up"])
+    more = requests.get(
+        f"{base}/ml/predict_deep", params={"symbol": "BTCUSDT", "n_samples": 17}, timeout=60
+    ).json()
+    assert more["recomputed"] is True and more["mc_samples"] == 17 and 0 <= more["p_up"] <= 1
+    families = {
+        f.name: f
+        for f in text_string_to_metric_families(
+            requests.get(f"{base}/metrics/prom", timeout=10).text
+        )
+    }
+    unc = {s.labels["symbol"]: s.value for s in families["levibot_ml_uncertainty"].samples}
+    assert unc == {s: pytest.approx(latest.rows[s]["deep_sigma"]) for s in SYMBOLS}
+
+
+def test_halting_by_hand_shows_in_healthz(api):
+    base, home = api
+    switch = KillSwitch(home)
+    before = requests.get(f"{base}/healthz", timeout=10)
+    switch.engage("HALTED", reason="exchange outage drill", by="test")
+    try:
+        halted = requests.get(f"{base}/healthz", timeout=10)
+        assert halted.status_code == 503
+        assert "exchange outage drill" in json.dumps(halted.json())
+    finally:
+        switch.release(by="test", reason="drill over")
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == before.status_code

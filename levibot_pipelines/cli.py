@@ -125,6 +125,7 @@ def backtest_summary(settings: Settings) -> str:
             continue
         for name, m in (
             ("policy (ensemble)", bt),
+            ("  gross of costs", bt["gross_of_costs"]),
             ("  at 2x costs", bt["at_2x_costs"]),
             ("  random, same turnover", bt["random_same_turnover"]),
             ("buy and hold", bt["buy_and_hold"]),

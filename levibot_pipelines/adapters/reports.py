@@ -120,7 +120,8 @@ BACKTEST_COLUMNS = (
 
 def backtest_rows(bt: dict) -> dict[str, dict]:
     """Rows of the backtest table: each policy, its 2x-cost and random twins, the references."""
-    rows = {"policy (ensemble)": bt, "  at 2x costs": bt["at_2x_costs"]}
+    rows = {"policy (ensemble)": bt, "  gross of costs": bt["gross_of_costs"]}
+    rows["  at 2x costs"] = bt["at_2x_costs"]
     rows["  random, same turnover"] = bt["random_same_turnover"]
     for model, m in bt["models"].items():
         rows[f"policy ({model})"] = m

@@ -18,8 +18,8 @@ import polars as pl
 
 from levibot_pipelines.core.backtest import (
     BacktestConfig,
-    BacktestResult,
     Signals,
+    backtest_metrics,
     buy_and_hold_signals,
     compare,
     run_backtest,
@@ -151,11 +151,13 @@ def backtest_predictions(
         signals = slice_signals(out.signals, start, stop)
         cmp = compare(span_ts, *prices, signals, cfg, seed=seed)
         result = run_backtest(span_ts, *prices, signals, cfg)
+        gross = run_backtest(span_ts, *prices, signals, replace(cfg, costs=cfg.costs.scaled(0.0)))
         equity[model] = result.equity
         report[model] = {
             **_pick(cmp["policy"]),
             "random_same_turnover": _pick(cmp["random"]),
             "at_2x_costs": _pick(cmp["policy_2x_costs"]),
+            "gross_of_costs": _pick(backtest_metrics(gross, cfg)),
             "blocked_by_uncertainty": int(out.blocked_uncertain[start:stop].sum()),
         }
         report.setdefault("buy_and_hold", _pick(cmp["buy_and_hold"]))
@@ -187,12 +189,3 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     """Drawdown from the running peak, ``1 - equity / cummax(equity)`` (0 at new highs)."""
     equity = np.asarray(equity, dtype=np.float64)
     return 1.0 - equity / np.maximum.accumulate(equity)
-
-
-def with_costs(cfg: BacktestConfig, fee_bps: float, slippage_bps: float) -> BacktestConfig:
-    return replace(cfg, costs=replace(cfg.costs, fee_bps=fee_bps, slippage_bps=slippage_bps))
-
-
-def last_decision(result: BacktestResult) -> int:
-    """The action decided at the close of the newest bar (what is published live)."""
-    return int(result.action[-1])

@@ -139,6 +139,10 @@ def test_drift_report_rows_levels_and_windows():
     assert aaa_f1["psi"] > 0.25 and aaa_f1["level"] == "error"
     assert max_level(report) == "error"
     assert max_level(report.filter(pl.col("symbol") == "BBB")) in ("ok", "warn")
+    # The +1 sd shift is beyond any 100-bar window inside the 600 training bars; iid noise
+    # is not.
+    assert aaa_f1["beyond_training"] and aaa_f1["psi"] > aaa_f1["psi_in_training"] > 0
+    assert not any(report.filter(pl.col("symbol") == "BBB")["beyond_training"])
     # Current rows inside the reference window are excluded: the last 100 bars overlap it
     # by 50 (bars 900..949 lie in [0, 949]), so only 50 remain.
     overlap = drift_report(feats, {"BBB": (0, 949 * TF)}, 100, ["f2"], 0.1, 0.25)
@@ -183,3 +187,17 @@ def test_feature_psi_per_column_and_errors():
 def test_drift_report_errors_name_the_symbol(windows, recent, match):
     with pytest.raises(ValueError, match=match):
         drift_report(_features(1000), windows, recent, ["f1"], 0.1, 0.25)
+
+
+def test_slow_feature_is_error_by_threshold_but_not_beyond_training():
+    # A slow oscillation (period 400 bars) sampled for 2000 bars: any 100-bar window covers a
+    # quarter period, so its PSI against the whole history is large (> 0.25) although the
+    # process never changes; the newest window is no stranger than the windows in training.
+    t = np.arange(2100)
+    feats = pl.DataFrame(
+        {"symbol": "AAA", "timestamp": t.astype(np.int64) * TF, "f": np.sin(2 * np.pi * t / 400)}
+    )
+    report = drift_report(feats, {"AAA": (0, 1999 * TF)}, 100, ["f"], 0.1, 0.25)
+    row = report.row(0, named=True)
+    assert row["level"] == "error" and row["psi"] > 0.25
+    assert row["psi_in_training"] >= row["psi"] and not row["beyond_training"]

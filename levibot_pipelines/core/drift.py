@@ -23,6 +23,8 @@ REPORT_SCHEMA: dict[str, pl.DataType] = {
     "n_reference": pl.Int64(),
     "n_current": pl.Int64(),
     "level": pl.String(),
+    "psi_in_training": pl.Float64(),
+    "beyond_training": pl.Boolean(),
 }
 
 
@@ -147,8 +149,15 @@ def drift_report(
 
     Returns:
         One row per (symbol, feature) in ``symbol_windows`` order then ``columns`` order, with
-        :data:`REPORT_SCHEMA`: symbol, feature, psi, n_reference, n_current, level. Raises
-        ``ValueError`` naming the symbol when its reference or current sample is empty.
+        :data:`REPORT_SCHEMA`: symbol, feature, psi, n_reference, n_current, level,
+        ``psi_in_training`` (the largest PSI of any non-overlapping ``n_current``-bar window
+        *inside* the reference against the whole reference: how far a window of that length
+        strays with no drift at all; NaN when the reference holds fewer than two such windows)
+        and ``beyond_training`` (``psi`` above it). Slow features (a 200-bar EMA distance, 20-bar
+        volatility) over a one-week window often exceed the textbook 0.25 against months of
+        history without anything having changed; ``beyond_training`` says the recent window is
+        more unusual than every window the model was trained on. Raises ``ValueError`` naming
+        the symbol when its reference or current sample is empty.
     """
     if isinstance(recent_bars, bool) or not isinstance(recent_bars, int) or recent_bars < 1:
         raise ValueError(f"recent_bars={recent_bars!r}: expected an integer >= 1")
@@ -174,9 +183,15 @@ def drift_report(
                 f"{current.height} current rows among the newest {recent_bars} outside it; "
                 "expected both > 0"
             )
+        m = current.height
         for feature, value in feature_psi(reference, current, columns, label=symbol).items():
             level = psi_level(value, warn, error)
-            rows.append((symbol, feature, value, reference.height, current.height, level))
+            ref = reference.get_column(feature).to_numpy()
+            windows = [ref[i : i + m] for i in range(0, len(ref) - m + 1, m)]
+            null = max((psi(ref, w) for w in windows), default=float("nan"))
+            null = null if len(windows) >= 2 else float("nan")
+            beyond = bool(value > null) if null == null else False
+            rows.append((symbol, feature, value, reference.height, m, level, null, beyond))
     return pl.DataFrame(rows, schema=REPORT_SCHEMA, orient="row")
 
 

@@ -44,7 +44,8 @@ def reference_windows(
     name="feature_drift",
     description="PSI of each model feature, newest LEVIBOT_DRIFT_WINDOW bars vs the champion's "
     "training window, per symbol: WARN above LEVIBOT_PSI_WARN (0.1), ERROR above "
-    "LEVIBOT_PSI_ERROR (0.25); an ERROR sets the kill-switch's drift trigger (REDUCING).",
+    "LEVIBOT_PSI_ERROR (0.25). An ERROR that is also beyond every same-length window inside "
+    "the training window sets the kill-switch's drift trigger (REDUCING).",
 )
 def feature_drift(
     context: dg.AssetCheckExecutionContext, trading: TradingResource, models: ModelResource
@@ -60,12 +61,19 @@ def feature_drift(
     level = max_level(report)
     worst = report.sort("psi", descending=True).row(0, named=True)
     reason = f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})"
-    KillSwitch(s.home).set_trigger(
-        "drift",
-        drift_trigger(worst["psi"], s.psi_warn, s.psi_error),
-        reason,
-        by="auto:feature_drift",
-    )
+    # The kill-switch reacts only to features past the ERROR level AND more unusual than any
+    # window of the same length inside the training window (slow features exceed 0.25 on
+    # ordinary weeks; see core.drift.drift_report).
+    alarming = report.filter((pl.col("level") == "error") & pl.col("beyond_training"))
+    trigger = None
+    if alarming.height:
+        top = alarming.sort("psi", descending=True).row(0, named=True)
+        trigger = drift_trigger(top["psi"], s.psi_warn, s.psi_error)
+        reason = (
+            f"PSI {top['psi']:.3f} on {top['feature']} ({top['symbol']}), above every same-length "
+            f"window in training ({top['psi_in_training']:.3f})"
+        )
+    KillSwitch(s.home).set_trigger("drift", trigger, reason, by="auto:feature_drift")
     if level != "ok":
         context.log.warning(f"feature drift {level}: {reason}")
     flagged = report.filter(pl.col("level") != "ok").sort("psi", descending=True)
@@ -74,7 +82,9 @@ def feature_drift(
         severity=dg.AssetCheckSeverity.ERROR if level == "error" else dg.AssetCheckSeverity.WARN,
         metadata={
             "max_psi": float(worst["psi"]),
-            "worst": reason,
+            "worst": f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})",
+            "beyond_training": alarming.height,
+            "kill_switch_trigger": trigger or "none",
             "flagged": dg.MetadataValue.md(markdown_table(flagged.head(30))),
             "reference": dg.MetadataValue.json(described),
             "recent_bars": s.drift_window,

@@ -16,11 +16,16 @@ import polars as pl
 from levibot_pipelines.adapters.backtests import backtest_config, policy_config
 from levibot_pipelines.adapters.killswitch import KillSwitch
 from levibot_pipelines.adapters.published import read_history, write_published
-from levibot_pipelines.adapters.registry import load_deep, load_lgbm, model_name
+from levibot_pipelines.adapters.registry import (
+    deep_from_files,
+    download_deep,
+    load_lgbm,
+    model_name,
+)
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.deep_train import predict
-from levibot_pipelines.core.ensemble import combine
+from levibot_pipelines.core.ensemble import bar_weights, combine
 from levibot_pipelines.core.evaluation import symbol_data
 from levibot_pipelines.core.killswitch import drawdown_trigger, staleness_trigger
 from levibot_pipelines.core.lgbm import predict_proba
@@ -31,7 +36,6 @@ from levibot_pipelines.core.windows import window_ends
 from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-DEEP_FILES = ("state_dict.pt", "config.json", "calibrator.json")
 
 
 @dataclass
@@ -77,7 +81,8 @@ def _symbol_row(
     bar_time = int(data.timestamps[row])
     lg_v, dp_v = _champion(tracker, "lgbm", symbol), _champion(tracker, "deep", symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
-    model, cal_d = load_deep(tracker, model_name("deep", symbol), dp_v)
+    deep_files = download_deep(tracker, model_name("deep", symbol), dp_v)
+    model, cal_d = deep_from_files(deep_files)
     ends = window_ends(data.timestamps, model.config.window, s.timeframe_ms)
     if len(ends) == 0 or ends[-1] != row:
         raise ValueError(
@@ -97,8 +102,7 @@ def _symbol_row(
         )
     w = float(weights["w_lgbm"])
     p_e = combine(p_l, p_d, w, c_l, c_d)
-    num = w * (c_l + 1e-6)
-    w_t = float((num / (num + (1 - w) * (c_d + 1e-6)))[0])
+    w_t = float(bar_weights(w, c_l, c_d)[0])
     sym_feats = features.filter(pl.col("symbol") == symbol)
     candles = store.read_ohlcv(symbol)
     past = history.filter(pl.col("symbol") == symbol).select(HISTORY_COLUMNS)
@@ -152,10 +156,8 @@ def _symbol_row(
         "paper_equity": decision.paper_equity,
         "paper_drawdown": decision.paper_drawdown,
     }
-    name = model_name("deep", symbol)
-    files = {f: tracker.download_file(name, dp_v, f"model/{f}") for f in DEEP_FILES}
-    files["meta.json"] = json.dumps({"version": dp_v, "name": name}).encode()
-    return out, files
+    meta = {"version": dp_v, "name": model_name("deep", symbol)}
+    return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
 
 
 def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:

@@ -61,10 +61,23 @@ def load_lgbm(tracker: Tracker, name: str, version: str) -> tuple[lgb.Booster, C
 
 
 def load_deep(tracker: Tracker, name: str, version: str) -> tuple[LevibotTransformer, Calibrator]:
-    state = state_dict_from_bytes(tracker.download_file(name, version, "model/state_dict.pt"))
-    model = load_model(state, _json(tracker, name, version, "model/config.json"))
-    calibrator = Calibrator.from_dict(_json(tracker, name, version, "model/calibrator.json"))
-    return model, calibrator
+    return deep_from_files(download_deep(tracker, name, version))
+
+
+DEEP_FILES = ("state_dict.pt", "config.json", "calibrator.json")
+
+
+def download_deep(tracker: Tracker, name: str, version: str) -> dict[str, bytes]:
+    """The registered Transformer's files, by name: ``DEEP_FILES``."""
+    return {f: tracker.download_file(name, version, f"model/{f}") for f in DEEP_FILES}
+
+
+def deep_from_files(files: dict[str, bytes]) -> tuple[LevibotTransformer, Calibrator]:
+    """Rebuild the Transformer (``weights_only`` load) and its calibrator from ``DEEP_FILES``."""
+    model = load_model(
+        state_dict_from_bytes(files["state_dict.pt"]), json.loads(files["config.json"])
+    )
+    return model, Calibrator.from_dict(json.loads(files["calibrator.json"]))
 
 
 @dataclass(frozen=True)

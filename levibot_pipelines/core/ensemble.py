@@ -78,6 +78,11 @@ def combine(
         raise ValueError(f"eps must be positive, got {eps}")
     ca, cb = check_probabilities(conf_a, "conf_a"), check_probabilities(conf_b, "conf_b")
     check_same_length(p_a=a, conf_a=ca, conf_b=cb)
-    num = w * (ca + eps)
-    w_t = num / (num + (1.0 - w) * (cb + eps))
-    return _mix(a, b, w_t)
+    return _mix(a, b, bar_weights(w, ca, cb, eps))
+
+
+def bar_weights(w: float, conf_a: np.ndarray, conf_b: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-bar weight of model ``a``, shape (n,), what ``combine`` mixes with:
+    ``w_t = w (c_a + eps) / (w (c_a + eps) + (1 - w) (c_b + eps))``."""
+    num = w * (np.asarray(conf_a, dtype=np.float64) + eps)
+    return num / (num + (1.0 - w) * (np.asarray(conf_b, dtype=np.float64) + eps))

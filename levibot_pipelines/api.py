@@ -43,10 +43,12 @@ from levibot_pipelines.adapters.published import (
     parse_latest,
     published_dir,
 )
+from levibot_pipelines.core.killswitch import severity
 from levibot_pipelines.core.timeframes import staleness_minutes
 from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+ENTRIES = ("ENTRY_LONG", "ENTRY_SHORT")
 RECOMPUTE_SEED = 0
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
 
@@ -81,6 +83,10 @@ class Prediction(BaseModel):
     regime: str
     kill_switch: str = Field(description="live state (kill_switch.json), else as published")
     kill_switch_reason: str
+    kill_switch_applied: bool = Field(
+        description="true when the live kill-switch is stricter than at publish time and the "
+        "published entry was cut here (HALTED: no entry; REDUCING: size x reducing factor)"
+    )
 
 
 class DeepPrediction(Prediction):
@@ -258,22 +264,31 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             live = kill_file.get()
         except PublishedFileError as exc:
             live = KillSwitchState(row["kill_switch"], f"{row['kill_switch_reason']} ({exc})", None)
+        state = live.state if live else row["kill_switch"]
+        signal, size, position = row["signal"], row["size"], row["position"]
+        # Halted or reduced after the publish: never serve the published entry at full size.
+        applied = signal in ENTRIES and severity(state) > severity(row["kill_switch"])
+        if applied and state == "HALTED":
+            signal, size, position = "HOLD", 0.0, 0.0
+        elif applied:
+            size, position = size * settings.reducing_factor, position * settings.reducing_factor
         return {
             "symbol": row["symbol"],
-            "signal": row["signal"],
+            "signal": signal,
             "as_of": _iso(row["bar_close_time"]),
             "bar_time": row["bar_time"],
             "stale": staleness > settings.max_staleness_minutes,
             "staleness_minutes": round(staleness, 3),
             "source": row["source"],
             "published_at": _iso(row["published_at"]),
-            "size": row["size"],
-            "position": row["position"],
-            "stop_loss": row["stop_loss"],
-            "take_profit": row["take_profit"],
+            "size": size,
+            "position": position,
+            "stop_loss": row["stop_loss"] if signal != "HOLD" or position else None,
+            "take_profit": row["take_profit"] if signal != "HOLD" or position else None,
             "regime": row["regime"],
-            "kill_switch": live.state if live else row["kill_switch"],
+            "kill_switch": state,
             "kill_switch_reason": live.reason if live else row["kill_switch_reason"],
+            "kill_switch_applied": applied,
         }
 
     def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:

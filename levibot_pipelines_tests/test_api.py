@@ -304,12 +304,20 @@ def test_live_kill_switch_overrides_the_published_state(api, home):
     assert health.json()["reasons"] == ["kill-switch HALTED: manual: exchange outage (by ops)"]
     body = get(base, "/ml/predict", symbol="SOLUSDT").json()
     assert body["kill_switch"] == "HALTED" and "exchange outage" in body["kill_switch_reason"]
+    # BTC was published as ENTRY_LONG size 0.5 while ACTIVE: halted since, it is not served.
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["size"], btc["position"]) == ("HOLD", 0.0, 0.0)
+    assert btc["kill_switch_applied"] is True and btc["stop_loss"] is None
+    assert body["kill_switch_applied"] is False  # SOL published EXIT: nothing to cut
     metrics = {f.name: f for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
     assert metrics["levibot_kill_switch_state"].samples[0].value == 2
     doc["state"] = "REDUCING"
     doc["entries"]["manual"]["state"] = "REDUCING"
     (home["home"] / "kill_switch.json").write_text(json.dumps(doc))
     assert get(base, "/healthz").status_code == 200  # reducing sizes is not unhealthy
+    btc = get(base, "/ml/predict", symbol="BTCUSDT").json()
+    # 0.5 published x the default reducing factor 0.5.
+    assert (btc["signal"], btc["size"], btc["kill_switch_applied"]) == ("ENTRY_LONG", 0.25, True)
     status = get(base, "/ml/models/deep/status").json()
     assert status["kill_switch"]["state"] == "REDUCING"
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from levibot_pipelines.core.drift import (
     REPORT_SCHEMA,
+    drift_alarm,
     drift_report,
     feature_psi,
     max_level,
@@ -143,6 +144,8 @@ def test_drift_report_rows_levels_and_windows():
     # is not.
     assert aaa_f1["beyond_training"] and aaa_f1["psi"] > aaa_f1["psi_in_training"] > 0
     assert not any(report.filter(pl.col("symbol") == "BBB")["beyond_training"])
+    alarm = drift_alarm(report)
+    assert (alarm["symbol"], alarm["feature"]) == ("AAA", "f1")
     # Current rows inside the reference window are excluded: the last 100 bars overlap it
     # by 50 (bars 900..949 lie in [0, 949]), so only 50 remain.
     overlap = drift_report(feats, {"BBB": (0, 949 * TF)}, 100, ["f2"], 0.1, 0.25)
@@ -201,3 +204,4 @@ def test_slow_feature_is_error_by_threshold_but_not_beyond_training():
     row = report.row(0, named=True)
     assert row["level"] == "error" and row["psi"] > 0.25
     assert row["psi_in_training"] >= row["psi"] and not row["beyond_training"]
+    assert drift_alarm(report) is None  # ERROR by threshold alone does not reach the kill-switch

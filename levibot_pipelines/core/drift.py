@@ -203,3 +203,14 @@ def max_level(report: pl.DataFrame) -> str:
     if unknown:
         raise ValueError(f"report has levels {unknown}, expected only {LEVELS}")
     return max(levels, key=LEVELS.index, default="ok")
+
+
+def drift_alarm(report: pl.DataFrame) -> dict | None:
+    """The row the kill-switch acts on: the largest PSI among features at level ``error`` that
+    are also ``beyond_training``; ``None`` when there is none (ERROR alone is not enough, see
+    :func:`drift_report`)."""
+    _check_columns(report, ["psi", "level", "beyond_training"], "report")
+    alarming = report.filter((pl.col("level") == "error") & pl.col("beyond_training"))
+    if alarming.is_empty():
+        return None
+    return alarming.sort("psi", descending=True).row(0, named=True)

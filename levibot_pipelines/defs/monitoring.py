@@ -10,7 +10,7 @@ from levibot_pipelines.adapters.killswitch import KillSwitch
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.drift import drift_report, max_level
+from levibot_pipelines.core.drift import drift_alarm, drift_report, max_level
 from levibot_pipelines.core.features import FEATURE_COLUMNS
 from levibot_pipelines.core.killswitch import drift_trigger
 from levibot_pipelines.defs.market import markdown_table
@@ -64,10 +64,9 @@ def feature_drift(
     # The kill-switch reacts only to features past the ERROR level AND more unusual than any
     # window of the same length inside the training window (slow features exceed 0.25 on
     # ordinary weeks; see core.drift.drift_report).
-    alarming = report.filter((pl.col("level") == "error") & pl.col("beyond_training"))
+    top = drift_alarm(report)
     trigger = None
-    if alarming.height:
-        top = alarming.sort("psi", descending=True).row(0, named=True)
+    if top is not None:
         trigger = drift_trigger(top["psi"], s.psi_warn, s.psi_error)
         reason = (
             f"PSI {top['psi']:.3f} on {top['feature']} ({top['symbol']}), above every same-length "
@@ -83,7 +82,7 @@ def feature_drift(
         metadata={
             "max_psi": float(worst["psi"]),
             "worst": f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})",
-            "beyond_training": alarming.height,
+            "beyond_training": int(report["beyond_training"].sum()),
             "kill_switch_trigger": trigger or "none",
             "flagged": dg.MetadataValue.md(markdown_table(flagged.head(30))),
             "reference": dg.MetadataValue.json(described),

@@ -15,8 +15,19 @@ from levibot_pipelines_tests.conftest import SYMBOLS
 SYMBOL = "ETHUSDT"
 
 
+def _versions(home: Path, kind: str) -> int:
+    """Versions already registered (another module may have trained in this session's home)."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    try:
+        return len(client.search_model_versions(f"name='{model_name(kind, SYMBOL)}'"))
+    except mlflow.exceptions.MlflowException:
+        return 0
+
+
 @pytest.fixture(scope="module")
 def trained(defs, instance, env):
+    home = Path(env["LEVIBOT_HOME"])
+    before = {kind: _versions(home, kind) for kind in ("lgbm", "deep")}
     for symbol in SYMBOLS:
         defs.resolve_job_def("ingest_job").execute_in_process(
             partition_key=symbol, instance=instance
@@ -25,7 +36,7 @@ def trained(defs, instance, env):
     job = defs.resolve_job_def("training_job")
     first = job.execute_in_process(partition_key=SYMBOL, instance=instance)
     second = job.execute_in_process(partition_key=SYMBOL, instance=instance)
-    return first, second, Path(env["LEVIBOT_HOME"])
+    return first, second, home, before
 
 
 def meta(result, node):
@@ -33,13 +44,15 @@ def meta(result, node):
 
 
 def test_training_registers_versions_and_moves_champion_like_for_like(trained):
-    first, second, home = trained
+    first, second, home, before = trained
     assert first.success and second.success
     for node, kind in (("lgbm_model", "lgbm"), ("deep_tfm_model", "deep")):
         m1, m2 = meta(first, node), meta(second, node)
-        assert (m1["model_version"], m1["promoted"]) == ("1", True)
-        assert m1["champion_decision"] == "promoted: no champion yet"
-        assert m2["model_version"] == "2"
+        n = before[kind]
+        assert m1["model_version"] == str(n + 1) and m1["promoted"] is True
+        if n == 0:
+            assert m1["champion_decision"] == "promoted: no champion yet"
+        assert m2["model_version"] == str(n + 2)
         # Same data, same seed: the retrained model ties the champion on the same window.
         assert m2["test_window_ms"] == m1["test_window_ms"]
         assert m2["test_log_loss"] == pytest.approx(m1["test_log_loss"], rel=1e-9)
@@ -48,7 +61,7 @@ def test_training_registers_versions_and_moves_champion_like_for_like(trained):
         assert 0.0 <= m1["test_ece"] <= 1.0 and m1["mlflow_run"].startswith("http")
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
         registered = client.get_registered_model(model_name(kind, SYMBOL))
-        assert str(registered.aliases["champion"]) == "2"
+        assert str(registered.aliases["champion"]) == str(n + 2)
     checks = {
         (e.asset_key.to_user_string(), e.check_name): e for e in first.get_asset_check_evaluations()
     }
@@ -69,7 +82,7 @@ def test_deep_weights_load_without_pickle(trained, env):
 
 
 def test_ensemble_and_report(trained):
-    first, _, home = trained
+    first, _, home, _ = trained
     ens = json.loads((home / "models" / SYMBOL / "ensemble.json").read_text())
     assert 0.0 <= ens["w_lgbm"] <= 1.0
     assert set(ens["test_log_loss"]) == {"lgbm", "deep", "ensemble"}

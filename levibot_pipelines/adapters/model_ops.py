@@ -54,6 +54,10 @@ def models_dir(home: Path, symbol: str) -> Path:
     return Path(home) / "models" / symbol
 
 
+def ensemble_weights_path(home: Path, symbol: str) -> Path:
+    return models_dir(home, symbol) / "ensemble.json"
+
+
 def predictions_path(home: Path, symbol: str, kind: str) -> Path:
     return models_dir(home, symbol) / f"{kind}_test_predictions.parquet"
 
@@ -223,5 +227,5 @@ def fit_champion_ensemble(
             "ensemble": log_loss(y_test, p_e),
         },
     }
-    write_text_atomic(json.dumps(result, indent=2), models_dir(home, data.symbol) / "ensemble.json")
+    write_text_atomic(json.dumps(result, indent=2), ensemble_weights_path(home, data.symbol))
     return result

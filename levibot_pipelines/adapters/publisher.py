@@ -15,6 +15,7 @@ import polars as pl
 
 from levibot_pipelines.adapters.backtests import backtest_config, policy_config
 from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.model_ops import ensemble_weights_path
 from levibot_pipelines.adapters.published import read_history, write_published
 from levibot_pipelines.adapters.registry import (
     deep_from_files,
@@ -44,10 +45,6 @@ class PublishReport:
     rows: pl.DataFrame
     kill_switch: str
     notes: list[str] = field(default_factory=list)
-
-
-def ensemble_weights_path(home: Path, symbol: str) -> Path:
-    return Path(home) / "models" / symbol / "ensemble.json"
 
 
 def missing_models(home: Path, symbols: tuple[str, ...]) -> list[str]:
@@ -105,7 +102,13 @@ def _symbol_row(
     w_t = float(bar_weights(w, c_l, c_d)[0])
     sym_feats = features.filter(pl.col("symbol") == symbol)
     candles = store.read_ohlcv(symbol)
-    past = history.filter(pl.col("symbol") == symbol).select(HISTORY_COLUMNS)
+    # A bar published twice (a re-run) counts once: the latest publish is what services saw last.
+    past = (
+        history.filter(pl.col("symbol") == symbol)
+        .sort("published_at")
+        .unique("bar_time", keep="last", maintain_order=True)
+        .select(HISTORY_COLUMNS)
+    )
     decision = live_decision(
         candles,
         sym_feats.select("timestamp", "vol_20", "ret_1"),

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from levibot_pipelines.core.drift import (
@@ -76,9 +76,7 @@ def test_psi_errors_name_the_bad_input(reference, current, kwargs, match):
         psi(reference, current, **kwargs)
 
 
-samples = st.lists(
-    st.integers(-50, 50).map(float), min_size=1, max_size=60
-)  # integer-valued: quantiles and shifts stay exact
+samples = st.lists(st.integers(-50, 50).map(float), min_size=1, max_size=60)
 
 
 @settings(max_examples=200, deadline=None)
@@ -87,8 +85,13 @@ def test_psi_properties(ref, cur, n_bins):
     value = psi(ref, cur, n_bins=n_bins)
     assert value >= 0.0 and math.isfinite(value)
     assert psi(ref, list(reversed(ref)), n_bins=n_bins) == 0.0  # order does not matter
+    # Bins follow the reference, so shifting both samples changes nothing - except for a value
+    # lying exactly on an interpolated edge (e.g. 1.0 between 0 and 3 at 2/3), which rounding
+    # may move to either side; such ties are left out.
+    edges = np.quantile(ref, np.linspace(0, 1, n_bins + 1)[1:-1])
+    assume(np.min(np.abs(np.subtract.outer(np.asarray(cur), edges))) > 1e-6)
     shifted = psi([x + 7 for x in ref], [x + 7 for x in cur], n_bins=n_bins)
-    assert shifted == pytest.approx(value)  # bins follow the reference: shift-invariant
+    assert shifted == pytest.approx(value)
 
 
 def test_psi_level_thresholds_are_inclusive_below():

@@ -44,7 +44,8 @@ def graphql(port: int, query: str) -> dict:
 
 
 STATES = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
-  schedules { name scheduleState { status } } sensors { name sensorState { status } } } } } }"""
+  schedules { name cronSchedule scheduleState { status } }
+  sensors { name sensorState { status } } } } } }"""
 RUNS = """{ runsOrError(filter: {pipelineName: "features_job"}) { ... on Runs {
   results { runId status } } } }"""
 
@@ -73,6 +74,10 @@ def dagster_dev(tmp_path):
     start = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIBOT_", "DAGSTER_"))}
     env.update(LEVIBOT_HOME=str(home), LEVIBOT_START=start, DAGSTER_HOME=str(dagster_home))
+    # The schedules stay RUNNING but must not tick inside the test: a real ingest tick at :01,
+    # :16, ... lands a second ingest of every symbol and, rightly, a second feature rebuild
+    # (a CI run at 12:30:43 saw exactly that). Once a year, 1 January 04:04, instead.
+    env.update(LEVIBOT_INGEST_CRON="4 4 1 1 *", LEVIBOT_RETRAIN_CRON="4 4 1 1 *")
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
     log = (tmp_path / "dagster_dev.log").open("w")
@@ -110,6 +115,8 @@ def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
         "feature_freshness_alert": "RUNNING",
         "publish_on_features": "RUNNING",
     }
+    # The premise of "exactly one rebuild" below: no schedule tick can land in the test.
+    assert {s["cronSchedule"] for s in nodes[0]["schedules"]} == {"4 4 1 1 *"}
     # Ingest every symbol into the instance the daemon watches; its sensor must then launch
     # exactly one feature rebuild.
     for key in ("LEVIBOT_HOME", "LEVIBOT_START"):

@@ -17,11 +17,13 @@ from scipy.stats import norm, rankdata
 DEFAULT_COVERAGES: tuple[float, ...] = (0.1, 0.2, 0.5)
 
 
-def check_array(x: object, name: str) -> np.ndarray:
-    """``x`` as a non-empty 1-D float64 array without NaN or infinity, else ``ValueError``."""
+def check_array(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """``x`` as a 1-D float64 array without NaN or infinity, non-empty unless ``allow_empty``,
+    else ``ValueError``."""
     arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if arr.ndim != 1 or (arr.size == 0 and not allow_empty):
+        what = "a 1-D array" if allow_empty else "a non-empty 1-D array"
+        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))

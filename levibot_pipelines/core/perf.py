@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from levibot_pipelines.core.metrics import check_array
+
 if TYPE_CHECKING:
     from levibot_pipelines.core.backtest import BacktestConfig, BacktestResult
 
@@ -21,24 +23,13 @@ DEFAULT_BARS_PER_YEAR = 35040  # 365 * 96 15m bars
 MS_PER_DAY = 86_400_000
 
 
-def _as_1d(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} must be finite, got {arr[i]} at index {i}")
-    return arr
-
-
 def sharpe(returns: object, periods_per_year: float) -> float:
     """Annualized Sharpe ratio ``mean / std(ddof=1) * sqrt(periods_per_year)``, no risk-free rate.
 
     0.0 for a constant series (no dispersion) or fewer than 2 returns (no evidence either
     way). For 15m bars ``periods_per_year`` is 35040; for daily returns of a 24/7 market 365.
     """
-    r = _as_1d(returns, "returns")
+    r = check_array(returns, "returns", allow_empty=True)
     if not periods_per_year > 0:
         raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
     # A constant series has no dispersion, but its computed std is rounding noise, not 0.
@@ -55,7 +46,7 @@ def daily_returns(timestamps: object, returns: object) -> tuple[np.ndarray, np.n
     ``r_day = prod(1 + r_bar) - 1`` over the day's bars. Days without bars are absent.
     """
     ts = np.asarray(timestamps)
-    r = _as_1d(returns, "returns")
+    r = check_array(returns, "returns", allow_empty=True)
     if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer):
         raise ValueError(f"timestamps must be a 1-D integer array (ms UTC), got {ts.dtype}")
     if ts.size != r.size:
@@ -78,7 +69,7 @@ def probabilistic_sharpe_ratio(returns: object, benchmark: float = 0.0) -> float
     kurtosis (3 for a normal). ``benchmark`` is per bar, like ``SR``. Fewer than 2 returns give
     0.5; a constant series gives 1.0, 0.0 or 0.5 as its mean is above, below or at 0.
     """
-    r = _as_1d(returns, "returns")
+    r = check_array(returns, "returns", allow_empty=True)
     if not math.isfinite(benchmark):
         raise ValueError(f"benchmark must be finite, got {benchmark}")
     n = r.size
@@ -101,7 +92,7 @@ def probabilistic_sharpe_ratio(returns: object, benchmark: float = 0.0) -> float
 def max_drawdown(equity: object) -> float:
     """Largest fall from a running peak, ``max(1 - equity / cummax(equity))``, as a positive
     fraction (0.25 = a quarter of the peak lost). ``equity`` must be > 0, shape (n,), n >= 1."""
-    eq = _as_1d(equity, "equity")
+    eq = check_array(equity, "equity", allow_empty=True)
     if eq.size == 0:
         raise ValueError("equity must not be empty")
     if (eq <= 0).any():
@@ -112,14 +103,14 @@ def max_drawdown(equity: object) -> float:
 
 def win_rate(trade_returns: object) -> float:
     """Fraction of trades with a net return > 0; NaN without trades (undefined)."""
-    r = _as_1d(trade_returns, "trade_returns")
+    r = check_array(trade_returns, "trade_returns", allow_empty=True)
     return float(np.mean(r > 0)) if r.size else math.nan
 
 
 def payoff_ratio(trade_returns: object) -> float:
     """Average winning trade over the absolute average losing trade (losses are returns < 0);
     NaN when there is no win or no loss (undefined)."""
-    r = _as_1d(trade_returns, "trade_returns")
+    r = check_array(trade_returns, "trade_returns", allow_empty=True)
     wins, losses = r[r > 0], r[r < 0]
     if wins.size == 0 or losses.size == 0:
         return math.nan

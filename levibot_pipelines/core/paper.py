@@ -36,11 +36,9 @@ class LiveDecision:
     paper_drawdown: float
 
 
-def _replayed_signals(
-    ts: np.ndarray, history: pl.DataFrame, newest: Signals, newest_row: int
-) -> Signals:
+def _replayed_signals(ts: np.ndarray, history: pl.DataFrame, newest: Signals) -> Signals:
     """Past published decisions on the candle grid (nothing where nothing was published),
-    with the policy's intent at the newest bar."""
+    with the policy's intent ``newest`` (length 1) at the newest bar, the last row."""
     n = len(ts)
     entry = np.zeros(n, dtype=np.int8)
     size = np.zeros(n)
@@ -62,10 +60,9 @@ def _replayed_signals(
         tp[rows] = np.abs(h.get_column("take_profit").fill_null(np.nan).to_numpy() / close - 1)
         exit_flag[rows] = sig == "EXIT"
     exit_long, exit_short = exit_flag.copy(), exit_flag.copy()
-    j = newest_row
-    entry[j], size[j] = newest.entry_side[j], newest.size[j]
-    stop[j], tp[j] = newest.stop_pct[j], newest.take_profit_pct[j]
-    exit_long[j], exit_short[j] = newest.exit_long[j], newest.exit_short[j]
+    entry[-1], size[-1] = newest.entry_side[0], newest.size[0]
+    stop[-1], tp[-1] = newest.stop_pct[0], newest.take_profit_pct[0]
+    exit_long[-1], exit_short[-1] = newest.exit_long[0], newest.exit_short[0]
     return Signals(entry, size, stop, tp, exit_long, exit_short)
 
 
@@ -123,7 +120,7 @@ def live_decision(
     ts_span = ts[span]
     # The newest bar's intent, placed on the candle grid's last row.
     last = Signals(*(np.asarray(getattr(out.signals, k))[-1:] for k in _FIELDS))
-    signals = _replayed_signals(ts_span, past, _pad(last, len(ts_span)), len(ts_span) - 1)
+    signals = _replayed_signals(ts_span, past, last)
     prices = [candles.get_column(c).to_numpy()[span] for c in ("open", "high", "low", "close")]
     result = run_backtest(ts_span, *prices, signals, cfg)
     action = Action(int(result.action[-1]))
@@ -161,18 +158,6 @@ def live_decision(
 
 
 _FIELDS = ("entry_side", "size", "stop_pct", "take_profit_pct", "exit_long", "exit_short")
-
-
-def _pad(last: Signals, n: int) -> Signals:
-    """``last`` (length 1) at position ``n - 1`` of otherwise empty signals."""
-    fill = {"entry_side": 0, "size": 0.0, "stop_pct": np.nan, "take_profit_pct": np.nan}
-    arrays = []
-    for k in _FIELDS:
-        one = np.asarray(getattr(last, k))
-        arr = np.full(n, fill.get(k, False), dtype=one.dtype)
-        arr[-1] = one[0]
-        arrays.append(arr)
-    return Signals(*arrays)
 
 
 def _level(value: float) -> float | None:

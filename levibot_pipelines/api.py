@@ -1,11 +1,11 @@
 """Read-only HTTP API over the published predictions (``adapters.published``).
 
-Every request reads ``latest_predictions.json`` through a cache keyed by the file's
-(inode, mtime_ns, size): the publisher replaces the file atomically, so a changed key means a new
-publish and the file is parsed once per publish, not once per request. The live kill-switch
-(``home/"kill_switch.json"``) is read the same way. Nothing on this path imports torch, dagster
-or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from the published sample
-count imports torch, to rerun MC dropout on the exported champion.
+Every request reads ``latest_predictions.json`` through ``adapters.file_cache.FileCache``: the
+publisher replaces the file atomically, so it is parsed once per publish, not once per request.
+The live kill-switch (``home/"kill_switch.json"``) is read the same way. Nothing on this path
+imports torch, dagster or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from
+the published sample count imports torch (``adapters.recompute``), to rerun MC dropout on the
+exported champion. Response models: ``api_schema``.
 
 Staleness is measured in data time: ``core.timeframes.staleness_minutes(bar_time, now, tf)``,
 0 while the row's bar is the newest closed bar. ``stale`` is staleness >
@@ -14,88 +14,37 @@ Staleness is measured in data time: ``core.timeframes.staleness_minutes(bar_time
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
 
+from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.adapters.published import (
     LATEST_JSON,
     KillSwitchState,
     LatestPredictions,
     PublishedFileError,
-    deep_model_dir,
     kill_switch_path,
     parse_kill_switch,
     parse_latest,
     published_dir,
 )
+from levibot_pipelines.adapters.recompute import DeepRecomputer, exported_version
+from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
 from levibot_pipelines.core.killswitch import severity
 from levibot_pipelines.core.timeframes import staleness_minutes
 from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 ENTRIES = ("ENTRY_LONG", "ENTRY_SHORT")
-RECOMPUTE_SEED = 0
-RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
-
-
-class Uncertainty(BaseModel):
-    total: float = Field(description="predictive std of the log return, sqrt(aleatoric+epistemic)")
-    aleatoric: float = Field(description="mean sigma^2 over MC draws (log-return^2)")
-    epistemic: float = Field(description="variance of mu over MC draws (log-return^2)")
-    epistemic_p: float = Field(description="variance of P(up) over MC draws")
-
-
-class Prediction(BaseModel):
-    symbol: str
-    model_type: str
-    p_up: float = Field(description="calibrated P(close(t+h) > close(t))")
-    mu: float | None = Field(description="expected log return close(t) -> close(t+h)")
-    uncertainty: Uncertainty | None
-    confidence: float
-    signal: str = Field(description="ENTRY_LONG | ENTRY_SHORT | EXIT | HOLD at the close of t")
-    mc_samples: int | None
-    as_of: str = Field(description="ISO UTC close time of bar t (the decision time)")
-    bar_time: int = Field(description="open time of bar t, ms UTC")
-    model_version: str
-    stale: bool
-    staleness_minutes: float
-    source: str
-    published_at: str
-    size: float
-    position: float
-    stop_loss: float | None
-    take_profit: float | None
-    regime: str
-    kill_switch: str = Field(description="live state (kill_switch.json), else as published")
-    kill_switch_reason: str
-    kill_switch_applied: bool = Field(
-        description="true when the live kill-switch is stricter than at publish time and the "
-        "published entry was cut here (HALTED: no entry; REDUCING: size x reducing factor)"
-    )
-
-
-class DeepPrediction(Prediction):
-    recomputed: bool = Field(description="true when MC dropout was rerun for n_samples")
-
-
-class EnsemblePrediction(Prediction):
-    w_lgbm: float = Field(description="effective LightGBM weight on this bar")
-    uncertainty_source: str = "deep"
 
 
 SymbolQuery = Annotated[
@@ -115,117 +64,12 @@ def normalize_symbol(raw: str) -> str:
     return "".join(ch for ch in raw.strip().upper() if ch not in "/-_ ")
 
 
-class _FileCache:
-    """Parse a file once per version; the version is its (inode, mtime_ns, size)."""
-
-    def __init__(self, path: Path, parse: Callable[[str], Any]) -> None:
-        self.path, self.parse = path, parse
-        self.key: tuple[int, int, int] | None = None
-        self.value: Any = None
-        self.error: Exception | None = None
-
-    def get(self) -> Any:
-        """The parsed content; ``None`` when the file does not exist; re-raises parse errors."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            self.key, self.value, self.error = None, None, None
-            return None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(fd)
-            key = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if key != self.key:
-                text = f.read().decode("utf-8", errors="replace")
-                self.key = key
-                try:
-                    self.value, self.error = self.parse(text), None
-                except PublishedFileError as exc:
-                    self.value, self.error = None, exc
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-class _Recomputer:
-    """On-demand MC dropout on the exported champion; torch is imported on first use only."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.lock = threading.Lock()  # mc_predict seeds torch's global RNG: one at a time
-        self.models: dict[str, tuple[str, Any, Any]] = {}  # symbol -> (version, model, cal)
-        self.results: OrderedDict[tuple, dict[str, float]] = OrderedDict()
-
-    def __call__(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
-        key = (row["symbol"], row["deep_version"], row["bar_time"], n_samples)
-        with self.lock:
-            if key not in self.results:
-                self.results[key] = self._compute(row, n_samples)
-                if len(self.results) > RECOMPUTE_CACHE:
-                    self.results.popitem(last=False)
-            return self.results[key]
-
-    def _model(self, symbol: str, version: str):
-        from levibot_pipelines.adapters.published import load_published_deep
-
-        cached = self.models.get(symbol)
-        if cached is None or cached[0] != version:
-            model, calibrator, exported = load_published_deep(self.settings.home, symbol)
-            if exported != version:
-                raise PublishedFileError(
-                    f"the exported deep model of {symbol} is v{exported} but the published row "
-                    f"names v{version} (a publish is in progress); retry"
-                )
-            self.models[symbol] = cached = (version, model, calibrator)
-        return cached[1], cached[2]
-
-    def _compute(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
-        import numpy as np
-        import polars as pl
-
-        from levibot_pipelines.adapters.store import ParquetStore
-        from levibot_pipelines.core.deep_train import predict
-        from levibot_pipelines.core.features import FEATURE_COLUMNS
-        from levibot_pipelines.core.training import deep_confidence
-        from levibot_pipelines.core.windows import window_ends
-
-        symbol, bar_time = row["symbol"], row["bar_time"]
-        model, calibrator = self._model(symbol, row["deep_version"])
-        length = model.config.window
-        path = ParquetStore(self.settings.home).features_path
-        if not path.exists():
-            raise PublishedFileError(f"no feature table at {path}: cannot recompute {symbol}")
-        rows = (
-            pl.scan_parquet(path)
-            .filter((pl.col("symbol") == symbol) & (pl.col("timestamp") <= bar_time))
-            .sort("timestamp")
-            .tail(length)
-            .collect()
-        )
-        ts = rows.get_column("timestamp").to_numpy()
-        ends = window_ends(ts, length, self.settings.timeframe_ms)
-        if len(ts) == 0 or ts[-1] != bar_time or len(ends) == 0:
-            raise PublishedFileError(
-                f"no gap-free window of {length} feature rows of {symbol} ending at bar_time "
-                f"{bar_time} ({len(ts)} rows found, last at {ts[-1] if len(ts) else None})"
-            )
-        X = rows.select(FEATURE_COLUMNS).to_numpy().astype(np.float32)
-        if not np.isfinite(X).all():
-            raise PublishedFileError(f"non-finite features in the window of {symbol}")
-        mc = predict(model, X, ends[-1:], n_samples=n_samples, seed=RECOMPUTE_SEED)
-        p = calibrator.transform(mc["p_up"])
-        out = {k: float(mc[k][0]) for k in ("mu", "aleatoric", "epistemic", "epistemic_p")}
-        out["total"] = float(np.sqrt(out["aleatoric"] + out["epistemic"]))
-        out["p_up"] = float(p[0])
-        out["confidence"] = float(deep_confidence(p, mc["epistemic_p"])[0])
-        return out
-
-
 def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> FastAPI:
     """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
     now_ms = clock or (lambda: int(time.time() * 1000))
-    latest_file = _FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest)
-    kill_file = _FileCache(kill_switch_path(settings.home), parse_kill_switch)
-    recompute = _Recomputer(settings)
+    latest_file = FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest)
+    kill_file = FileCache(kill_switch_path(settings.home), parse_kill_switch)
+    recompute = DeepRecomputer(settings)
     known = ", ".join(settings.symbols)
     app = FastAPI(
         title="levibot predictions",
@@ -383,7 +227,7 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
                 "published_at": c["published_at"],
                 "stale": c["stale"],
                 "staleness_minutes": c["staleness_minutes"],
-                "model_exported": _exported_version(settings.home, symbol) == row["deep_version"],
+                "model_exported": exported_version(settings.home, symbol) == row["deep_version"],
             }
         first = next(iter(doc.rows.values()))
         c = common(first, now)
@@ -419,15 +263,8 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
     return app
 
 
-def _exported_version(home: Path, symbol: str) -> str | None:
-    try:
-        return str(json.loads((deep_model_dir(home, symbol) / "meta.json").read_text())["version"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return None
-
-
 def _health(
-    settings: Settings, latest_file: _FileCache, kill_file: _FileCache, now: int
+    settings: Settings, latest_file: FileCache, kill_file: FileCache, now: int
 ) -> tuple[dict[str, Any], list[str]]:
     reasons: list[str] = []
     body: dict[str, Any] = {}

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 LATEST_JSON = "latest_predictions.json"
 LATEST_PARQUET = "latest_predictions.parquet"
+# MC dropout seed of the published draws and of the API's recomputes: the published T reproduces.
+MC_SEED = 0
 DEEP_MODEL_FILES: tuple[str, ...] = ("state_dict.pt", "config.json", "calibrator.json", "meta.json")
 
 F64, I64, STR = pl.Float64(), pl.Int64(), pl.String()

@@ -16,7 +16,7 @@ import polars as pl
 from levibot_pipelines.adapters.backtests import backtest_config, policy_config
 from levibot_pipelines.adapters.killswitch import KillSwitch
 from levibot_pipelines.adapters.model_ops import ensemble_weights_path
-from levibot_pipelines.adapters.published import read_history, write_published
+from levibot_pipelines.adapters.published import MC_SEED, read_history, write_published
 from levibot_pipelines.adapters.registry import (
     deep_from_files,
     download_deep,
@@ -86,7 +86,7 @@ def _symbol_row(
             f"{symbol}: the {model.config.window} bars ending at {bar_time} are not contiguous "
             "(a gap in the feature table); no prediction until the window refills"
         )
-    mc = predict(model, data.X, np.array([row]), n_samples=s.mc_samples, seed=0)
+    mc = predict(model, data.X, np.array([row]), n_samples=s.mc_samples, seed=MC_SEED)
     p_d = cal_d.transform(mc["p_up"])
     c_d = deep_confidence(p_d, mc["epistemic_p"])
     p_l = cal_l.transform(predict_proba(booster, data.X[row : row + 1]))

@@ -1,0 +1,103 @@
+"""On-demand MC dropout for the API: the exported champion Transformer on the newest window.
+
+``/ml/predict_deep?n_samples=N`` with N other than the published sample count lands here. torch,
+the model code and polars are imported on first use only, so an API that never recomputes never
+loads them. Results are deterministic per (symbol, model version, bar, N) with the publisher's
+seed ``MC_SEED`` (so the published N reproduces the published draws), and the newest
+``RECOMPUTE_CACHE`` of them are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from levibot_pipelines.adapters.published import MC_SEED, PublishedFileError, deep_model_dir
+from levibot_pipelines.settings import Settings
+
+RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
+
+
+class DeepRecomputer:
+    """On-demand MC dropout on the exported champion; torch is imported on first use only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()  # mc_predict seeds torch's global RNG: one at a time
+        self.models: dict[str, tuple[str, Any, Any]] = {}  # symbol -> (version, model, cal)
+        self.results: OrderedDict[tuple, dict[str, float]] = OrderedDict()
+
+    def __call__(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
+        key = (row["symbol"], row["deep_version"], row["bar_time"], n_samples)
+        with self.lock:
+            if key not in self.results:
+                self.results[key] = self._compute(row, n_samples)
+                if len(self.results) > RECOMPUTE_CACHE:
+                    self.results.popitem(last=False)
+            return self.results[key]
+
+    def _model(self, symbol: str, version: str):
+        from levibot_pipelines.adapters.published import load_published_deep
+
+        cached = self.models.get(symbol)
+        if cached is None or cached[0] != version:
+            model, calibrator, exported = load_published_deep(self.settings.home, symbol)
+            if exported != version:
+                raise PublishedFileError(
+                    f"the exported deep model of {symbol} is v{exported} but the published row "
+                    f"names v{version} (a publish is in progress); retry"
+                )
+            self.models[symbol] = cached = (version, model, calibrator)
+        return cached[1], cached[2]
+
+    def _compute(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
+        import numpy as np
+        import polars as pl
+
+        from levibot_pipelines.adapters.store import ParquetStore
+        from levibot_pipelines.core.deep_train import predict
+        from levibot_pipelines.core.features import FEATURE_COLUMNS
+        from levibot_pipelines.core.training import deep_confidence
+        from levibot_pipelines.core.windows import window_ends
+
+        symbol, bar_time = row["symbol"], row["bar_time"]
+        model, calibrator = self._model(symbol, row["deep_version"])
+        length = model.config.window
+        path = ParquetStore(self.settings.home).features_path
+        if not path.exists():
+            raise PublishedFileError(f"no feature table at {path}: cannot recompute {symbol}")
+        rows = (
+            pl.scan_parquet(path)
+            .filter((pl.col("symbol") == symbol) & (pl.col("timestamp") <= bar_time))
+            .sort("timestamp")
+            .tail(length)
+            .collect()
+        )
+        ts = rows.get_column("timestamp").to_numpy()
+        ends = window_ends(ts, length, self.settings.timeframe_ms)
+        if len(ts) == 0 or ts[-1] != bar_time or len(ends) == 0:
+            raise PublishedFileError(
+                f"no gap-free window of {length} feature rows of {symbol} ending at bar_time "
+                f"{bar_time} ({len(ts)} rows found, last at {ts[-1] if len(ts) else None})"
+            )
+        X = rows.select(FEATURE_COLUMNS).to_numpy().astype(np.float32)
+        if not np.isfinite(X).all():
+            raise PublishedFileError(f"non-finite features in the window of {symbol}")
+        mc = predict(model, X, ends[-1:], n_samples=n_samples, seed=MC_SEED)
+        p = calibrator.transform(mc["p_up"])
+        out = {k: float(mc[k][0]) for k in ("mu", "aleatoric", "epistemic", "epistemic_p")}
+        out["total"] = float(np.sqrt(out["aleatoric"] + out["epistemic"]))
+        out["p_up"] = float(p[0])
+        out["confidence"] = float(deep_confidence(p, mc["epistemic_p"])[0])
+        return out
+
+
+def exported_version(home: Path, symbol: str) -> str | None:
+    """Version of the exported champion Transformer of ``symbol``; None when absent/unreadable."""
+    try:
+        return str(json.loads((deep_model_dir(home, symbol) / "meta.json").read_text())["version"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None

@@ -14,13 +14,15 @@ from levibot_pipelines.core.backtest import (
     BacktestConfig,
     CostModel,
     Signals,
-    backtest_metrics,
+    run_backtest,
+)
+from levibot_pipelines.core.baseline_policies import (
     buy_and_hold_signals,
     compare,
     flat_signals,
     random_signals,
-    run_backtest,
 )
+from levibot_pipelines.core.perf import backtest_metrics
 
 TF = 900_000
 FREE = BacktestConfig(costs=CostModel(fee_bps=0.0, slippage_bps=0.0))
@@ -406,8 +408,10 @@ def test_random_signals_match_the_requested_trades():
 
 def test_compare_reports_the_policy_and_its_baselines():
     p, s = _random_case(8, 600, 0.05)
-    out = compare(*p, s, seed=1)
-    assert set(out) == {"policy", "buy_and_hold", "flat", "random", "policy_2x_costs"}
+    runs = compare(*p, s, seed=1)
+    names = {"policy", "buy_and_hold", "flat", "random", "policy_2x_costs", "policy_gross"}
+    assert set(runs) == names
+    out = {name: run.metrics for name, run in runs.items()}
     keys = {
         "sharpe",
         "sharpe_daily",
@@ -428,6 +432,13 @@ def test_compare_reports_the_policy_and_its_baselines():
     assert out["random"]["n_trades"] == out["policy"]["n_trades"] > 0
     assert out["buy_and_hold"]["n_trades"] == 1
     assert out["policy_2x_costs"]["costs_paid"] > out["policy"]["costs_paid"]
+    # Gross of costs: the same trades, nothing paid, never a lower final equity.
+    assert out["policy_gross"]["costs_paid"] == 0.0
+    assert out["policy_gross"]["n_trades"] == out["policy"]["n_trades"]
+    assert runs["policy_gross"].result.equity[-1] >= runs["policy"].result.equity[-1]
+    # Each run's result is the one its metrics describe.
+    for run in runs.values():
+        assert run.metrics["total_return"] == pytest.approx(run.result.equity[-1] - 1.0)
 
 
 def test_metrics_by_hand():

@@ -11,19 +11,13 @@ fill is the next real bar, not the next feature row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.backtest import (
-    BacktestConfig,
-    Signals,
-    backtest_metrics,
-    buy_and_hold_signals,
-    compare,
-    run_backtest,
-)
+from levibot_pipelines.core.backtest import BacktestConfig, Signals
+from levibot_pipelines.core.baseline_policies import compare
 from levibot_pipelines.core.policy import PolicyConfig, policy_signals
 
 # model -> (probability column, confidence column or None for |2p - 1|, uses deep uncertainty)
@@ -150,20 +144,18 @@ def backtest_predictions(
         )
         signals = slice_signals(out.signals, start, stop)
         cmp = compare(span_ts, *prices, signals, cfg, seed=seed)
-        result = run_backtest(span_ts, *prices, signals, cfg)
-        gross = run_backtest(span_ts, *prices, signals, replace(cfg, costs=cfg.costs.scaled(0.0)))
-        equity[model] = result.equity
+        equity[model] = cmp["policy"].result.equity
         report[model] = {
-            **_pick(cmp["policy"]),
-            "random_same_turnover": _pick(cmp["random"]),
-            "at_2x_costs": _pick(cmp["policy_2x_costs"]),
-            "gross_of_costs": _pick(backtest_metrics(gross, cfg)),
+            **_pick(cmp["policy"].metrics),
+            "random_same_turnover": _pick(cmp["random"].metrics),
+            "at_2x_costs": _pick(cmp["policy_2x_costs"].metrics),
+            "gross_of_costs": _pick(cmp["policy_gross"].metrics),
             "blocked_by_uncertainty": int(out.blocked_uncertain[start:stop].sum()),
         }
-        report.setdefault("buy_and_hold", _pick(cmp["buy_and_hold"]))
-        report.setdefault("flat", _pick(cmp["flat"]))
-    bh = run_backtest(span_ts, *prices, buy_and_hold_signals(len(span_ts)), cfg)
-    equity["buy_and_hold"] = bh.equity
+        if "buy_and_hold" not in report:  # the same for every model: kept from the first
+            report["buy_and_hold"] = _pick(cmp["buy_and_hold"].metrics)
+            report["flat"] = _pick(cmp["flat"].metrics)
+            equity["buy_and_hold"] = cmp["buy_and_hold"].result.equity
     top = report.pop("ensemble")
     return SymbolBacktest(
         report={

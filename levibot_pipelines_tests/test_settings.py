@@ -91,3 +91,60 @@ def test_trading_values(tmp_path):
     assert s.allow_short is True and s.max_uncertainty is None and s.fee_bps == 7.5
     flat = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_SLIPPAGE_BPS": "3"})
     assert flat.slippage_for("SOLUSDT") == 3.0 and flat.allow_short is False
+
+
+def _plain(value):
+    """Settings holds tuples (hashable, frozen); resources hold lists and dicts."""
+    if isinstance(value, dict):
+        return sorted(value.items())
+    if isinstance(value, tuple | list):
+        return [tuple(v) if isinstance(v, list) else v for v in value]
+    return value
+
+
+@pytest.mark.parametrize("resource", ["MarketDataResource", "ModelResource", "TradingResource"])
+def test_resource_defaults_are_the_settings_defaults(resource):
+    # The resources repeat Settings' fields (Dagster needs them declared); a default that
+    # drifted from Settings would change behaviour for anyone building a resource by hand.
+    import dataclasses
+
+    from levibot_pipelines.defs import resources
+
+    cls = getattr(resources, resource)
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    checked = 0
+    for name, field in cls.model_fields.items():
+        if field.is_required() or name not in defaults:
+            continue
+        want = defaults[name]
+        assert _plain(field.get_default(call_default_factory=True)) == _plain(want), (
+            f"{resource}.{name} defaults to {field.default!r}, Settings.{name} to {want!r}"
+        )
+        checked += 1
+    assert checked >= 3, f"{resource}: only {checked} defaults compared"
+
+
+def test_resources_carry_every_non_default_setting(tmp_path):
+    from levibot_pipelines.defs.resources import MarketDataResource, TradingResource
+
+    s = Settings.from_env(
+        {
+            "LEVIBOT_HOME": str(tmp_path),
+            "LEVIBOT_SYMBOLS": "BTCUSDT,ETHUSDT",
+            "LEVIBOT_TIMEFRAME": "1h",
+            "LEVIBOT_FEE_BPS": "7.5",
+            "LEVIBOT_SLIPPAGE_BPS": "BTCUSDT=1,ETHUSDT=3.5",
+            "LEVIBOT_ALLOW_SHORT": "true",
+            "LEVIBOT_KILL_MAX_DRAWDOWN": "0.1",
+            "LEVIBOT_DRIFT_WINDOW": "96",
+            "LEVIBOT_MAX_STALENESS_MINUTES": "20",
+        }
+    )
+    trading = TradingResource.from_settings(s).settings()
+    market = MarketDataResource.from_settings(s).settings()
+    assert trading.symbols == market.symbols == ("BTCUSDT", "ETHUSDT")
+    assert trading.timeframe == market.timeframe == "1h"
+    assert (trading.fee_bps, trading.allow_short, trading.kill_max_drawdown) == (7.5, True, 0.1)
+    assert dict(trading.slippage_bps) == {"BTCUSDT": 1.0, "ETHUSDT": 3.5}
+    assert trading.drift_window == 96
+    assert trading.max_staleness_minutes == market.max_staleness_minutes == 20.0

@@ -26,14 +26,17 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.file_cache import FileCache
+from levibot_pipelines.adapters.killswitch import (
+    STATE_FILE,
+    KillSwitchError,
+    KillSwitchStatus,
+    parse_status,
+)
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.adapters.published import (
     LATEST_JSON,
-    KillSwitchState,
     LatestPredictions,
     PublishedFileError,
-    kill_switch_path,
-    parse_kill_switch,
     parse_latest,
     published_dir,
 )
@@ -68,7 +71,9 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
     """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
     now_ms = clock or (lambda: int(time.time() * 1000))
     latest_file = FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest)
-    kill_file = FileCache(kill_switch_path(settings.home), parse_kill_switch)
+    kill_file = FileCache(
+        settings.home / STATE_FILE, lambda text: parse_status(text, settings.home / STATE_FILE)
+    )
     recompute = DeepRecomputer(settings)
     known = ", ".join(settings.symbols)
     app = FastAPI(
@@ -104,11 +109,8 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
 
     def common(row: dict[str, Any], now: int) -> dict[str, Any]:
         staleness = staleness_minutes(row["bar_time"], now, settings.timeframe_ms)
-        try:
-            live = kill_file.get()
-        except PublishedFileError as exc:
-            live = KillSwitchState(row["kill_switch"], f"{row['kill_switch_reason']} ({exc})", None)
-        state = live.state if live else row["kill_switch"]
+        published = (row["kill_switch"], row["kill_switch_reason"])
+        state, reason = _live_kill_switch(kill_file) or published
         signal, size, position = row["signal"], row["size"], row["position"]
         # Halted or reduced after the publish: never serve the published entry at full size.
         applied = signal in ENTRIES and severity(state) > severity(row["kill_switch"])
@@ -131,7 +133,7 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             "take_profit": row["take_profit"] if signal != "HOLD" or position else None,
             "regime": row["regime"],
             "kill_switch": state,
-            "kill_switch_reason": live.reason if live else row["kill_switch_reason"],
+            "kill_switch_reason": reason,
             "kill_switch_applied": applied,
         }
 
@@ -244,11 +246,8 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             doc = latest_file.get()
         except PublishedFileError:
             doc = None
-        try:
-            live = kill_file.get()
-        except PublishedFileError:
-            live = None
-        body = render_metrics(doc, settings, now_ms(), live)
+        live = _live_kill_switch(kill_file)
+        body = render_metrics(doc, settings, now_ms(), live[0] if live else None)
         return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
@@ -261,6 +260,16 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     return app
+
+
+def _live_kill_switch(kill_file: FileCache) -> tuple[str, str] | None:
+    """(state, reason) of the live switch; None when there is no file. An unreadable file
+    fails safe: HALTED, saying why (``adapters.killswitch`` never guesses ACTIVE either)."""
+    try:
+        live: KillSwitchStatus | None = kill_file.get()
+    except KillSwitchError as exc:
+        return "HALTED", f"kill-switch state unknown, treated as HALTED: {exc}"
+    return (live.state, live.reason()) if live else None
 
 
 def _health(
@@ -276,11 +285,7 @@ def _health(
     else:
         if doc is None:
             reasons.append("no predictions published yet: run the pipeline (make demo)")
-    try:
-        live = kill_file.get()
-    except PublishedFileError as exc:
-        live = None
-        reasons.append(f"kill-switch state unknown: {exc}")
+    kill = _live_kill_switch(kill_file)  # (state, reason): the live file, else as published
     if doc is not None:
         body["published_at"] = _iso(doc.published_at)
         missing = [s for s in settings.symbols if s not in doc.rows]
@@ -296,13 +301,14 @@ def _health(
                     f"{symbol} stale: {minutes:.1f} min in data time, newest bar closed "
                     f"{_iso(row['bar_close_time'])} (limit {settings.fail_staleness_minutes:g} min)"
                 )
-        if live is None and doc.rows:
+        if kill is None and doc.rows:
             first = next(iter(doc.rows.values()))
-            live = KillSwitchState(first["kill_switch"], first["kill_switch_reason"], None)
-    if live is not None:
-        body["kill_switch"] = {"state": live.state, "reason": live.reason}
-        if live.state == "HALTED":
-            reasons.append(f"kill-switch HALTED: {live.reason or 'no reason given'}")
+            kill = (first["kill_switch"], first["kill_switch_reason"])
+    if kill is not None:
+        state, reason = kill
+        body["kill_switch"] = {"state": state, "reason": reason}
+        if state == "HALTED":
+            reasons.append(f"kill-switch HALTED: {reason or 'no reason given'}")
     return body, reasons
 
 

@@ -20,6 +20,7 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from levibot_pipelines.adapters.killswitch import KillSwitch
 from levibot_pipelines.adapters.prom import (
     KILL_SWITCH_CODES,
     METRIC_NAMES,
@@ -28,7 +29,6 @@ from levibot_pipelines.adapters.prom import (
     render_metrics,
 )
 from levibot_pipelines.adapters.published import (
-    KillSwitchState,
     LatestPredictions,
     deep_model_dir,
     load_published_deep,
@@ -293,15 +293,15 @@ def test_missing_symbol_in_the_file_fails_health(api, home):
 
 def test_live_kill_switch_overrides_the_published_state(api, home):
     base, _ = api
-    doc = {
-        "state": "HALTED",
-        "entries": {"manual": {"state": "HALTED", "reason": "exchange outage", "by": "ops"}},
-        "updated_at": 1,
-    }
-    (home["home"] / "kill_switch.json").write_text(json.dumps(doc))
+    switch = KillSwitch(home["home"])
+    # 2026-11-24 10:00 UTC: the reason is the one the CLI and the published rows show.
+    switch.engage("HALTED", "exchange outage", by="ops", now_ms=1_795_514_400_000)
     health = get(base, "/healthz")
     assert health.status_code == 503
-    assert health.json()["reasons"] == ["kill-switch HALTED: manual: exchange outage (by ops)"]
+    assert health.json()["reasons"] == [
+        "kill-switch HALTED: HALTED by ops at 2026-11-24 10:00 UTC: exchange outage"
+    ]
+    assert health.json()["kill_switch"]["reason"] == switch.status().reason()
     body = get(base, "/ml/predict", symbol="SOLUSDT").json()
     assert body["kill_switch"] == "HALTED" and "exchange outage" in body["kill_switch_reason"]
     # BTC was published as ENTRY_LONG size 0.5 while ACTIVE: halted since, it is not served.
@@ -311,15 +311,30 @@ def test_live_kill_switch_overrides_the_published_state(api, home):
     assert body["kill_switch_applied"] is False  # SOL published EXIT: nothing to cut
     metrics = {f.name: f for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
     assert metrics["levibot_kill_switch_state"].samples[0].value == 2
-    doc["state"] = "REDUCING"
-    doc["entries"]["manual"]["state"] = "REDUCING"
-    (home["home"] / "kill_switch.json").write_text(json.dumps(doc))
+    switch.engage("REDUCING", "exchange degraded", by="ops")
     assert get(base, "/healthz").status_code == 200  # reducing sizes is not unhealthy
     btc = get(base, "/ml/predict", symbol="BTCUSDT").json()
     # 0.5 published x the default reducing factor 0.5.
     assert (btc["signal"], btc["size"], btc["kill_switch_applied"]) == ("ENTRY_LONG", 0.25, True)
     status = get(base, "/ml/models/deep/status").json()
     assert status["kill_switch"]["state"] == "REDUCING"
+
+
+def test_corrupt_kill_switch_file_is_unhealthy_and_named(api, home):
+    base, _ = api
+    (home["home"] / "kill_switch.json").write_text('{"state": "ACTIVE", "entr')
+    health = get(base, "/healthz")
+    assert health.status_code == 503
+    [reason] = health.json()["reasons"]
+    assert reason.startswith("kill-switch HALTED: kill-switch state unknown, treated as HALTED")
+    assert "kill_switch.json is corrupt (invalid JSON" in reason
+    # Fails safe: served as HALTED, so BTC's published ENTRY_LONG (made while ACTIVE) is cut.
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["kill_switch"], btc["signal"], btc["size"]) == ("HALTED", "HOLD", 0.0)
+    assert btc["kill_switch_applied"] is True
+    assert btc["kill_switch_reason"].startswith("kill-switch state unknown, treated as HALTED")
+    metrics = {f.name: f for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
+    assert metrics["levibot_kill_switch_state"].samples[0].value == 2
 
 
 def test_deep_status(api, home):
@@ -396,11 +411,10 @@ def test_render_metrics_hand_values(tmp_path):
     assert set(fam) == set(METRIC_NAMES)
     for name in METRIC_NAMES:
         assert f"# HELP {name} " in text
-    halted = KillSwitchState("HALTED", "x", None)
     fam = {
         f.name: f
         for f in text_string_to_metric_families(
-            render_metrics(latest, settings, 1_000_000, halted).decode()
+            render_metrics(latest, settings, 1_000_000, "HALTED").decode()
         )
     }
     assert fam["levibot_kill_switch_state"].samples[0].value == KILL_SWITCH_CODES["HALTED"]

@@ -19,7 +19,6 @@ from levibot_pipelines.adapters.published import (
     deep_model_dir,
     history_glob,
     load_published_deep,
-    parse_kill_switch,
     published_dir,
     read_history,
     read_latest,
@@ -289,23 +288,3 @@ def test_load_published_deep_names_what_is_missing(tmp_path, models):
     (deep_model_dir(tmp_path, "ETHUSDT") / "config.json").write_text("{not json")
     with pytest.raises(PublishedFileError, match=r"ETHUSDT is corrupt"):
         load_published_deep(tmp_path, "ETHUSDT")
-
-
-def test_kill_switch_file_reasons():
-    doc = {
-        "state": "HALTED",
-        "entries": {
-            "manual": {"state": "HALTED", "reason": "outage", "by": "ops", "since": 1},
-            "drawdown": {"state": "REDUCING", "reason": "dd 12%", "by": "auto", "since": 2},
-            "staleness": {"state": "ACTIVE", "reason": "", "by": "auto", "since": 3},
-        },
-        "updated_at": 3,
-    }
-    state = parse_kill_switch(json.dumps(doc))
-    # entries sorted by name, ACTIVE ones left out
-    assert state.state == "HALTED" and state.updated_at == 3
-    assert state.reason == "drawdown: dd 12% (by auto); manual: outage (by ops)"
-    with pytest.raises(PublishedFileError, match=r"state 'OFF'"):
-        parse_kill_switch(json.dumps({"state": "OFF"}))
-    with pytest.raises(PublishedFileError, match=r"not valid JSON"):
-        parse_kill_switch('{"state": "HAL')

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from levibot_pipelines.adapters.published import PublishedFileError
-
 
 class FileCache:
-    """Parse a file once per version; the version is its (inode, mtime_ns, size)."""
+    """Parse a file once per version; the version is its (inode, mtime_ns, size).
+
+    ``parse`` turns the text into a value and raises a ``ValueError`` (subclass) for bad
+    content; that error is kept with the version and raised again on every ``get`` until the
+    file changes, so a corrupt file is reported, never parsed once per request.
+    """
 
     def __init__(self, path: Path, parse: Callable[[str], Any]) -> None:
         self.path, self.parse = path, parse
@@ -39,7 +42,7 @@ class FileCache:
                 self.key = key
                 try:
                     self.value, self.error = self.parse(text), None
-                except PublishedFileError as exc:
+                except ValueError as exc:
                     self.value, self.error = None, exc
         if self.error is not None:
             raise self.error

@@ -2,8 +2,8 @@
 
 Files:
 - ``kill_switch.json``: ``{"state": effective, "entries": {name: {"state", "reason", "by",
-  "since"}}, "updated_at": ms}``; only entries that are not ACTIVE are kept. The API reads
-  ``state`` and ``entries`` from this exact format.
+  "since"}}, "updated_at": ms}``; only entries that are not ACTIVE are kept. ``parse_status``
+  is its one parser: the CLI, the pipeline and the API all read it through it.
 - ``kill_switch_history.jsonl``: append-only audit log, one JSON line per state change of an
   entry: ``{"ts", "entry", "old", "new", "reason", "by"}``. A change of reason alone rewrites the
   state file but adds no line, so a trigger whose reason carries a live number (minutes stale)
@@ -79,6 +79,38 @@ def _text(value: str, what: str) -> str:
     return value.strip()
 
 
+def parse_status(text: str, path: Path | str = STATE_FILE) -> KillSwitchStatus:
+    """Parse the state file's ``text``; :class:`KillSwitchError` naming ``path`` when it is
+    unusable: not JSON, malformed entries, or a ``state`` its entries do not give."""
+
+    def bad(why: str) -> KillSwitchError:
+        return KillSwitchError(
+            f"kill-switch state file {path} is corrupt ({why}); trading must not "
+            "resume on a guess: fix it, or remove it and engage again"
+        )
+
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
+        raise bad("expected an object with 'state', 'entries' and 'updated_at'")
+    entries = doc["entries"]
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or set(ENTRY_KEYS) - set(entry):
+            raise bad(f"entry {name!r} must hold {list(ENTRY_KEYS)}")
+        if entry["state"] not in STATES:
+            raise bad(f"entry {name!r} has state {entry['state']!r}, expected one of {STATES}")
+    updated_at = doc.get("updated_at")
+    if updated_at is not None and not isinstance(updated_at, int):
+        raise bad(f"updated_at {updated_at!r} is not an integer ms timestamp")
+    state = doc.get("state")
+    expected = effective_state(entries)
+    if state != expected:
+        raise bad(f"state {state!r} disagrees with its entries, which give {expected!r}")
+    return KillSwitchStatus(state=state, entries=entries, updated_at=updated_at)
+
+
 class KillSwitch:
     """The kill-switch stored under ``home`` (``LEVIBOT_HOME``)."""
 
@@ -94,35 +126,7 @@ class KillSwitch:
             text = self.path.read_text()
         except FileNotFoundError:
             return KillSwitchStatus(state="ACTIVE", entries={}, updated_at=None)
-        return self._parse(text)
-
-    def _parse(self, text: str) -> KillSwitchStatus:
-        def bad(why: str) -> KillSwitchError:
-            return KillSwitchError(
-                f"kill-switch state file {self.path} is corrupt ({why}); trading must not "
-                "resume on a guess: fix it, or remove it and engage again"
-            )
-
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise bad(f"invalid JSON: {exc.msg} at line {exc.lineno}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("entries"), dict):
-            raise bad("expected an object with 'state', 'entries' and 'updated_at'")
-        entries = doc["entries"]
-        for name, entry in entries.items():
-            if not isinstance(entry, dict) or set(ENTRY_KEYS) - set(entry):
-                raise bad(f"entry {name!r} must hold {list(ENTRY_KEYS)}")
-            if entry["state"] not in STATES:
-                raise bad(f"entry {name!r} has state {entry['state']!r}, expected one of {STATES}")
-        updated_at = doc.get("updated_at")
-        if updated_at is not None and not isinstance(updated_at, int):
-            raise bad(f"updated_at {updated_at!r} is not an integer ms timestamp")
-        state = doc.get("state")
-        expected = effective_state(entries)
-        if state != expected:
-            raise bad(f"state {state!r} disagrees with its entries, which give {expected!r}")
-        return KillSwitchStatus(state=state, entries=entries, updated_at=updated_at)
+        return parse_status(text, self.path)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

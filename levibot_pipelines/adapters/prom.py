@@ -17,7 +17,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
-from levibot_pipelines.adapters.published import KillSwitchState, LatestPredictions
+from levibot_pipelines.adapters.published import LatestPredictions
 from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,13 @@ def build_registry(
     latest: LatestPredictions | None,
     settings: Settings,
     now_ms: int,
-    kill_switch: KillSwitchState | None = None,
+    kill_switch: str | None = None,
 ) -> CollectorRegistry:
     """Gauges for ``latest`` (None: only ``levibot_predictions_available 0``).
 
-    ``kill_switch`` is the live state (``published.read_kill_switch``); when None, the state
-    published with the rows is reported. Metric names: see ``METRIC_NAMES``.
+    ``kill_switch`` is the live state (``KillSwitchStatus.state`` of ``adapters.killswitch``);
+    when None, the most severe state published with the rows is reported. Metric names: see
+    ``METRIC_NAMES``.
     """
     reg = CollectorRegistry(auto_describe=True)
 
@@ -105,7 +106,7 @@ def build_registry(
         value = next((r[col] for r in rows if r[col] is not None), None)
         if value is not None:
             ratio.labels(pair).set(value)
-    state = kill_switch.state if kill_switch is not None else _published_state(rows)
+    state = kill_switch if kill_switch is not None else _published_state(rows)
     if state is not None:
         kill.set(KILL_SWITCH_CODES[state])
     return reg
@@ -121,7 +122,7 @@ def render_metrics(
     latest: LatestPredictions | None,
     settings: Settings,
     now_ms: int,
-    kill_switch: KillSwitchState | None = None,
+    kill_switch: str | None = None,
 ) -> bytes:
     """Prometheus text exposition (``prometheus_client.CONTENT_TYPE_LATEST``) of
     ``build_registry``'s gauges."""
@@ -132,7 +133,7 @@ def push_metrics(
     settings: Settings,
     latest: LatestPredictions | None,
     now_ms: int | None = None,
-    kill_switch: KillSwitchState | None = None,
+    kill_switch: str | None = None,
 ) -> bool:
     """Push the same gauges to ``settings.pushgateway_url`` (job ``levibot``).
 

@@ -172,3 +172,55 @@ def test_halting_by_hand_shows_in_healthz(api):
     finally:
         switch.release(by="test", reason="drill over")
     assert requests.get(f"{base}/healthz", timeout=10).status_code == before.status_code
+
+
+def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
+    # Runs after the API tests: it changes the kill-switch and publishes once more.
+    from levibot_pipelines.adapters.published import validate_rows
+    from levibot_pipelines.adapters.publisher import publish_latest
+    from levibot_pipelines.adapters.store import ParquetStore
+    from levibot_pipelines.defs.resources import ModelResource
+
+    home = published["home"]
+    s = Settings.from_env(
+        overrides={"LEVIBOT_HOME": str(home), "LEVIBOT_KILL_MAX_DRAWDOWN": "0.000001"}
+    )
+    latest = read_latest(home).rows["BTCUSDT"]
+    candles = ParquetStore(home).read_ohlcv("BTCUSDT").sort("timestamp")
+    ts, opens = candles["timestamp"].to_list(), candles["open"].to_list()
+    now_close = candles.filter(pl.col("timestamp") == latest["bar_time"])["close"][0]
+    newest = ts.index(latest["bar_time"])
+    # A published long whose fill (the next open) is above the newest close: the paper
+    # position is under water net of costs, so its drawdown from the peak (1.0) is > 0.
+    t = next(i for i in range(newest - 2, newest - 200, -1) if opens[i + 1] > now_close)
+    entry = {
+        **latest,
+        "bar_time": ts[t],
+        "bar_close_time": ts[t] + 900_000,
+        "published_at": latest["published_at"] - 1,
+        "close": candles["close"][t],
+        "signal": "ENTRY_LONG",
+        "size": 1.0,
+        "position": 1.0,
+        "stop_loss": None,
+        "take_profit": None,
+    }
+    injected = home / "published" / "history" / "predictions-1-injected.parquet"
+    validate_rows(pl.DataFrame([entry])).write_parquet(injected)
+    switch, tracker = KillSwitch(home), ModelResource.from_settings(s).tracker()
+    try:
+        report = publish_latest(s, tracker, int(time.time() * 1000))
+        assert report.kill_switch == "HALTED"
+        rows = {r["symbol"]: r for r in report.rows.to_dicts()}
+        assert rows["BTCUSDT"]["paper_drawdown"] > 0.0
+        # Every row carries the new state and no entry goes out. (Whether a symbol's policy
+        # wanted to enter at all depends on the tiny models; when none did, this does not tell
+        # a decision made under HALTED from one made before the trigger fired.)
+        for row in rows.values():
+            assert row["kill_switch"] == "HALTED" and "paper drawdown" in row["kill_switch_reason"]
+            assert row["signal"] not in ("ENTRY_LONG", "ENTRY_SHORT") and row["size"] == 0.0
+        assert switch.status().entries["drawdown"]["state"] == "HALTED"
+        assert [h["new"] for h in switch.history() if h["entry"] == "drawdown"][-1] == "HALTED"
+    finally:
+        injected.unlink()
+        switch.release(by="test", reason="drawdown test over", all_entries=True)

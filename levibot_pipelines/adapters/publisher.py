@@ -62,17 +62,16 @@ def _champion(tracker: Tracker, kind: str, symbol: str) -> str:
     return champ[0]
 
 
-def _symbol_row(
+def _predict(
     s: Settings,
     tracker: Tracker,
-    store: ParquetStore,
     features: pl.DataFrame,
-    history: pl.DataFrame,
     symbol: str,
-    multiplier: float,
     now_ms: int,
     notes: list[str],
 ) -> tuple[dict, dict[str, bytes]]:
+    """The models' part of a symbol's row on its newest feature bar (no decision yet) and the
+    deep champion's files to export with it."""
     data = symbol_data(features, symbol)
     row = len(data.timestamps) - 1
     bar_time = int(data.timestamps[row])
@@ -100,28 +99,9 @@ def _symbol_row(
     w = float(weights["w_lgbm"])
     p_e = combine(p_l, p_d, w, c_l, c_d)
     w_t = float(bar_weights(w, c_l, c_d)[0])
-    sym_feats = features.filter(pl.col("symbol") == symbol)
-    candles = store.read_ohlcv(symbol)
-    # A bar published twice (a re-run) counts once: the latest publish is what services saw last.
-    past = (
-        history.filter(pl.col("symbol") == symbol)
-        .sort("published_at")
-        .unique("bar_time", keep="last", maintain_order=True)
-        .select(HISTORY_COLUMNS)
+    newest = features.filter((pl.col("symbol") == symbol) & (pl.col("timestamp") == bar_time)).row(
+        0, named=True
     )
-    decision = live_decision(
-        candles,
-        sym_feats.select("timestamp", "vol_20", "ret_1"),
-        past,
-        bar_time=bar_time,
-        p=float(p_e[0]),
-        confidence=float(abs(2 * p_e[0] - 1)),
-        uncertainty=float(np.sqrt(mc["epistemic_p"][0])),
-        policy=policy_config(s),
-        cfg=backtest_config(s, symbol),
-        size_multiplier=multiplier,
-    )
-    newest = sym_feats.filter(pl.col("timestamp") == bar_time).row(0, named=True)
     total = float(mc["aleatoric"][0] + mc["epistemic"][0])
     out = {
         "symbol": symbol,
@@ -145,6 +125,45 @@ def _symbol_row(
         "ensemble_p_up": float(p_e[0]),
         "ensemble_confidence": float(abs(2 * p_e[0] - 1)),
         "w_lgbm": w_t,
+        "ratio_btc_eth": newest.get("ratio_btc_eth_raw"),
+        "ratio_eth_sol": newest.get("ratio_eth_sol_raw"),
+        "data_lag_s": (now_ms - bar_time - s.timeframe_ms) / 1000.0,
+    }
+    meta = {"version": dp_v, "name": model_name("deep", symbol)}
+    return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
+
+
+def _decide(
+    s: Settings,
+    store: ParquetStore,
+    features: pl.DataFrame,
+    history: pl.DataFrame,
+    row: dict,
+    multiplier: float,
+) -> dict:
+    """The policy's decision for ``row`` (from ``_predict``) against the paper position that
+    replays the published history; ``multiplier`` is the kill-switch's size multiplier."""
+    symbol = row["symbol"]
+    # A bar published twice (a re-run) counts once: the latest publish is what services saw last.
+    past = (
+        history.filter(pl.col("symbol") == symbol)
+        .sort("published_at")
+        .unique("bar_time", keep="last", maintain_order=True)
+        .select(HISTORY_COLUMNS)
+    )
+    decision = live_decision(
+        store.read_ohlcv(symbol),
+        features.filter(pl.col("symbol") == symbol).select("timestamp", "vol_20", "ret_1"),
+        past,
+        bar_time=row["bar_time"],
+        p=row["ensemble_p_up"],
+        confidence=row["ensemble_confidence"],
+        uncertainty=float(np.sqrt(row["deep_epistemic_p"])),
+        policy=policy_config(s),
+        cfg=backtest_config(s, symbol),
+        size_multiplier=multiplier,
+    )
+    return {
         "regime": decision.regime,
         "regime_state": decision.regime_state,
         "entry_threshold": decision.entry_threshold,
@@ -153,14 +172,9 @@ def _symbol_row(
         "size": decision.size,
         "stop_loss": decision.stop_loss,
         "take_profit": decision.take_profit,
-        "ratio_btc_eth": newest.get("ratio_btc_eth_raw"),
-        "ratio_eth_sol": newest.get("ratio_eth_sol_raw"),
-        "data_lag_s": (now_ms - bar_time - s.timeframe_ms) / 1000.0,
         "paper_equity": decision.paper_equity,
         "paper_drawdown": decision.paper_drawdown,
     }
-    meta = {"version": dp_v, "name": model_name("deep", symbol)}
-    return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
 
 
 def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
@@ -181,14 +195,15 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
         by="auto:publish",
         now_ms=now_ms,
     )
-    rows, models = {}, {}
-    for _ in range(2):  # second pass only when the drawdown trigger changed the state
+    predicted, models = {}, {}
+    for symbol in s.symbols:
+        predicted[symbol], models[symbol] = _predict(s, tracker, features, symbol, now_ms, notes)
+    rows: dict[str, dict] = {}
+    for _ in range(2):  # decide again only when the drawdown trigger changed the state
         status = switch.status()
         multiplier = status.multiplier(s.reducing_factor)
-        for symbol in s.symbols:
-            rows[symbol], models[symbol] = _symbol_row(
-                s, tracker, store, features, history, symbol, multiplier, now_ms, notes
-            )
+        for symbol, row in predicted.items():
+            rows[symbol] = {**row, **_decide(s, store, features, history, row, multiplier)}
         worst = max(s.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
         dd = rows[worst]["paper_drawdown"]
         switch.set_trigger(

@@ -47,8 +47,8 @@ def build_home(home: Path) -> None:
     placeholders: the ensemble endpoint never loads them)."""
     import polars as pl
 
-    from levibot_pipelines.adapters.published import write_published
-    from levibot_pipelines.core.timeframes import last_closed_bar
+    from levibot_pipelines.adapters.prediction_files import write_published
+    from levibot_pipelines.core.data.timeframes import last_closed_bar
 
     now = int(time.time() * 1000)
     bar = last_closed_bar(now, TF_MS)

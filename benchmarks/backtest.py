@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from levibot_pipelines.core.backtest import BacktestConfig, Signals, run_backtest
-from levibot_pipelines.core.perf import backtest_metrics
+from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.trading.performance import backtest_metrics
 
 TARGET_S = 2.0
 TF_MS = 900_000

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from levibot_pipelines.core.deep import PROFILES, LevibotTransformer, count_flops
+from levibot_pipelines.core.models.transformer import PROFILES, LevibotTransformer, count_flops
 
 
 def _sync(device: torch.device) -> None:

@@ -55,8 +55,8 @@ def _features_worker(n_bars: int, repeats: int) -> dict:
     """Runs in a fresh process so that its peak RSS is the benchmark's own."""
     import psutil
 
-    from levibot_pipelines.core.features import build_features
-    from levibot_pipelines.core.synthetic import simulate_bars
+    from levibot_pipelines.core.data.features import build_features
+    from levibot_pipelines.core.data.synthetic import simulate_bars
 
     bars = pl.concat(
         [
@@ -101,10 +101,10 @@ def bench_features(n_bars: int = 1_000_000, repeats: int = 3) -> dict:
 def bench_incremental_tick(n_bars: int = 100_000, ticks: int = 5) -> dict:
     import duckdb
 
-    from levibot_pipelines.adapters.ingest import ingest_symbol
     from levibot_pipelines.adapters.sources import SyntheticSource
     from levibot_pipelines.adapters.store import ParquetStore, refresh_views
-    from levibot_pipelines.core.features import build_features
+    from levibot_pipelines.core.data.features import build_features
+    from levibot_pipelines.usecases.ingest import ingest_symbol
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ParquetStore(Path(tmp))
@@ -145,9 +145,9 @@ def bench_incremental_tick(n_bars: int = 100_000, ticks: int = 5) -> dict:
 def bench_ccxt_ingest() -> dict:
     if not (SHARED_OHLCV / "BTCUSDT-15m.parquet").exists():
         return {"skipped": f"real candles not found in {SHARED_OHLCV}"}
-    from levibot_pipelines.adapters.ingest import ingest_symbol
     from levibot_pipelines.adapters.sources import CcxtSource
     from levibot_pipelines.adapters.store import ParquetStore
+    from levibot_pipelines.usecases.ingest import ingest_symbol
     from levibot_pipelines_tests.fake_exchange import FakeBinance
 
     frames = {s: pl.read_parquet(SHARED_OHLCV / f"{s}-15m.parquet") for s in SYMBOLS}

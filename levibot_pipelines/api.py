@@ -1,13 +1,13 @@
-"""Read-only HTTP API over the published predictions (``adapters.published``).
+"""Read-only HTTP API over the published predictions (``adapters.prediction_files``).
 
 Every request reads ``latest_predictions.json`` through ``adapters.file_cache.FileCache``: the
 publisher replaces the file atomically, so it is parsed once per publish, not once per request.
 The live kill-switch (``home/"kill_switch.json"``) is read the same way. Nothing on this path
 imports torch, dagster or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from
-the published sample count imports torch (``adapters.recompute``), to rerun MC dropout on the
+the published sample count imports torch (``usecases.recompute``), to rerun MC dropout on the
 exported champion. Response models: ``api_schema``.
 
-Staleness is measured in data time: ``core.timeframes.staleness_minutes(bar_time, now, tf)``,
+Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar_time, now, tf)``,
 0 while the row's bar is the newest closed bar. ``stale`` is staleness >
 ``settings.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``.
 """
@@ -26,25 +26,25 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.file_cache import FileCache
-from levibot_pipelines.adapters.killswitch import (
+from levibot_pipelines.adapters.killswitch_store import (
     STATE_FILE,
     KillSwitchError,
     KillSwitchStatus,
     parse_status,
 )
-from levibot_pipelines.adapters.prom import render_metrics
-from levibot_pipelines.adapters.published import (
+from levibot_pipelines.adapters.prediction_files import (
     LATEST_JSON,
     LatestPredictions,
     PublishedFileError,
     parse_latest,
     published_dir,
 )
-from levibot_pipelines.adapters.recompute import DeepRecomputer, exported_version
+from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
-from levibot_pipelines.core.killswitch import severity
-from levibot_pipelines.core.timeframes import staleness_minutes
+from levibot_pipelines.core.data.timeframes import staleness_minutes
+from levibot_pipelines.core.trading.killswitch import severity
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.recompute import DeepRecomputer, exported_version
 
 log = logging.getLogger(__name__)
 ENTRIES = ("ENTRY_LONG", "ENTRY_SHORT")
@@ -264,7 +264,7 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
 
 def _live_kill_switch(kill_file: FileCache) -> tuple[str, str] | None:
     """(state, reason) of the live switch; None when there is no file. An unreadable file
-    fails safe: HALTED, saying why (``adapters.killswitch`` never guesses ACTIVE either)."""
+    fails safe: HALTED, saying why (``adapters.killswitch_store`` never guesses ACTIVE either)."""
     try:
         live: KillSwitchStatus | None = kill_file.get()
     except KillSwitchError as exc:

@@ -13,9 +13,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from levibot_pipelines.adapters.killswitch import KillSwitch, KillSwitchStatus
+from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.core.timeframes import staleness_minutes
+from levibot_pipelines.core.data.timeframes import staleness_minutes
 from levibot_pipelines.settings import Settings, SettingsError
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
@@ -150,7 +150,7 @@ def backtest_summary(settings: Settings) -> str:
 
 def predictions_summary(settings: Settings) -> str:
     """The published latest predictions, one row per symbol."""
-    from levibot_pipelines.adapters.published import read_latest
+    from levibot_pipelines.adapters.prediction_files import read_latest
 
     latest = read_latest(settings.home)
     if latest is None:
@@ -206,8 +206,8 @@ def model_summary(settings: Settings) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from levibot_pipelines.core.splits import WalkForwardConfig
-    from levibot_pipelines.evaluate import eval_config, run_evaluate
+    from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
+    from levibot_pipelines.usecases.evaluate import eval_config, run_evaluate
 
     overrides = {"LEVIBOT_SOURCE": args.source}
     if args.files_dir:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from levibot_pipelines.core.timeframes import TIMEFRAME_MS
+from levibot_pipelines.core.data.timeframes import TIMEFRAME_MS
 
 SOURCES = ("synthetic", "ccxt", "files")
 PROFILES = ("auto", "small", "seed")

@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from levibot_pipelines.core.synthetic import simulate_bars
-from levibot_pipelines.core.validation import validate_ohlcv
+from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.core.data.validation import validate_ohlcv
 
 TF_MS = 900_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

@@ -20,7 +20,14 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
+from levibot_pipelines.adapters.prediction_files import (
+    LatestPredictions,
+    deep_model_dir,
+    load_published_deep,
+    published_dir,
+    write_published,
+)
 from levibot_pipelines.adapters.prom import (
     KILL_SWITCH_CODES,
     METRIC_NAMES,
@@ -28,23 +35,16 @@ from levibot_pipelines.adapters.prom import (
     push_metrics,
     render_metrics,
 )
-from levibot_pipelines.adapters.published import (
-    LatestPredictions,
-    deep_model_dir,
-    load_published_deep,
-    published_dir,
-    write_published,
-)
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.api import create_app, normalize_symbol
-from levibot_pipelines.core.deep_train import predict
-from levibot_pipelines.core.features import FEATURE_COLUMNS, build_features
-from levibot_pipelines.core.timeframes import last_closed_bar
-from levibot_pipelines.core.training import deep_confidence
-from levibot_pipelines.core.windows import window_ends
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
+from levibot_pipelines.core.data.timeframes import last_closed_bar
+from levibot_pipelines.core.data.windows import window_ends
+from levibot_pipelines.core.evaluation.fitting import deep_confidence
+from levibot_pipelines.core.models.transformer_training import predict
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import synthetic_long
-from levibot_pipelines_tests.test_published import (
+from levibot_pipelines_tests.test_prediction_files import (
     SYMBOLS,
     TF_MS,
     TINY,

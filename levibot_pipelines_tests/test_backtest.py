@@ -9,20 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from levibot_pipelines.core.backtest import (
+from levibot_pipelines.core.trading.backtest import (
     Action,
     BacktestConfig,
     CostModel,
     Signals,
     run_backtest,
 )
-from levibot_pipelines.core.baseline_policies import (
+from levibot_pipelines.core.trading.baselines import (
     buy_and_hold_signals,
     compare,
     flat_signals,
     random_signals,
 )
-from levibot_pipelines.core.perf import backtest_metrics
+from levibot_pipelines.core.trading.performance import backtest_metrics
 
 TF = 900_000
 FREE = BacktestConfig(costs=CostModel(fee_bps=0.0, slippage_bps=0.0))

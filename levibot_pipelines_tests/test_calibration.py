@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from levibot_pipelines.core.calibration import Calibrator, fit_calibrator
 from levibot_pipelines.core.metrics import brier, log_loss
+from levibot_pipelines.core.models.calibration import Calibrator, fit_calibrator
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

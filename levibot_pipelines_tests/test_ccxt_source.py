@@ -3,9 +3,9 @@
 import ccxt
 import pytest
 
-from levibot_pipelines.adapters.ingest import ingest_symbol
 from levibot_pipelines.adapters.sources import CcxtSource
 from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.usecases.ingest import ingest_symbol
 from levibot_pipelines_tests.conftest import TF_MS
 from levibot_pipelines_tests.fake_exchange import FakeBinance
 

@@ -12,13 +12,13 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.ingest import ingest_symbol
-from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import build_market_assets, build_market_checks
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.ingest import ingest_symbol
 from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS, recent_start
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from levibot_pipelines.core.drift import (
+from levibot_pipelines.core.trading.drift import (
     REPORT_SCHEMA,
     drift_alarm,
     drift_report,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from levibot_pipelines.core.ensemble import combine, fit_ensemble_weight
+from levibot_pipelines.core.models.ensemble import combine, fit_ensemble_weight
 
 RNG_SEED = 9
 

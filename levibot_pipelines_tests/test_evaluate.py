@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from levibot_pipelines.core.deep import TransformerConfig
-from levibot_pipelines.core.evaluation import EvalConfig, evaluate_symbol, symbol_data
-from levibot_pipelines.core.features import build_features
-from levibot_pipelines.core.splits import WalkForwardConfig
+from levibot_pipelines.core.data.features import build_features
+from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
+from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_symbol, symbol_data
+from levibot_pipelines.core.models.transformer import TransformerConfig
 from levibot_pipelines_tests.conftest import TF_MS, recent_start, synthetic_long
 
 MODEL_KEYS = {"lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal"}

@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from levibot_pipelines.core.deep import TransformerConfig
-from levibot_pipelines.core.evaluation import EvalConfig
-from levibot_pipelines.core.splits import WalkForwardConfig
+from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
+from levibot_pipelines.core.evaluation.walk_forward import EvalConfig
+from levibot_pipelines.core.models.transformer import TransformerConfig
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import SYMBOLS, synthetic_long
 
@@ -44,7 +44,7 @@ def _numbers(doc, prefix: str = "") -> dict[str, float]:
 
 
 def run_golden_evaluate(tmp_path: Path) -> dict[str, float]:
-    from levibot_pipelines.evaluate import run_evaluate
+    from levibot_pipelines.usecases.evaluate import run_evaluate
 
     files = tmp_path / "candles"
     files.mkdir()

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from levibot_pipelines.core.features import FEATURE_COLUMNS, FEATURE_SCHEMA, build_features
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS, FEATURE_SCHEMA, build_features
 from levibot_pipelines_tests.conftest import TF_MS, synthetic_long
 
 

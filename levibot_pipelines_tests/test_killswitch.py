@@ -6,8 +6,8 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from levibot_pipelines.adapters.killswitch import KillSwitch, KillSwitchError
-from levibot_pipelines.core.killswitch import (
+from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchError
+from levibot_pipelines.core.trading.killswitch import (
     STATES,
     current_drawdown,
     describe,

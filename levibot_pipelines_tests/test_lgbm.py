@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from levibot_pipelines.core.lgbm import (
+from levibot_pipelines.core.models.lgbm import (
     LGBMConfig,
     booster_from_text,
     booster_to_text,

@@ -4,9 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from levibot_pipelines.core.backtest import BacktestConfig, CostModel
-from levibot_pipelines.core.paper import HISTORY_COLUMNS, live_decision
-from levibot_pipelines.core.policy import PolicyConfig
+from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel
+from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS, live_decision
+from levibot_pipelines.core.trading.policy import PolicyConfig
 
 TF = 900_000
 N = 40

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from levibot_pipelines.core.backtest import Signals
-from levibot_pipelines.core.policy import (
+from levibot_pipelines.core.trading.backtest import Signals
+from levibot_pipelines.core.trading.policy import (
     REGIME_NAMES,
     PolicyConfig,
     PolicyOutput,

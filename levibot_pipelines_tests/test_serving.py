@@ -15,8 +15,8 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from levibot_pipelines.adapters.killswitch import KillSwitch
-from levibot_pipelines.adapters.published import read_history, read_latest
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
+from levibot_pipelines.adapters.prediction_files import read_history, read_latest
 from levibot_pipelines.api import create_app
 from levibot_pipelines.defs.resources import TradingResource
 from levibot_pipelines.settings import Settings
@@ -176,10 +176,10 @@ def test_halting_by_hand_shows_in_healthz(api):
 
 def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
     # Runs after the API tests: it changes the kill-switch and publishes once more.
-    from levibot_pipelines.adapters.published import validate_rows
-    from levibot_pipelines.adapters.publisher import publish_latest
+    from levibot_pipelines.adapters.prediction_files import validate_rows
     from levibot_pipelines.adapters.store import ParquetStore
     from levibot_pipelines.defs.resources import ModelResource
+    from levibot_pipelines.usecases.publish import publish_latest
 
     home = published["home"]
     s = Settings.from_env(

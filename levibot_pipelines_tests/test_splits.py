@@ -3,7 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from levibot_pipelines.core.splits import (
+from levibot_pipelines.core.evaluation.splits import (
     Fold,
     WalkForwardConfig,
     min_purge,

@@ -2,11 +2,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from levibot_pipelines.adapters.ingest import ingest_symbol
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore, refresh_views
-from levibot_pipelines.core.features import build_features
-from levibot_pipelines.core.validation import SchemaError, validate_ohlcv
+from levibot_pipelines.core.data.features import build_features
+from levibot_pipelines.core.data.validation import SchemaError, validate_ohlcv
+from levibot_pipelines.usecases.ingest import ingest_symbol
 from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS
 
 

@@ -3,8 +3,8 @@ import polars as pl
 import pytest
 from scipy.stats import kurtosis
 
-from levibot_pipelines.core.synthetic import simulate_bars
-from levibot_pipelines.core.validation import validate_ohlcv
+from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.core.data.validation import validate_ohlcv
 from levibot_pipelines_tests.conftest import TF_MS
 
 N = 20_000

@@ -1,6 +1,6 @@
 import pytest
 
-from levibot_pipelines.core.timeframes import (
+from levibot_pipelines.core.data.timeframes import (
     data_lag_ms,
     last_closed_bar,
     staleness_minutes,

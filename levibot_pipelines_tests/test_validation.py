@@ -3,7 +3,7 @@ import math
 import polars as pl
 import pytest
 
-from levibot_pipelines.core.validation import (
+from levibot_pipelines.core.data.validation import (
     OHLCV_SCHEMA,
     SchemaError,
     count_gaps,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from levibot_pipelines.core.windows import gather_windows, labeled_ends, window_ends
+from levibot_pipelines.core.data.windows import gather_windows, labeled_ends, window_ends
 
 TF = 900_000
 

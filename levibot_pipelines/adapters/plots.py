@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest, drawdown
+
 log = logging.getLogger(__name__)
 
 DPI = 110
@@ -164,3 +166,17 @@ def equity_plot(curves: Mapping[str, np.ndarray], title: str = "", ylabel: str =
     ax.set_title(title or "equity")
     fig.tight_layout()
     return _png(fig)
+
+
+def backtest_plots(bt: SymbolBacktest, symbol: str) -> dict[str, bytes]:
+    """``equity.png`` and ``drawdown.png``: each policy (net of costs) and buy-and-hold."""
+    curves = {f"policy ({m})": bt.equity[m] for m in ("ensemble", "lgbm", "deep")}
+    curves["buy and hold"] = bt.equity["buy_and_hold"]
+    return {
+        "equity.png": equity_plot(curves, title=f"{symbol} walk-forward test, net of costs"),
+        "drawdown.png": equity_plot(
+            {k: -drawdown(np.asarray(v)) for k, v in curves.items()},
+            title=f"{symbol} drawdown (negative = below the running peak)",
+            ylabel="drawdown",
+        ),
+    }

@@ -17,7 +17,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
-from levibot_pipelines.adapters.published import LatestPredictions
+from levibot_pipelines.adapters.prediction_files import LatestPredictions
 from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def build_registry(
 ) -> CollectorRegistry:
     """Gauges for ``latest`` (None: only ``levibot_predictions_available 0``).
 
-    ``kill_switch`` is the live state (``KillSwitchStatus.state`` of ``adapters.killswitch``);
+    ``kill_switch`` is the live state (``KillSwitchStatus.state`` of ``adapters.killswitch_store``);
     when None, the most severe state published with the rows is reported. Metric names: see
     ``METRIC_NAMES``.
     """

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 import lightgbm as lgb
 
 from levibot_pipelines.adapters.tracking import RunInfo, Tracker, eval_tag
-from levibot_pipelines.core.calibration import Calibrator
-from levibot_pipelines.core.deep import (
+from levibot_pipelines.core.models.calibration import Calibrator
+from levibot_pipelines.core.models.lgbm import booster_from_text, booster_to_text
+from levibot_pipelines.core.models.transformer import (
     LevibotTransformer,
     load_model,
     save_model,
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from levibot_pipelines.core.lgbm import booster_from_text, booster_to_text
 
 log = logging.getLogger(__name__)
 # Lower log loss on the same test window is what a champion has to beat.

@@ -6,10 +6,13 @@ import json
 import math
 from pathlib import Path
 
-from levibot_pipelines.adapters.backtests import backtest_plots
-from levibot_pipelines.adapters.plots import reliability_diagram, risk_coverage_plot
-from levibot_pipelines.core.evaluation import MODELS, SymbolEvaluation, risk_coverage_curves
-from levibot_pipelines.core.trading import SymbolBacktest
+from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
+from levibot_pipelines.core.evaluation.walk_forward import (
+    MODELS,
+    SymbolEvaluation,
+    risk_coverage_curves,
+)
+from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
 
 METRIC_KEYS = ("auc", "log_loss", "brier", "bss", "ece")
 

@@ -16,8 +16,8 @@ from typing import Protocol, TypeVar
 import ccxt
 import polars as pl
 
-from levibot_pipelines.core.synthetic import simulate_bars
-from levibot_pipelines.core.validation import RAW_COLUMNS
+from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.core.data.validation import RAW_COLUMNS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,7 +31,8 @@ class Source(Protocol):
 
 
 class SyntheticSource:
-    """The seeded market of ``core.synthetic``, generated from ``start_ms`` up to the request."""
+    """The seeded market of ``core.data.synthetic``, generated from ``start_ms`` up to the
+    request."""
 
     name = "synthetic"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from levibot_pipelines.core.features import FEATURE_SCHEMA
-from levibot_pipelines.core.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
+from levibot_pipelines.core.data.features import FEATURE_SCHEMA
+from levibot_pipelines.core.data.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
 
 
 @dataclass(frozen=True)

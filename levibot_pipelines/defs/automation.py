@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 
-from levibot_pipelines.adapters.killswitch import KillSwitch
-from levibot_pipelines.core.killswitch import staleness_trigger
-from levibot_pipelines.core.timeframes import staleness_minutes
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
+from levibot_pipelines.core.data.timeframes import staleness_minutes
+from levibot_pipelines.core.trading.killswitch import staleness_trigger
 from levibot_pipelines.defs.market import now_ms, symbol_partitions
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings

@@ -6,13 +6,13 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.ingest import ingest_symbol
 from levibot_pipelines.adapters.store import refresh_views
-from levibot_pipelines.core.features import FEATURE_COLUMNS, FEATURE_SCHEMA, build_features
-from levibot_pipelines.core.timeframes import staleness_minutes
-from levibot_pipelines.core.validation import count_gaps
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS, FEATURE_SCHEMA, build_features
+from levibot_pipelines.core.data.timeframes import staleness_minutes
+from levibot_pipelines.core.data.validation import count_gaps
 from levibot_pipelines.defs.resources import MarketDataResource
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.ingest import ingest_symbol
 
 WAREHOUSE_POOL = "duckdb_writer"
 
@@ -89,7 +89,7 @@ def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
         kinds={"parquet", "polars", "duckdb"},
         pool=WAREHOUSE_POOL,
         description="One row per (symbol, timestamp) on the grid common to all symbols: the ten "
-        "scale-free features of core.features plus labels fwd_ret and y_up (horizon "
+        "scale-free features of core.data.features plus labels fwd_ret and y_up (horizon "
         "LEVIBOT_LABEL_HORIZON bars). DuckDB view: cross_asset_features.",
     )
     def cross_asset_features(

@@ -8,9 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters import model_ops
-from levibot_pipelines.adapters.backtests import backtest_plots, backtest_symbol
-from levibot_pipelines.adapters.plots import reliability_diagram, risk_coverage_plot
+from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
 from levibot_pipelines.adapters.reports import (
     BACKTEST_COLUMNS,
     backtest_markdown,
@@ -18,10 +16,16 @@ from levibot_pipelines.adapters.reports import (
     symbol_report,
     write_report,
 )
-from levibot_pipelines.core.evaluation import evaluate_symbol, risk_coverage_curves, symbol_data
+from levibot_pipelines.core.evaluation.walk_forward import (
+    evaluate_symbol,
+    risk_coverage_curves,
+    symbol_data,
+)
 from levibot_pipelines.defs.market import markdown_table, symbol_partitions
 from levibot_pipelines.defs.resources import MarketDataResource, ModelResource, TradingResource
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases import train as model_ops
+from levibot_pipelines.usecases.report import backtest_symbol
 
 FEATURES = dg.AssetKey("cross_asset_features")
 MODEL_ASSETS = ("lgbm_model", "deep_tfm_model", "ensemble_weights", "model_report")

@@ -6,13 +6,13 @@ import json
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters.killswitch import KillSwitch
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.drift import drift_alarm, drift_report, max_level
-from levibot_pipelines.core.features import FEATURE_COLUMNS
-from levibot_pipelines.core.killswitch import drift_trigger
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS
+from levibot_pipelines.core.trading.drift import drift_alarm, drift_report, max_level
+from levibot_pipelines.core.trading.killswitch import drift_trigger
 from levibot_pipelines.defs.market import markdown_table
 from levibot_pipelines.defs.resources import ModelResource, TradingResource
 
@@ -63,7 +63,7 @@ def feature_drift(
     reason = f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})"
     # The kill-switch reacts only to features past the ERROR level AND more unusual than any
     # window of the same length inside the training window (slow features exceed 0.25 on
-    # ordinary weeks; see core.drift.drift_report).
+    # ordinary weeks; see core.trading.drift.drift_report).
     top = drift_alarm(report)
     trigger = None
     if top is not None:

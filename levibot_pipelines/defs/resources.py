@@ -9,10 +9,10 @@ from levibot_pipelines.adapters.alerts import post_alert
 from levibot_pipelines.adapters.sources import Source, make_source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.evaluation import EvalConfig
-from levibot_pipelines.core.splits import WalkForwardConfig
-from levibot_pipelines.evaluate import eval_config
+from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
+from levibot_pipelines.core.evaluation.walk_forward import EvalConfig
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.evaluate import eval_config
 
 
 class MarketDataResource(dg.ConfigurableResource):

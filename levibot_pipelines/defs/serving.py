@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from levibot_pipelines.adapters.prediction_files import read_latest
 from levibot_pipelines.adapters.prom import push_metrics
-from levibot_pipelines.adapters.published import read_latest
-from levibot_pipelines.adapters.publisher import missing_models, publish_latest
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import WAREHOUSE_POOL, markdown_table, now_ms
 from levibot_pipelines.defs.resources import ModelResource, TradingResource
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.publish import missing_models, publish_latest
 
 FEATURES = dg.AssetKey("cross_asset_features")
 LATEST = dg.AssetKey("latest_predictions")
@@ -62,7 +62,7 @@ def latest_predictions(
 
 def refresh_prediction_views(conn, s: Settings) -> list[str]:
     """DuckDB views ``latest_predictions`` and ``predictions`` (the append-only history)."""
-    from levibot_pipelines.adapters.published import history_glob, published_dir
+    from levibot_pipelines.adapters.prediction_files import history_glob, published_dir
 
     latest = published_dir(s.home) / "latest_predictions.parquet"
     conn.execute(

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from levibot_pipelines.adapters.published import (
+from levibot_pipelines.adapters.prediction_files import (
     DEEP_MODEL_FILES,
     PUBLISHED_SCHEMA,
     PublishedFileError,
@@ -24,8 +24,8 @@ from levibot_pipelines.adapters.published import (
     read_latest,
     write_published,
 )
-from levibot_pipelines.core.calibration import Calibrator
-from levibot_pipelines.core.deep import (
+from levibot_pipelines.core.models.calibration import Calibrator
+from levibot_pipelines.core.models.transformer import (
     LevibotTransformer,
     TransformerConfig,
     save_model,

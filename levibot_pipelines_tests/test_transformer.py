@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from levibot_pipelines.core.deep import (
+from levibot_pipelines.core.models.transformer import (
     MC_KEYS,
     PROFILES,
     LevibotTransformer,
@@ -17,7 +17,12 @@ from levibot_pipelines.core.deep import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from levibot_pipelines.core.deep_train import evaluate_loss, fit_scaler, fit_transformer, predict
+from levibot_pipelines.core.models.transformer_training import (
+    evaluate_loss,
+    fit_scaler,
+    fit_transformer,
+    predict,
+)
 
 TINY = TransformerConfig(n_features=4, window=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 

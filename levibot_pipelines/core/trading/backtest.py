@@ -5,8 +5,9 @@ the close of ``t`` fills at ``open(t+1)`` plus slippage; stops and take-profits 
 inside every held bar, adverse first. The loop runs over trades, not bars: each trade's exit is
 found with vectorized searches and the per-bar series are filled with array operations (a
 million bars with tens of thousands of trades: about 0.6 s, see ``benchmarks/backtest.py``).
-``Signals`` is the interface with ``core.policy``. Statistics live in ``core.perf``; the
-baselines a policy is judged against and ``compare`` in ``core.baseline_policies``.
+``Signals`` is the interface with ``core.trading.policy``. Statistics live in
+``core.trading.performance``; the
+baselines a policy is judged against and ``compare`` in ``core.trading.baselines``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Publishing the latest predictions: for each symbol, on the newest feature row, the champion
 Transformer's MC-dropout pass, the calibrated LightGBM, the ensemble, the regime, the policy's
 decision against the paper position, and the kill-switch state; written through
-``adapters.published`` (atomic files + append-only history) for the API and other services."""
+``adapters.prediction_files`` (atomic files + append-only history) for the API and other
+services."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.adapters.backtests import backtest_config, policy_config
-from levibot_pipelines.adapters.killswitch import KillSwitch
-from levibot_pipelines.adapters.model_ops import ensemble_weights_path
-from levibot_pipelines.adapters.published import MC_SEED, read_history, write_published
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
+from levibot_pipelines.adapters.prediction_files import MC_SEED, read_history, write_published
 from levibot_pipelines.adapters.registry import (
     deep_from_files,
     download_deep,
@@ -25,16 +24,18 @@ from levibot_pipelines.adapters.registry import (
 )
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.deep_train import predict
-from levibot_pipelines.core.ensemble import bar_weights, combine
-from levibot_pipelines.core.evaluation import symbol_data
-from levibot_pipelines.core.killswitch import drawdown_trigger, staleness_trigger
-from levibot_pipelines.core.lgbm import predict_proba
-from levibot_pipelines.core.paper import HISTORY_COLUMNS, live_decision
-from levibot_pipelines.core.timeframes import staleness_minutes
-from levibot_pipelines.core.training import deep_confidence
-from levibot_pipelines.core.windows import window_ends
+from levibot_pipelines.core.data.timeframes import staleness_minutes
+from levibot_pipelines.core.data.windows import window_ends
+from levibot_pipelines.core.evaluation.fitting import deep_confidence
+from levibot_pipelines.core.evaluation.walk_forward import symbol_data
+from levibot_pipelines.core.models.ensemble import bar_weights, combine
+from levibot_pipelines.core.models.lgbm import predict_proba
+from levibot_pipelines.core.models.transformer_training import predict
+from levibot_pipelines.core.trading.killswitch import drawdown_trigger, staleness_trigger
+from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS, live_decision
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.report import backtest_config, policy_config
+from levibot_pipelines.usecases.train import ensemble_weights_path
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from levibot_pipelines.core.backtest import BacktestConfig, CostModel
-from levibot_pipelines.core.policy import PolicyConfig
-from levibot_pipelines.core.trading import align_bars, backtest_predictions, drawdown
+from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel
+from levibot_pipelines.core.trading.policy import PolicyConfig
+from levibot_pipelines.core.trading.prediction_backtest import (
+    align_bars,
+    backtest_predictions,
+    drawdown,
+)
 
 TF = 900_000
 N = 300

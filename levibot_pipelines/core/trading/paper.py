@@ -2,11 +2,12 @@
 
 The paper portfolio is the backtest of what was actually published: each published decision
 (``ENTRY_LONG``, ``ENTRY_SHORT``, ``EXIT``, ``HOLD``, with its size, stop and take-profit) is
-replayed through ``core.backtest`` on the real candles, fills at the next open, stops inside the
+replayed through ``core.trading.backtest`` on the real candles, fills at the next open, stops
+inside the
 bars, costs on both legs. The newest bar's decision depends on that position (an entry only from
 flat, an exit only when holding), so the replay runs up to the newest bar with the policy's
-intent for it (from ``core.policy``); the engine's action there is what gets published. The
-replay's equity is the live paper P&L whose drawdown can halt trading (``core.killswitch``).
+intent for it (from ``core.trading.policy``); the engine's action there is what gets published. The
+replay's equity is the live paper P&L whose drawdown can halt trading (``core.trading.killswitch``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.backtest import Action, BacktestConfig, Signals, run_backtest
-from levibot_pipelines.core.policy import REGIME_NAMES, PolicyConfig, policy_signals
+from levibot_pipelines.core.trading.backtest import Action, BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.trading.policy import REGIME_NAMES, PolicyConfig, policy_signals
 
 HISTORY_COLUMNS = ("bar_time", "signal", "size", "close", "stop_loss", "take_profit")
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from levibot_pipelines.adapters.published import MC_SEED, PublishedFileError, deep_model_dir
+from levibot_pipelines.adapters.prediction_files import MC_SEED, PublishedFileError, deep_model_dir
 from levibot_pipelines.settings import Settings
 
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
@@ -40,7 +40,7 @@ class DeepRecomputer:
             return self.results[key]
 
     def _model(self, symbol: str, version: str):
-        from levibot_pipelines.adapters.published import load_published_deep
+        from levibot_pipelines.adapters.prediction_files import load_published_deep
 
         cached = self.models.get(symbol)
         if cached is None or cached[0] != version:
@@ -58,10 +58,10 @@ class DeepRecomputer:
         import polars as pl
 
         from levibot_pipelines.adapters.store import ParquetStore
-        from levibot_pipelines.core.deep_train import predict
-        from levibot_pipelines.core.features import FEATURE_COLUMNS
-        from levibot_pipelines.core.training import deep_confidence
-        from levibot_pipelines.core.windows import window_ends
+        from levibot_pipelines.core.data.features import FEATURE_COLUMNS
+        from levibot_pipelines.core.data.windows import window_ends
+        from levibot_pipelines.core.evaluation.fitting import deep_confidence
+        from levibot_pipelines.core.models.transformer_training import predict
 
         symbol, bar_time = row["symbol"], row["bar_time"]
         model, calibrator = self._model(symbol, row["deep_version"])

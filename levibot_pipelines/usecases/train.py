@@ -21,18 +21,18 @@ from levibot_pipelines.adapters.registry import (
 )
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.deep_train import predict
-from levibot_pipelines.core.ensemble import combine, fit_ensemble_weight
-from levibot_pipelines.core.evaluation import EvalConfig, SymbolData
-from levibot_pipelines.core.lgbm import predict_proba
-from levibot_pipelines.core.metrics import log_loss, summarize
-from levibot_pipelines.core.training import (
+from levibot_pipelines.core.evaluation.fitting import (
     deep_confidence,
     fit_deep_rows,
     fit_lgbm_rows,
     latest_rows,
     window_label,
 )
+from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, SymbolData
+from levibot_pipelines.core.metrics import log_loss, summarize
+from levibot_pipelines.core.models.ensemble import combine, fit_ensemble_weight
+from levibot_pipelines.core.models.lgbm import predict_proba
+from levibot_pipelines.core.models.transformer_training import predict
 
 ENSEMBLE_FORMULA = "w_t = w c_lgbm / (w c_lgbm + (1 - w) c_deep); p = w_t p_lgbm + (1 - w_t) p_deep"
 

@@ -1,5 +1,6 @@
 """The policy backtest of walk-forward predictions: one symbol's out-of-sample probabilities
-turned into positions by ``core.policy`` and traded by ``core.backtest`` on its own candles.
+turned into positions by ``core.trading.policy`` and traded by ``core.trading.backtest`` on its own
+candles.
 
 Alignment: predictions exist only on test bars; the policy runs on every stored bar of the
 symbol (``p`` is NaN off the test windows, which means "flat": no entry, exit any position), so
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.backtest import BacktestConfig, Signals
-from levibot_pipelines.core.baseline_policies import compare
-from levibot_pipelines.core.policy import PolicyConfig, policy_signals
+from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals
+from levibot_pipelines.core.trading.baselines import compare
+from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
 
 # model -> (probability column, confidence column or None for |2p - 1|, uses deep uncertainty)
 POLICY_MODELS: dict[str, tuple[str, str | None, bool]] = {

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from levibot_pipelines.adapters.store import write_text_atomic
-from levibot_pipelines.core.killswitch import (
+from levibot_pipelines.core.trading.killswitch import (
     MANUAL,
     STATES,
     check_state,
@@ -61,7 +61,8 @@ class KillSwitchStatus:
     updated_at: int | None = None
 
     def reason(self) -> str:
-        """Every entry as one human string (``core.killswitch.describe``); "" when ACTIVE."""
+        """Every entry as one human string (``core.trading.killswitch.describe``); "" when
+        ACTIVE."""
         return describe(self.entries)
 
     def multiplier(self, reducing_factor: float) -> float:

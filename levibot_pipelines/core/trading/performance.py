@@ -3,7 +3,7 @@
 Conventions: ``returns`` are net simple returns per bar (float64, shape (n,), bar order);
 ``equity`` is a curve of wealth multiples (``cumprod(1 + returns)``); ``timestamps`` are bar
 open times in ms UTC. Every scalar is a plain Python ``float`` so results are JSON-serializable.
-This module needs nothing from ``core.backtest`` at run time (it re-exports from here).
+This module needs nothing from ``core.trading.backtest`` at run time (it re-exports from here).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from levibot_pipelines.core.metrics import check_array
 
 if TYPE_CHECKING:
-    from levibot_pipelines.core.backtest import BacktestConfig, BacktestResult
+    from levibot_pipelines.core.trading.backtest import BacktestConfig, BacktestResult
 
 DEFAULT_BARS_PER_YEAR = 35040  # 365 * 96 15m bars
 

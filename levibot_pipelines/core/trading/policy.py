@@ -1,4 +1,5 @@
-"""Turn calibrated per-bar forecasts into trading instructions (``Signals`` for ``core.backtest``).
+"""Turn calibrated per-bar forecasts into trading instructions (``Signals`` for
+``core.trading.backtest``).
 
 A 15m model's edge is small next to a round trip's ~20 bps of fees plus slippage, so the policy
 trades rarely: only when ``P(up)`` clears an entry threshold that adapts to the regime and the
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from levibot_pipelines.core.backtest import Signals
+from levibot_pipelines.core.trading.backtest import Signals
 
 REGIME_NAMES: dict[int, str] = {1: "trend", 0: "neutral", -1: "meanrev"}
 REGIME_CODES: dict[str, int] = {v: k for k, v in REGIME_NAMES.items()}

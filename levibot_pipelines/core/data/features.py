@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from levibot_pipelines.core.validation import SchemaError
+from levibot_pipelines.core.data.validation import SchemaError
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "ret_1",

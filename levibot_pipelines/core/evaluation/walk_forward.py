@@ -26,14 +26,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.deep import TransformerConfig
-from levibot_pipelines.core.ensemble import combine, fit_ensemble_weight
-from levibot_pipelines.core.features import FEATURE_COLUMNS
-from levibot_pipelines.core.lgbm import LGBMConfig
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS
+from levibot_pipelines.core.data.windows import labeled_ends, window_ends
+from levibot_pipelines.core.evaluation.fitting import fit_deep_rows, fit_lgbm_rows, fold_rows
+from levibot_pipelines.core.evaluation.splits import (
+    WalkForwardConfig,
+    min_purge,
+    walk_forward_splits,
+)
 from levibot_pipelines.core.metrics import brier, picp, risk_coverage, summarize
-from levibot_pipelines.core.splits import WalkForwardConfig, min_purge, walk_forward_splits
-from levibot_pipelines.core.training import fit_deep_rows, fit_lgbm_rows, fold_rows
-from levibot_pipelines.core.windows import labeled_ends, window_ends
+from levibot_pipelines.core.models.ensemble import combine, fit_ensemble_weight
+from levibot_pipelines.core.models.lgbm import LGBMConfig
+from levibot_pipelines.core.models.transformer import TransformerConfig
 
 MODELS = ("lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal")
 RET_1 = FEATURE_COLUMNS.index("ret_1")
@@ -84,7 +88,7 @@ class SymbolData:
 
 
 def symbol_data(features: pl.DataFrame, symbol: str) -> SymbolData:
-    """Extract ``symbol``'s rows of the feature table (``core.features.FEATURE_SCHEMA``)."""
+    """Extract ``symbol``'s rows of the feature table (``core.data.features.FEATURE_SCHEMA``)."""
     rows = features.filter(pl.col("symbol") == symbol).sort("timestamp")
     if rows.is_empty():
         have = sorted(features.get_column("symbol").unique().to_list())

@@ -2,7 +2,8 @@
 
 Flat (never trade), buy-and-hold (long from the first fill to the end), a random policy with the
 policy's own number of trades and mean holding time, the policy at twice the costs and the
-policy gross of costs; ``compare`` backtests each once on the same candles (``core.backtest``).
+policy gross of costs; ``compare`` backtests each once on the same candles
+(``core.trading.backtest``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from levibot_pipelines.core.backtest import (
+from levibot_pipelines.core.trading.backtest import (
     BacktestConfig,
     BacktestResult,
     Signals,
     run_backtest,
 )
-from levibot_pipelines.core.perf import backtest_metrics, random_trade_bars
+from levibot_pipelines.core.trading.performance import backtest_metrics, random_trade_bars
 
 DEFAULT_CONFIG = BacktestConfig()  # frozen: safe as a default argument
 

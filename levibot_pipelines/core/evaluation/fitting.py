@@ -13,13 +13,18 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 
-from levibot_pipelines.core.calibration import Calibrator, fit_calibrator
-from levibot_pipelines.core.deep import LevibotTransformer, TransformerConfig
-from levibot_pipelines.core.deep_train import fit_transformer, predict
-from levibot_pipelines.core.features import FEATURE_COLUMNS
-from levibot_pipelines.core.lgbm import LGBMConfig, fit_lgbm, predict_proba
-from levibot_pipelines.core.splits import Fold, WalkForwardConfig, min_purge, walk_forward_splits
-from levibot_pipelines.core.windows import labeled_ends, window_ends
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS
+from levibot_pipelines.core.data.windows import labeled_ends, window_ends
+from levibot_pipelines.core.evaluation.splits import (
+    Fold,
+    WalkForwardConfig,
+    min_purge,
+    walk_forward_splits,
+)
+from levibot_pipelines.core.models.calibration import Calibrator, fit_calibrator
+from levibot_pipelines.core.models.lgbm import LGBMConfig, fit_lgbm, predict_proba
+from levibot_pipelines.core.models.transformer import LevibotTransformer, TransformerConfig
+from levibot_pipelines.core.models.transformer_training import fit_transformer, predict
 
 PARTS = ("train", "val", "calib", "test")
 SCORED = ("val", "calib", "test")

@@ -1,6 +1,6 @@
 """Deep model: a small pre-norm transformer encoder over a window of bars, with MC dropout.
 
-A window of ``T`` bars x ``F`` features (``core.windows``) -> ``Linear(F, d_model)`` + learned
+A window of ``T`` bars x ``F`` features (``core.data.windows``) -> ``Linear(F, d_model)`` + learned
 positional embedding -> ``n_layers`` pre-norm blocks (multi-head self-attention + GELU MLP) ->
 LayerNorm -> the last bar's token -> three heads: ``logit`` (``p_up = sigmoid(logit)``), ``mu``
 and ``sigma = softplus(.) + 1e-6`` (a Gaussian over the forward log return). Only the last token

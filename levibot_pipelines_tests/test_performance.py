@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from levibot_pipelines.core.perf import (
+from levibot_pipelines.core.trading.performance import (
     MS_PER_DAY,
     daily_returns,
     max_drawdown,

@@ -9,8 +9,8 @@ import polars as pl
 
 from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.core.timeframes import data_lag_ms, last_closed_bar
-from levibot_pipelines.core.validation import count_gaps, validate_ohlcv
+from levibot_pipelines.core.data.timeframes import data_lag_ms, last_closed_bar
+from levibot_pipelines.core.data.validation import count_gaps, validate_ohlcv
 
 log = logging.getLogger(__name__)
 

@@ -339,8 +339,8 @@ def load_published_deep(home: Path | str, symbol: str):
     Weights load with ``weights_only=True`` (no pickle). Imports torch, so only call it where
     torch is wanted (the API imports this module without it).
     """
-    from levibot_pipelines.core.calibration import Calibrator
-    from levibot_pipelines.core.deep import load_model, state_dict_from_bytes
+    from levibot_pipelines.core.models.calibration import Calibrator
+    from levibot_pipelines.core.models.transformer import load_model, state_dict_from_bytes
 
     files = read_deep_files(home, symbol)
     try:

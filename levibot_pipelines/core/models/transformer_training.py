@@ -1,6 +1,6 @@
-"""Training and batch prediction for ``core.deep.LevibotTransformer``.
+"""Training and batch prediction for ``core.models.transformer.LevibotTransformer``.
 
-Windows are gathered per batch with ``core.windows.gather_windows`` (the same function live
+Windows are gathered per batch with ``core.data.windows.gather_windows`` (the same function live
 prediction uses), so the full ``(n_windows, T, F)`` tensor is never built. The window ending at
 row ``i`` is trained against ``y_up[i]`` and ``fwd_ret[i]`` (close(i) -> close(i + h)).
 
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from levibot_pipelines.core.deep import MC_KEYS, LevibotTransformer, TransformerConfig
-from levibot_pipelines.core.windows import gather_windows
+from levibot_pipelines.core.data.windows import gather_windows
+from levibot_pipelines.core.models.transformer import MC_KEYS, LevibotTransformer, TransformerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """LightGBM direction classifier: P(close(t+h) > close(t)) from the feature row at ``t``.
 
 Fitted on a walk-forward fold's train part with early stopping on its validation part (see
-``core.splits``); the raw probabilities are calibrated downstream on the calibration part.
+``core.evaluation.splits``); the raw probabilities are calibrated downstream on the calibration
+part.
 Models are stored in LightGBM's text format, never pickled.
 """
 

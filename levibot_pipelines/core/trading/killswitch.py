@@ -6,7 +6,7 @@ triggers (``staleness``, ``drawdown``, ``drift``; other names are allowed). An e
 ``ACTIVE < REDUCING < HALTED``; the effective state is the most severe entry (ACTIVE when none).
 While not ACTIVE, position sizes are multiplied by :func:`size_multiplier` (1, the reducing
 factor, 0). Each trigger is a pure function returning the state to set, or ``None`` to clear.
-Persistence lives in ``adapters.killswitch``.
+Persistence lives in ``adapters.killswitch_store``.
 """
 
 from __future__ import annotations

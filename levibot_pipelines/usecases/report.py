@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
-from levibot_pipelines.adapters.plots import equity_plot
-from levibot_pipelines.core.backtest import BacktestConfig, CostModel
-from levibot_pipelines.core.policy import PolicyConfig
-from levibot_pipelines.core.trading import SymbolBacktest, backtest_predictions, drawdown
+from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel
+from levibot_pipelines.core.trading.policy import PolicyConfig
+from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest, backtest_predictions
 from levibot_pipelines.settings import Settings
 
 
@@ -37,17 +35,3 @@ def backtest_symbol(
         policy_config(s),
         backtest_config(s, symbol),
     )
-
-
-def backtest_plots(bt: SymbolBacktest, symbol: str) -> dict[str, bytes]:
-    """``equity.png`` and ``drawdown.png``: each policy (net of costs) and buy-and-hold."""
-    curves = {f"policy ({m})": bt.equity[m] for m in ("ensemble", "lgbm", "deep")}
-    curves["buy and hold"] = bt.equity["buy_and_hold"]
-    return {
-        "equity.png": equity_plot(curves, title=f"{symbol} walk-forward test, net of costs"),
-        "drawdown.png": equity_plot(
-            {k: -drawdown(np.asarray(v)) for k, v in curves.items()},
-            title=f"{symbol} drawdown (negative = below the running peak)",
-            ylabel="drawdown",
-        ),
-    }

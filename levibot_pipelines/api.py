@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -41,13 +41,12 @@ from levibot_pipelines.adapters.prediction_files import (
 )
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
-from levibot_pipelines.core.data.timeframes import staleness_minutes
-from levibot_pipelines.core.trading.killswitch import severity
+from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
+from levibot_pipelines.core.trading.killswitch import apply_state
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.recompute import DeepRecomputer, exported_version
 
 log = logging.getLogger(__name__)
-ENTRIES = ("ENTRY_LONG", "ENTRY_SHORT")
 
 
 SymbolQuery = Annotated[
@@ -58,24 +57,221 @@ SamplesQuery = Annotated[
 ]
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
 def normalize_symbol(raw: str) -> str:
     """``"btc/usdt"``, ``"BTC-USDT"``, ``" BTCUSDT "`` -> ``"BTCUSDT"``."""
     return "".join(ch for ch in raw.strip().upper() if ch not in "/-_ ")
 
 
+@dataclass(frozen=True)
+class Service:
+    """What the routes read: ``settings``, the published file and the live kill-switch (each
+    parsed once per version), the on-demand MC recomputer and the clock (now, ms UTC)."""
+
+    settings: Settings
+    latest_file: FileCache
+    kill_file: FileCache
+    recompute: DeepRecomputer
+    now_ms: Callable[[], int]
+
+
+def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> Service:
+    """The :class:`Service` over ``settings.home``; ``clock`` defaults to the wall clock."""
+    kill_path = settings.home / STATE_FILE
+    return Service(
+        settings=settings,
+        latest_file=FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest),
+        kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path)),
+        recompute=DeepRecomputer(settings),
+        now_ms=clock or (lambda: int(time.time() * 1000)),
+    )
+
+
+def latest(svc: Service) -> LatestPredictions:
+    """The published predictions; 503 when the file is missing or unreadable."""
+    try:
+        doc = svc.latest_file.get()
+    except PublishedFileError as exc:
+        raise HTTPException(503, f"published predictions are unreadable: {exc}") from None
+    if doc is None:
+        raise HTTPException(
+            503,
+            "no predictions published yet: run the pipeline (make demo, or materialize "
+            f"latest_predictions) so that {svc.latest_file.path} exists",
+        )
+    return doc
+
+
+def row_for(svc: Service, raw: str) -> dict[str, Any]:
+    """The published row of symbol ``raw`` (any spelling); 404 when the symbol is not
+    configured, 503 when it has no published row yet."""
+    symbol = normalize_symbol(raw)
+    if symbol not in svc.settings.symbols:
+        known = ", ".join(svc.settings.symbols)
+        raise HTTPException(404, f"unknown symbol {raw!r}; known symbols: {known}")
+    doc = latest(svc)
+    if symbol not in doc.rows:
+        raise HTTPException(
+            503, f"no published prediction for {symbol} yet (published: {sorted(doc.rows)})"
+        )
+    return doc.rows[symbol]
+
+
+def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
+    """The fields every prediction shares: the decision under the live kill-switch (cut when
+    it is stricter than at publish, ``core.trading.killswitch.apply_state``), data-time
+    staleness at ``now`` (ms UTC), times and regime."""
+    s = svc.settings
+    staleness = staleness_minutes(row["bar_time"], now, s.timeframe_ms)
+    published = (row["kill_switch"], row["kill_switch_reason"])
+    state, reason = _live_kill_switch(svc.kill_file) or published
+    # Halted or reduced after the publish: never serve the published entry at full size.
+    cut = apply_state(
+        row["signal"], row["size"], row["position"], state, s.reducing_factor, row["kill_switch"]
+    )
+    levels = cut.signal != "HOLD" or cut.position
+    return {
+        "symbol": row["symbol"],
+        "signal": cut.signal,
+        "as_of": utc_text(row["bar_close_time"], "milliseconds"),
+        "bar_time": row["bar_time"],
+        "stale": staleness > s.max_staleness_minutes,
+        "staleness_minutes": round(staleness, 3),
+        "source": row["source"],
+        "published_at": utc_text(row["published_at"], "milliseconds"),
+        "size": cut.size,
+        "position": cut.position,
+        "stop_loss": row["stop_loss"] if levels else None,
+        "take_profit": row["take_profit"] if levels else None,
+        "regime": row["regime"],
+        "kill_switch": state,
+        "kill_switch_reason": reason,
+        "kill_switch_applied": cut.applied,
+    }
+
+
+def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
+    """The published Transformer's uncertainty split (log-return units, ``api_schema``)."""
+    return {
+        "total": row["deep_sigma"],
+        "aleatoric": row["deep_aleatoric"],
+        "epistemic": row["deep_epistemic"],
+        "epistemic_p": row["deep_epistemic_p"],
+    }
+
+
+def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
+    """``/ml/predict_deep`` as published."""
+    return {
+        **common(svc, row, now),
+        "model_type": "transformer_mc_dropout",
+        "p_up": row["deep_p_up"],
+        "mu": row["deep_mu"],
+        "uncertainty": deep_uncertainty(row),
+        "confidence": row["deep_confidence"],
+        "mc_samples": row["mc_samples"],
+        "model_version": row["deep_version"],
+        "recomputed": False,
+    }
+
+
+def recomputed_body(published: dict[str, Any], mc: dict[str, float], n_samples: int) -> dict:
+    """``/ml/predict_deep`` with ``n_samples`` fresh MC draws ``mc`` (``usecases.recompute``)."""
+    uncertainty = {k: mc[k] for k in ("total", "aleatoric", "epistemic", "epistemic_p")}
+    return {
+        **published,
+        "p_up": mc["p_up"],
+        "mu": mc["mu"],
+        "uncertainty": uncertainty,
+        "confidence": mc["confidence"],
+        "mc_samples": n_samples,
+        "recomputed": True,
+    }
+
+
+def ensemble_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
+    """``/ml/predict_ensemble``: the ensemble's P(up), uncertainty from the deep member."""
+    return {
+        **common(svc, row, now),
+        "model_type": "ensemble",
+        "p_up": row["ensemble_p_up"],
+        "mu": row["deep_mu"],
+        "uncertainty": deep_uncertainty(row),
+        "confidence": row["ensemble_confidence"],
+        "mc_samples": row["mc_samples"],
+        "model_version": f"lgbm v{row['lgbm_version']} + deep v{row['deep_version']}",
+        "w_lgbm": row["w_lgbm"],
+        "uncertainty_source": "deep",
+    }
+
+
+def lgbm_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
+    """``/ml/predict``: the calibrated LightGBM, without an uncertainty estimate."""
+    return {
+        **common(svc, row, now),
+        "model_type": "lightgbm_calibrated",
+        "p_up": row["lgbm_p_up"],
+        "mu": None,
+        "uncertainty": None,
+        "confidence": row["lgbm_confidence"],
+        "mc_samples": None,
+        "model_version": row["lgbm_version"],
+    }
+
+
+def deep_status_body(svc: Service) -> dict[str, Any]:
+    """``/ml/models/deep/status``: per symbol the published deep version, MC samples, bar,
+    staleness and whether its export is present; the live kill-switch."""
+    doc, now = latest(svc), svc.now_ms()
+    symbols: dict[str, dict[str, Any]] = {}
+    for symbol in svc.settings.symbols:
+        row = doc.rows.get(symbol)
+        if row is None:
+            symbols[symbol] = {"published": False}
+            continue
+        c = common(svc, row, now)
+        exported = exported_version(svc.settings.home, symbol) == row["deep_version"]
+        symbols[symbol] = {
+            "published": True,
+            "deep_version": row["deep_version"],
+            "mc_samples": row["mc_samples"],
+            "bar_time": row["bar_time"],
+            "as_of": c["as_of"],
+            "published_at": c["published_at"],
+            "stale": c["stale"],
+            "staleness_minutes": c["staleness_minutes"],
+            "model_exported": exported,
+        }
+    c = common(svc, next(iter(doc.rows.values())), now)
+    return {
+        "published_at": utc_text(doc.published_at, "milliseconds"),
+        "kill_switch": {"state": c["kill_switch"], "reason": c["kill_switch_reason"]},
+        "symbols": symbols,
+    }
+
+
+def metrics_text(svc: Service) -> bytes:
+    """Prometheus text format built from the published file (none when unreadable) and the
+    live kill-switch."""
+    try:
+        doc = svc.latest_file.get()
+    except PublishedFileError:
+        doc = None
+    live = _live_kill_switch(svc.kill_file)
+    return render_metrics(doc, svc.settings.symbols, svc.now_ms(), live[0] if live else None)
+
+
+def health_body(svc: Service) -> tuple[int, dict[str, Any]]:
+    """(status code, body) of ``/healthz``: 503 with ``reasons`` when unhealthy."""
+    body, reasons = _health(svc.settings, svc.latest_file, svc.kill_file, svc.now_ms())
+    body["status"] = "unhealthy" if reasons else "ok"
+    if reasons:
+        body["reasons"] = reasons
+    return (503 if reasons else 200), body
+
+
 def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> FastAPI:
     """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
-    now_ms = clock or (lambda: int(time.time() * 1000))
-    latest_file = FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest)
-    kill_file = FileCache(
-        settings.home / STATE_FILE, lambda text: parse_status(text, settings.home / STATE_FILE)
-    )
-    recompute = DeepRecomputer(settings)
-    known = ", ".join(settings.symbols)
+    svc = open_service(settings, clock)
     app = FastAPI(
         title="levibot predictions",
         description="Read-only calibrated P(up), uncertainty and signals per symbol, from the "
@@ -83,181 +279,44 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         version="1",
     )
 
-    def latest() -> LatestPredictions:
-        try:
-            doc = latest_file.get()
-        except PublishedFileError as exc:
-            raise HTTPException(503, f"published predictions are unreadable: {exc}") from None
-        if doc is None:
-            raise HTTPException(
-                503,
-                "no predictions published yet: run the pipeline (make demo, or materialize "
-                f"latest_predictions) so that {latest_file.path} exists",
-            )
-        return doc
-
-    def row_for(raw: str) -> tuple[LatestPredictions, dict[str, Any]]:
-        symbol = normalize_symbol(raw)
-        if symbol not in settings.symbols:
-            raise HTTPException(404, f"unknown symbol {raw!r}; known symbols: {known}")
-        doc = latest()
-        if symbol not in doc.rows:
-            raise HTTPException(
-                503, f"no published prediction for {symbol} yet (published: {sorted(doc.rows)})"
-            )
-        return doc, doc.rows[symbol]
-
-    def common(row: dict[str, Any], now: int) -> dict[str, Any]:
-        staleness = staleness_minutes(row["bar_time"], now, settings.timeframe_ms)
-        published = (row["kill_switch"], row["kill_switch_reason"])
-        state, reason = _live_kill_switch(kill_file) or published
-        signal, size, position = row["signal"], row["size"], row["position"]
-        # Halted or reduced after the publish: never serve the published entry at full size.
-        applied = signal in ENTRIES and severity(state) > severity(row["kill_switch"])
-        if applied and state == "HALTED":
-            signal, size, position = "HOLD", 0.0, 0.0
-        elif applied:
-            size, position = size * settings.reducing_factor, position * settings.reducing_factor
-        return {
-            "symbol": row["symbol"],
-            "signal": signal,
-            "as_of": _iso(row["bar_close_time"]),
-            "bar_time": row["bar_time"],
-            "stale": staleness > settings.max_staleness_minutes,
-            "staleness_minutes": round(staleness, 3),
-            "source": row["source"],
-            "published_at": _iso(row["published_at"]),
-            "size": size,
-            "position": position,
-            "stop_loss": row["stop_loss"] if signal != "HOLD" or position else None,
-            "take_profit": row["take_profit"] if signal != "HOLD" or position else None,
-            "regime": row["regime"],
-            "kill_switch": state,
-            "kill_switch_reason": reason,
-            "kill_switch_applied": applied,
-        }
-
-    def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
-        return {
-            "total": row["deep_sigma"],
-            "aleatoric": row["deep_aleatoric"],
-            "epistemic": row["deep_epistemic"],
-            "epistemic_p": row["deep_epistemic_p"],
-        }
-
     @app.get("/ml/predict_deep", response_model=DeepPrediction)
     async def predict_deep(symbol: SymbolQuery, n_samples: SamplesQuery = None) -> dict:
         """Transformer with MC dropout; ``n_samples`` != published reruns the draws."""
-        _, row = row_for(symbol)
-        out = {
-            **common(row, now_ms()),
-            "model_type": "transformer_mc_dropout",
-            "p_up": row["deep_p_up"],
-            "mu": row["deep_mu"],
-            "uncertainty": deep_uncertainty(row),
-            "confidence": row["deep_confidence"],
-            "mc_samples": row["mc_samples"],
-            "model_version": row["deep_version"],
-            "recomputed": False,
-        }
+        row = row_for(svc, symbol)
+        out = deep_body(svc, row, svc.now_ms())
         if n_samples is None or n_samples == row["mc_samples"]:
             return out
         try:
-            mc = await run_in_threadpool(recompute, row, n_samples)
+            mc = await run_in_threadpool(svc.recompute, row, n_samples)
         except PublishedFileError as exc:
             raise HTTPException(503, f"cannot recompute {row['symbol']}: {exc}") from None
-        uncertainty = {k: mc[k] for k in ("total", "aleatoric", "epistemic", "epistemic_p")}
-        return {
-            **out,
-            "p_up": mc["p_up"],
-            "mu": mc["mu"],
-            "uncertainty": uncertainty,
-            "confidence": mc["confidence"],
-            "mc_samples": n_samples,
-            "recomputed": True,
-        }
+        return recomputed_body(out, mc, n_samples)
 
     @app.get("/ml/predict_ensemble", response_model=EnsemblePrediction)
     async def predict_ensemble(symbol: SymbolQuery) -> dict:
         """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member."""
-        _, row = row_for(symbol)
-        return {
-            **common(row, now_ms()),
-            "model_type": "ensemble",
-            "p_up": row["ensemble_p_up"],
-            "mu": row["deep_mu"],
-            "uncertainty": deep_uncertainty(row),
-            "confidence": row["ensemble_confidence"],
-            "mc_samples": row["mc_samples"],
-            "model_version": f"lgbm v{row['lgbm_version']} + deep v{row['deep_version']}",
-            "w_lgbm": row["w_lgbm"],
-            "uncertainty_source": "deep",
-        }
+        return ensemble_body(svc, row_for(svc, symbol), svc.now_ms())
 
     @app.get("/ml/predict", response_model=Prediction)
     async def predict_lgbm(symbol: SymbolQuery) -> dict:
         """Calibrated LightGBM (no uncertainty estimate)."""
-        _, row = row_for(symbol)
-        return {
-            **common(row, now_ms()),
-            "model_type": "lightgbm_calibrated",
-            "p_up": row["lgbm_p_up"],
-            "mu": None,
-            "uncertainty": None,
-            "confidence": row["lgbm_confidence"],
-            "mc_samples": None,
-            "model_version": row["lgbm_version"],
-        }
+        return lgbm_body(svc, row_for(svc, symbol), svc.now_ms())
 
     @app.get("/ml/models/deep/status")
     async def deep_status() -> dict:
         """Per symbol: published deep version, MC samples, bar, staleness, export present."""
-        doc, now = latest(), now_ms()
-        symbols = {}
-        for symbol in settings.symbols:
-            row = doc.rows.get(symbol)
-            if row is None:
-                symbols[symbol] = {"published": False}
-                continue
-            c = common(row, now)
-            symbols[symbol] = {
-                "published": True,
-                "deep_version": row["deep_version"],
-                "mc_samples": row["mc_samples"],
-                "bar_time": row["bar_time"],
-                "as_of": c["as_of"],
-                "published_at": c["published_at"],
-                "stale": c["stale"],
-                "staleness_minutes": c["staleness_minutes"],
-                "model_exported": exported_version(settings.home, symbol) == row["deep_version"],
-            }
-        first = next(iter(doc.rows.values()))
-        c = common(first, now)
-        return {
-            "published_at": _iso(doc.published_at),
-            "kill_switch": {"state": c["kill_switch"], "reason": c["kill_switch_reason"]},
-            "symbols": symbols,
-        }
+        return deep_status_body(svc)
 
     @app.get("/metrics/prom", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format, built from the published file at scrape time."""
-        try:
-            doc = latest_file.get()
-        except PublishedFileError:
-            doc = None
-        live = _live_kill_switch(kill_file)
-        body = render_metrics(doc, settings, now_ms(), live[0] if live else None)
-        return Response(content=body, media_type=CONTENT_TYPE_LATEST)
+        return Response(content=metrics_text(svc), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         """200 when every symbol is published, none stale beyond the fail limit, not HALTED."""
-        body, reasons = _health(settings, latest_file, kill_file, now_ms())
-        body["status"] = "unhealthy" if reasons else "ok"
-        if reasons:
-            body["reasons"] = reasons
-        return JSONResponse(body, status_code=503 if reasons else 200)
+        status_code, body = health_body(svc)
+        return JSONResponse(body, status_code=status_code)
 
     return app
 
@@ -287,7 +346,7 @@ def _health(
             reasons.append("no predictions published yet: run the pipeline (make demo)")
     kill = _live_kill_switch(kill_file)  # (state, reason): the live file, else as published
     if doc is not None:
-        body["published_at"] = _iso(doc.published_at)
+        body["published_at"] = utc_text(doc.published_at, "milliseconds")
         missing = [s for s in settings.symbols if s not in doc.rows]
         if missing:
             reasons.append(f"no published prediction for {missing}")
@@ -299,7 +358,8 @@ def _health(
             if minutes > settings.fail_staleness_minutes:
                 reasons.append(
                     f"{symbol} stale: {minutes:.1f} min in data time, newest bar closed "
-                    f"{_iso(row['bar_close_time'])} (limit {settings.fail_staleness_minutes:g} min)"
+                    f"{utc_text(row['bar_close_time'], 'milliseconds')} "
+                    f"(limit {settings.fail_staleness_minutes:g} min)"
                 )
         if kill is None and doc.rows:
             first = next(iter(doc.rows.values()))

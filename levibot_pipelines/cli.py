@@ -15,8 +15,9 @@ import polars as pl
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.core.data.timeframes import staleness_minutes
+from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 from levibot_pipelines.settings import Settings, SettingsError
+from levibot_pipelines.usecases import risk
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
@@ -33,12 +34,6 @@ def open_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def status_table(settings: Settings, now_ms: int) -> pl.DataFrame:
     """Per symbol: stored bars, newest bar and data-time staleness; plus the feature table."""
     store = ParquetStore(settings.home)
@@ -47,11 +42,13 @@ def status_table(settings: Settings, now_ms: int) -> pl.DataFrame:
     for symbol in settings.symbols:
         ts = store.timestamps(symbol)
         last = ts.max() if ts.len() else None
-        rows.append((f"ohlcv[{symbol}]", ts.len(), _iso(last), staleness_minutes(last, now_ms, tf)))
+        stale = staleness_minutes(last, now_ms, tf)
+        rows.append((f"ohlcv[{symbol}]", ts.len(), utc_text(last), stale))
     if store.features_path.exists():
         feats = pl.scan_parquet(store.features_path).select(pl.len(), pl.col("timestamp").max())
         n, last = feats.collect().row(0)
-        rows.append(("cross_asset_features", n, _iso(last), staleness_minutes(last, now_ms, tf)))
+        stale = staleness_minutes(last, now_ms, tf)
+        rows.append(("cross_asset_features", n, utc_text(last), stale))
     return pl.DataFrame(
         rows, schema=["asset", "rows", "newest_bar", "staleness_min"], orient="row"
     ).with_columns(pl.col("staleness_min").round(1))
@@ -289,29 +286,22 @@ def _add_kill_switch_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _utc_iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
-
-
 def _print_kill_switch(status: KillSwitchStatus, reducing_factor: float) -> None:
     multiplier = status.multiplier(reducing_factor)
     print(f"kill-switch: {status.state} (size multiplier {multiplier:g})")
     for name, e in sorted(status.entries.items()):
-        print(f"  {name}: {e['state']} by {e['by']} since {_utc_iso(e['since'])}: {e['reason']}")
-    print(f"updated at: {_utc_iso(status.updated_at)}")
+        since = utc_text(e["since"], "seconds")
+        print(f"  {name}: {e['state']} by {e['by']} since {since}: {e['reason']}")
+    print(f"updated at: {utc_text(status.updated_at, 'seconds')}")
 
 
 def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
     switch = KillSwitch(settings.home)
     by = getattr(args, "by", None) or getpass.getuser()
     if args.action == "engage":
-        status = switch.engage(args.state, args.reason, by)
+        status = risk.engage(switch, args.state, args.reason, by)
     elif args.action == "release":
-        status = switch.release(by, args.reason, all_entries=args.all)
+        status = risk.release(switch, by, args.reason, all_entries=args.all)
     else:
         status = switch.status()
     if getattr(args, "json", False):

@@ -40,7 +40,7 @@ from levibot_pipelines.api import create_app, normalize_symbol
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
 from levibot_pipelines.core.data.timeframes import last_closed_bar
 from levibot_pipelines.core.data.windows import window_ends
-from levibot_pipelines.core.evaluation.fitting import deep_confidence
+from levibot_pipelines.core.models.inference import deep_confidence
 from levibot_pipelines.core.models.transformer_training import predict
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import synthetic_long
@@ -403,7 +403,7 @@ def test_render_metrics_hand_values(tmp_path):
     latest = _latest(bar_time=0, published_at=960_000)
     settings = Settings(home=tmp_path)
     # now = 1,000,000 ms: data lag = (1,000,000 - 900,000) / 1000 = 100 s; age = 40 s
-    text = render_metrics(latest, settings, 1_000_000).decode()
+    text = render_metrics(latest, settings.symbols, 1_000_000).decode()
     fam = {f.name: f for f in text_string_to_metric_families(text)}
     assert {s.value for s in fam["levibot_data_lag_seconds"].samples} == {100.0}
     assert {s.value for s in fam["levibot_prediction_age_seconds"].samples} == {40.0}
@@ -414,7 +414,7 @@ def test_render_metrics_hand_values(tmp_path):
     fam = {
         f.name: f
         for f in text_string_to_metric_families(
-            render_metrics(latest, settings, 1_000_000, "HALTED").decode()
+            render_metrics(latest, settings.symbols, 1_000_000, "HALTED").decode()
         )
     }
     assert fam["levibot_kill_switch_state"].samples[0].value == KILL_SWITCH_CODES["HALTED"]
@@ -439,15 +439,15 @@ def test_push_metrics(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{gateway.server_port}"
-        settings = Settings(home=tmp_path, pushgateway_url=url)
-        assert push_metrics(settings, _latest(), now_ms=2_000_000) is True
+        symbols = Settings(home=tmp_path).symbols
+        assert push_metrics(url, _latest(), symbols, now_ms=2_000_000) is True
     finally:
         gateway.shutdown()
     assert received[0][0] == "/metrics/job/levibot"
     assert 'levibot_ml_uncertainty{symbol="ETHUSDT"} 0.006' in received[0][1]
-    assert push_metrics(Settings(home=tmp_path), _latest()) is False
-    dead = Settings(home=tmp_path, pushgateway_url=f"http://127.0.0.1:{_free_port()}")
-    assert push_metrics(dead, _latest()) is False
+    assert push_metrics(None, _latest(), symbols) is False
+    dead = f"http://127.0.0.1:{_free_port()}"
+    assert push_metrics(dead, _latest(), symbols) is False
 
 
 def _exprs(obj) -> list[str]:
@@ -463,7 +463,7 @@ def _exprs(obj) -> list[str]:
 def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
     import yaml
 
-    text = render_metrics(_latest(), Settings(home=tmp_path), 2_000_000).decode()
+    text = render_metrics(_latest(), Settings(home=tmp_path).symbols, 2_000_000).decode()
     emitted = {f.name for f in text_string_to_metric_families(text)}
     dashboard = json.loads((DEPLOY / "grafana" / "levibot-dashboard.json").read_text())
     panels = [p for p in dashboard["panels"] if p.get("type") != "row"]

@@ -1,10 +1,10 @@
 import polars as pl
 import pytest
 
-from levibot_pipelines.adapters.sources import FilesSource, make_source
+from levibot_pipelines.adapters.sources import FilesSource
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.ingest import ingest_symbol
+from levibot_pipelines.usecases.ingest import ingest_symbol, make_source
 from levibot_pipelines_tests.conftest import OHLCV_DIR, TF_MS
 
 

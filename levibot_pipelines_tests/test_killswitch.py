@@ -9,7 +9,12 @@ import pytest
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchError
 from levibot_pipelines.core.trading.killswitch import (
     STATES,
-    current_drawdown,
+    Applied,
+    PsiReading,
+    RiskInputs,
+    RiskLimits,
+    apply_state,
+    automatic_triggers,
     describe,
     drawdown_trigger,
     drift_trigger,
@@ -18,6 +23,7 @@ from levibot_pipelines.core.trading.killswitch import (
     size_multiplier,
     staleness_trigger,
 )
+from levibot_pipelines.core.trading.performance import current_drawdown
 
 T0 = 1_795_514_400_000  # 2026-11-24 10:00:00 UTC in ms
 
@@ -82,16 +88,18 @@ def test_drawdown_from_the_running_peak():
     # peak 1.2, last 0.9: 1 - 0.9 / 1.2 = 1 - 0.75 = 0.25
     assert current_drawdown([1.0, 1.2, 0.9]) == pytest.approx(0.25)
     assert current_drawdown([1.0, 1.2, 1.3]) == 0.0  # at a new high
-    assert drawdown_trigger([1.0, 1.2, 0.9], 0.2) == "HALTED"  # 0.25 > 0.2
-    assert drawdown_trigger([1.0, 1.2, 0.9], 0.3) is None  # 0.25 <= 0.3
-    assert drawdown_trigger([1.0, 0.75], 0.25) is None  # 1 - 0.75 = 0.25 exactly: not over
-    assert drawdown_trigger([1.0, 0.0], 0.2) == "HALTED"  # wiped out
+    assert drawdown_trigger(current_drawdown([1.0, 1.2, 0.9]), 0.2) == "HALTED"  # 0.25 > 0.2
+    assert drawdown_trigger(current_drawdown([1.0, 1.2, 0.9]), 0.3) is None  # 0.25 <= 0.3
+    assert drawdown_trigger(current_drawdown([1.0, 0.75]), 0.25) is None  # 0.25 exactly: not over
+    assert drawdown_trigger(current_drawdown([1.0, 0.0]), 0.2) == "HALTED"  # wiped out
     with pytest.raises(ValueError, match="equity must be a non-empty 1-D array"):
         current_drawdown([])
     with pytest.raises(ValueError, match="equity must be finite and >= 0"):
         current_drawdown([1.0, np.nan])
     with pytest.raises(ValueError, match=r"max_drawdown=0: expected a fraction in \(0, 1\]"):
-        drawdown_trigger([1.0], 0)
+        drawdown_trigger(0.1, 0)
+    with pytest.raises(ValueError, match="drawdown=nan: expected a finite fraction >= 0"):
+        drawdown_trigger(float("nan"), 0.2)
 
 
 def test_drift_trigger_reduces_only_above_the_error_level():
@@ -102,6 +110,106 @@ def test_drift_trigger_reduces_only_above_the_error_level():
         drift_trigger(-0.1, 0.1, 0.25)
     with pytest.raises(ValueError, match="expected 0 <= warn <= error"):
         drift_trigger(0.3, 0.3, 0.25)
+
+
+LIMITS = RiskLimits(staleness_minutes=60.0, max_drawdown=0.2, psi_warn=0.1, psi_error=0.25)
+WORST = PsiReading("BTCUSDT", "vol_20", 0.31, 0.4)  # ERROR level, within training: no alarm
+ALARM = PsiReading("ETHUSDT", "ema_dist_200", 0.42, 0.3)
+STALE = "cross_asset_features"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (RiskInputs(), {}),  # nothing known: nothing evaluated, nothing touched
+        (
+            RiskInputs(staleness_minutes=61.4),
+            {"staleness": ("HALTED", "newest feature bar is 61 min stale (limit 60)")},
+        ),
+        (
+            RiskInputs(staleness_minutes=60.0, staleness_subject=STALE),
+            {"staleness": (None, "cross_asset_features is 60 min stale (limit 60)")},
+        ),
+        (  # no data at all: cleared (the sensor on a fresh home)
+            RiskInputs(staleness_minutes=float("inf"), staleness_subject=STALE),
+            {"staleness": (None, "cross_asset_features is inf min stale (limit 60)")},
+        ),
+        (
+            RiskInputs(drawdown=0.25, drawdown_symbol="SOLUSDT"),
+            {"drawdown": ("HALTED", "paper drawdown 25.0% on SOLUSDT (limit 20%)")},
+        ),
+        (
+            RiskInputs(drawdown=0.2, drawdown_symbol="BTCUSDT"),
+            {"drawdown": (None, "paper drawdown 20.0% on BTCUSDT (limit 20%)")},
+        ),
+        (
+            RiskInputs(drift_worst=WORST),
+            {"drift": (None, "PSI 0.310 on vol_20 (BTCUSDT)")},
+        ),
+        (
+            RiskInputs(drift_worst=ALARM, drift_alarm=ALARM),
+            {
+                "drift": (
+                    "REDUCING",
+                    "PSI 0.420 on ema_dist_200 (ETHUSDT), above every same-length window in "
+                    "training (0.300)",
+                )
+            },
+        ),
+        (
+            RiskInputs(staleness_minutes=0.0, drawdown=0.0, drawdown_symbol="BTCUSDT"),
+            {
+                "staleness": (None, "newest feature bar is 0 min stale (limit 60)"),
+                "drawdown": (None, "paper drawdown 0.0% on BTCUSDT (limit 20%)"),
+            },
+        ),
+    ],
+)
+def test_automatic_triggers_table(inputs, expected):
+    assert automatic_triggers(inputs, LIMITS) == expected
+
+
+@pytest.mark.parametrize(
+    ("inputs", "match"),
+    [
+        (RiskInputs(staleness_minutes=float("nan")), "staleness_minutes=nan"),
+        (RiskInputs(drawdown=-0.1), "drawdown=-0.1: expected a finite fraction >= 0"),
+        (RiskInputs(drift_worst=WORST, drift_alarm=PsiReading("X", "f", -1.0)), "max_psi=-1.0"),
+    ],
+)
+def test_automatic_triggers_reject_bad_inputs(inputs, match):
+    with pytest.raises(ValueError, match=match):
+        automatic_triggers(inputs, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("decision", "state", "published", "expected"),
+    [
+        # An entry made while ACTIVE, cut by a stricter live state.
+        (("ENTRY_LONG", 0.5, 0.5), "HALTED", "ACTIVE", ("HOLD", 0.0, 0.0, True)),
+        (("ENTRY_SHORT", 0.4, -0.4), "HALTED", "ACTIVE", ("HOLD", 0.0, 0.0, True)),
+        (("ENTRY_LONG", 0.5, 0.5), "REDUCING", "ACTIVE", ("ENTRY_LONG", 0.25, 0.25, True)),
+        (("ENTRY_SHORT", 0.4, -0.4), "REDUCING", "ACTIVE", ("ENTRY_SHORT", 0.2, -0.2, True)),
+        (("ENTRY_LONG", 0.25, 0.25), "HALTED", "REDUCING", ("HOLD", 0.0, 0.0, True)),
+        # Already decided under that state (or a stricter one): nothing to cut again.
+        (("ENTRY_LONG", 0.25, 0.25), "REDUCING", "REDUCING", ("ENTRY_LONG", 0.25, 0.25, False)),
+        (("ENTRY_LONG", 0.5, 0.5), "ACTIVE", "ACTIVE", ("ENTRY_LONG", 0.5, 0.5, False)),
+        (("HOLD", 0.0, 0.0), "REDUCING", "HALTED", ("HOLD", 0.0, 0.0, False)),
+        # Only entries are cut: an exit or a held position passes.
+        (("EXIT", 0.0, 0.0), "HALTED", "ACTIVE", ("EXIT", 0.0, 0.0, False)),
+        (("HOLD", 0.0, 0.5), "HALTED", "ACTIVE", ("HOLD", 0.0, 0.5, False)),
+    ],
+)
+def test_apply_state_table(decision, state, published, expected):
+    signal, size, position = decision
+    assert apply_state(signal, size, position, state, 0.5, published) == Applied(*expected)
+
+
+def test_apply_state_validates_state_and_factor():
+    with pytest.raises(ValueError, match="'OFF' is not allowed"):
+        apply_state("HOLD", 0.0, 0.0, "OFF", 0.5)
+    with pytest.raises(ValueError, match=r"reducing_factor=2: expected a number in \[0, 1\]"):
+        apply_state("ENTRY_LONG", 0.5, 0.5, "REDUCING", 2)
 
 
 # --- durable state ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from levibot_pipelines.core.metrics import (
     ece,
     log_loss,
     picp,
+    reliability_bins,
     risk_coverage,
     summarize,
 )
@@ -186,3 +187,23 @@ def test_summarize_is_json_serializable_plain_floats():
 def test_invalid_inputs_are_named(y, p, match):
     with pytest.raises(ValueError, match=match):
         brier(y, p)
+
+
+def test_reliability_bins_ece_is_ece() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.0, 1.0, 2000)
+    y = (rng.uniform(0.0, 1.0, 2000) < p).astype(np.float64)
+    p = np.concatenate([p, [0.0, 1.0, 1.0]])
+    y = np.concatenate([y, [1.0, 0.0, 1.0]])
+    for n_bins in (1, 10, 15):
+        assert reliability_bins(y, p, n_bins)[3] == pytest.approx(ece(y, p, n_bins), abs=1e-12)
+
+
+def test_reliability_bins_worked_example() -> None:
+    # Bins of 0.5: [0, 0.5) holds p = 0.2, 0.4 with y = 0, 1; [0.5, 1) holds p = 0.8 with y = 1.
+    mean_p, frac_pos, count, value = reliability_bins([0, 1, 1], [0.2, 0.4, 0.8], n_bins=2)
+    np.testing.assert_allclose(count, [2, 1, 0])
+    np.testing.assert_allclose(mean_p[:2], [0.3, 0.8])
+    np.testing.assert_allclose(frac_pos[:2], [0.5, 1.0])
+    assert np.isnan(mean_p[2]) and np.isnan(frac_pos[2])
+    assert value == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.2)

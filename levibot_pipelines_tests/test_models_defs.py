@@ -3,13 +3,15 @@
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 import torch
 
-from levibot_pipelines.adapters.registry import model_name, publish_model
+from levibot_pipelines.adapters.registry import model_name, register_model
 from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.usecases.train import promote_champion
 from levibot_pipelines_tests.conftest import SYMBOLS
 
 SYMBOL = "ETHUSDT"
@@ -103,7 +105,7 @@ def test_champion_is_compared_on_the_same_window(tmp_path, monkeypatch):
             scored.append((version, window))
             return champion_score
 
-        return publish_model(
+        registered = register_model(
             tracker,
             name="m",
             run_name="r",
@@ -111,8 +113,11 @@ def test_champion_is_compared_on_the_same_window(tmp_path, monkeypatch):
             metrics={"log_loss": value},
             files={"model/x.txt": "x"},
             window=window,
-            score_version=score,
         )
+        decision = promote_champion(
+            tracker, "m", registered.version, value=value, window=window, score_version=score
+        )
+        return SimpleNamespace(version=registered.version, decision=decision)
 
     assert publish(0.69, "w1").decision["promoted"]
     worse = publish(0.70, "w1")

@@ -7,7 +7,9 @@ import pytest
 
 from levibot_pipelines.core.trading.performance import (
     MS_PER_DAY,
+    current_drawdown,
     daily_returns,
+    drawdown,
     max_drawdown,
     payoff_ratio,
     probabilistic_sharpe_ratio,
@@ -29,6 +31,14 @@ def test_sharpe_of_a_known_series():
 def test_sharpe_is_zero_without_dispersion():
     assert sharpe(np.full(10, 0.01), 35040) == 0.0
     assert sharpe(np.array([0.01]), 35040) == 0.0
+
+
+def test_drawdown_from_the_running_peak():
+    assert drawdown(np.array([1.0, 1.2, 0.9, 1.0])) == pytest.approx([0.0, 0.0, 0.25, 1 / 6])
+    assert current_drawdown([1.0, 1.2, 0.9, 1.0]) == pytest.approx(1 / 6)
+    assert current_drawdown([1.0, 0.0]) == 1.0  # wiped out
+    with pytest.raises(ValueError, match="equity must start > 0"):
+        drawdown([0.0, 1.0])
 
 
 def test_max_drawdown_of_a_known_curve():

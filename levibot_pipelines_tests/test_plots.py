@@ -1,4 +1,4 @@
-"""Evaluation plots: valid PNG bytes, ECE that agrees with core.metrics, clear input errors."""
+"""Evaluation plots: valid PNG bytes, clear input errors."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from matplotlib.image import imread
 
 from levibot_pipelines.adapters.plots import (
     equity_plot,
-    reliability_bins,
     reliability_diagram,
     risk_coverage_plot,
 )
-from levibot_pipelines.core.metrics import ece, risk_coverage
+from levibot_pipelines.core.metrics import risk_coverage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,24 +47,6 @@ def test_reliability_diagram_png(forecasts: tuple[np.ndarray, np.ndarray]) -> No
 
 def test_reliability_diagram_handles_edges_and_tiny_input() -> None:
     _assert_png(reliability_diagram([0, 1, 1, 0], [0.0, 1.0, 1.0, 0.5]))
-
-
-def test_ece_matches_core_metrics(forecasts: tuple[np.ndarray, np.ndarray]) -> None:
-    y, p = forecasts
-    p = np.concatenate([p, [0.0, 1.0, 1.0]])
-    y = np.concatenate([y, [1.0, 0.0, 1.0]])
-    for n_bins in (1, 10, 15):
-        assert reliability_bins(y, p, n_bins)[3] == pytest.approx(ece(y, p, n_bins), abs=1e-12)
-
-
-def test_reliability_bins_worked_example() -> None:
-    # Bins of 0.5: [0, 0.5) holds p = 0.2, 0.4 with y = 0, 1; [0.5, 1) holds p = 0.8 with y = 1.
-    mean_p, frac_pos, count, value = reliability_bins([0, 1, 1], [0.2, 0.4, 0.8], n_bins=2)
-    np.testing.assert_allclose(count, [2, 1, 0])
-    np.testing.assert_allclose(mean_p[:2], [0.3, 0.8])
-    np.testing.assert_allclose(frac_pos[:2], [0.5, 1.0])
-    assert np.isnan(mean_p[2]) and np.isnan(frac_pos[2])
-    assert value == pytest.approx(2 / 3 * 0.2 + 1 / 3 * 0.2)
 
 
 def test_reliability_diagram_errors() -> None:

@@ -6,11 +6,7 @@ import pytest
 
 from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel
 from levibot_pipelines.core.trading.policy import PolicyConfig
-from levibot_pipelines.core.trading.prediction_backtest import (
-    align_bars,
-    backtest_predictions,
-    drawdown,
-)
+from levibot_pipelines.core.trading.prediction_backtest import align_bars, backtest_predictions
 
 TF = 900_000
 N = 300
@@ -120,7 +116,3 @@ def test_predictions_without_candles_are_an_error():
         align_bars(
             _pred(np.array([N + 5]), np.array([0.7])), _bars(np.full(N, 100.0)), _features(N)
         )
-
-
-def test_drawdown_from_the_running_peak():
-    assert drawdown(np.array([1.0, 1.2, 0.9, 1.0])) == pytest.approx([0.0, 0.0, 0.25, 1 / 6])

@@ -211,6 +211,8 @@ def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
     try:
         report = publish_latest(s, tracker, int(time.time() * 1000))
         assert report.kill_switch == "HALTED"
+        # Drift is evaluated by the publisher too (usecases.monitor + usecases.risk).
+        assert not [n for n in report.notes if "feature drift not evaluated" in n]
         rows = {r["symbol"]: r for r in report.rows.to_dicts()}
         assert rows["BTCUSDT"]["paper_drawdown"] > 0.0
         # Every row carries the new state and no entry goes out. (Whether a symbol's policy

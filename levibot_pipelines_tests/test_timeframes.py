@@ -5,6 +5,7 @@ from levibot_pipelines.core.data.timeframes import (
     last_closed_bar,
     staleness_minutes,
     timeframe_to_ms,
+    utc_text,
 )
 
 TF = 900_000
@@ -33,3 +34,17 @@ def test_data_lag_and_timeframes():
     assert timeframe_to_ms("1h") == 3_600_000
     with pytest.raises(ValueError, match="unknown timeframe '2m'"):
         timeframe_to_ms("2m")
+
+
+def test_utc_text_styles():
+    # 2026-11-24 10:00:00 UTC = 20_781 days after 1970-01-01, plus 10 h: 1_795_514_400_000 ms.
+    ms = 20_781 * 86_400_000 + 10 * 3_600_000
+    assert utc_text(ms) == "2026-11-24 10:00 UTC"
+    assert utc_text(ms, "seconds") == "2026-11-24T10:00:00Z"
+    assert utc_text(ms, "milliseconds") == "2026-11-24T10:00:00.000Z"
+    assert utc_text(ms + 59_123, "milliseconds") == "2026-11-24T10:00:59.123Z"
+    assert utc_text(ms + 59_123) == "2026-11-24 10:00 UTC"  # truncated, not rounded
+    assert utc_text(None) == "-" and utc_text(None, "seconds") == "-"
+    assert utc_text(None, missing="?") == "?"
+    with pytest.raises(ValueError, match="style must be one of"):
+        utc_text(ms, "hours")

@@ -21,6 +21,7 @@ from levibot_pipelines.adapters.tracking import (  # noqa: E402
     Tracker,
     eval_tag,
     flatten_params,
+    recorded_evaluation,
 )
 
 WINDOW_A = "2025-01-01T00:00/2025-03-01T00:00"
@@ -168,81 +169,19 @@ def test_register_version_points_at_run_artifacts(tracker: Tracker, reader: Mlfl
     assert tracker.champion("no-such-model") is None
 
 
-def test_promotion_lower_is_better(tracker: Tracker, reader: MlflowClient) -> None:
-    name = "deep-lower"
-    versions = [tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(4)]
-
-    def promote(version: str, value: float) -> dict:
-        return tracker.promote_if_no_worse(
-            name, version, metric="log_loss", value=value, higher_is_better=False, window=WINDOW_A
-        )
-
-    first = promote(versions[0], 0.69)
-    assert first["promoted"] and first["reason"] == "promoted: no champion yet"
-    assert first["champion_version"] is None
-    assert tracker.champion(name)[0] == versions[0]
-
-    worse = promote(versions[1], 0.70)
-    assert worse == {
-        "promoted": False,
-        "reason": worse["reason"],
-        "champion_version": versions[0],
-        "new_version": versions[1],
-        "champion_value": 0.69,
-        "new_value": 0.70,
-    }
-    assert worse["reason"].startswith("kept champion: log_loss 0.7 worse than champion 0.69")
-    assert tracker.champion(name)[0] == versions[0]
-    tags = reader.get_model_version(name, versions[1]).tags
-    assert tags["decision"] == worse["reason"]
-    assert tags["promoted"] == "false"
-    assert tags["compared_to_version"] == versions[0]
-    assert float(tags["champion_value"]) == 0.69
-    assert float(tags["new_value"]) == 0.70
-    assert tags["window"] == WINDOW_A
-    assert float(tags[eval_tag("log_loss", WINDOW_A)]) == 0.70
-
-    better = promote(versions[2], 0.65)
-    assert better["promoted"] and better["champion_version"] == versions[0]
-    champion_version, champion_tags = tracker.champion(name)
-    assert champion_version == versions[2]
-    assert champion_tags["promoted"] == "true"
-
-    tie = promote(versions[3], 0.65)
-    assert tie["promoted"], "an equal value is no worse"
-    assert tracker.champion(name)[0] == versions[3]
-
-
-def test_promotion_higher_is_better_and_nan(tracker: Tracker) -> None:
-    name = "lgbm-higher"
-    v1, v2, v3 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(3))
-    kw = {"metric": "auc", "higher_is_better": True, "window": WINDOW_A}
-    assert tracker.promote_if_no_worse(name, v1, value=0.55, **kw)["promoted"]
-    assert not tracker.promote_if_no_worse(name, v2, value=0.54, **kw)["promoted"]
-    nan = tracker.promote_if_no_worse(name, v3, value=float("nan"), **kw)
-    assert not nan["promoted"] and "NaN" in nan["reason"]
-    assert tracker.promote_if_no_worse(name, v3, value=0.56, **kw)["promoted"]
-    assert tracker.champion(name)[0] == v3
-
-
-def test_different_window_is_not_compared_blindly(tracker: Tracker, reader: MlflowClient) -> None:
-    name = "deep-windows"
+def test_alias_and_tags_are_read_back(tracker: Tracker, reader: MlflowClient) -> None:
+    name = "alias-model"
     v1, v2 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(2))
-    kw = {"metric": "log_loss", "higher_is_better": False}
-    tracker.promote_if_no_worse(name, v1, value=0.69, window=WINDOW_A, **kw)
-
-    blind = tracker.promote_if_no_worse(name, v2, value=0.10, window=WINDOW_B, **kw)
-    assert blind["promoted"] is False
-    assert blind["reason"] == "kept champion: windows differ"
-    assert blind["champion_version"] == v1 and blind["champion_value"] is None
-    assert tracker.champion(name)[0] == v1
-    assert reader.get_model_version(name, v2).tags["champion_value"] == ""
-
-    # Once the champion is evaluated on window B too, the values are comparable.
-    tracker.record_evaluation(name, v1, metric="log_loss", window=WINDOW_B, value=0.68)
-    fair = tracker.promote_if_no_worse(name, v2, value=0.10, window=WINDOW_B, **kw)
-    assert fair["promoted"] and fair["champion_value"] == 0.68
+    tracker.set_champion(name, v1)
+    tracker.tag_version(name, v1, {"decision": "by hand", "promoted": "true"})
+    tracker.record_evaluation(name, v1, metric="log_loss", window=WINDOW_A, value=0.69)
+    version, tags = tracker.champion(name)
+    assert version == v1 and tags["decision"] == "by hand" and tags["promoted"] == "true"
+    assert recorded_evaluation(tags, metric="log_loss", window=WINDOW_A) == 0.69
+    assert recorded_evaluation(tags, metric="log_loss", window=WINDOW_B) is None
+    tracker.set_champion(name, v2)
     assert tracker.champion(name)[0] == v2
+    assert str(reader.get_registered_model(name).aliases["champion"]) == v2
 
 
 def test_download_file_round_trips_a_state_dict(tracker: Tracker) -> None:

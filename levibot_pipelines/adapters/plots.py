@@ -15,26 +15,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest, drawdown
+from levibot_pipelines.core.checks import check_array, check_same_length
+from levibot_pipelines.core.metrics import reliability_bins
+from levibot_pipelines.core.trading.performance import drawdown
+from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
 
 log = logging.getLogger(__name__)
 
 DPI = 110
-
-
-def _finite_1d(x: object, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        i = int(np.argmax(~np.isfinite(arr)))
-        raise ValueError(f"{name} must be finite, got {arr[i]} at index {i}")
-    return arr
-
-
-def _same_length(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
-    if a.size != b.size:
-        raise ValueError(f"length mismatch: {name_a} has {a.size}, {name_b} has {b.size}")
 
 
 def _png(fig: Figure) -> bytes:
@@ -44,46 +32,12 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def reliability_bins(
-    y: object, p: object, n_bins: int = 15
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Per-bin calibration statistics and the ECE of forecasts ``p = P(y = 1)``.
-
-    ``y`` (0/1 labels) and ``p`` (probabilities) have shape (n,). Bins are ``n_bins`` uniform
-    ``[lo, hi)`` intervals on [0, 1] with ``p == 1`` in a bin of its own, exactly as
-    ``core.metrics.ece`` and torchmetrics ``binary_calibration_error`` bin, so the ECE agrees.
-    Returns ``(mean_p, frac_pos, count, ece)``: the first three have shape (n_bins + 1,) and
-    ``mean_p``/``frac_pos`` are NaN in empty bins; ``ece = sum_b (n_b / n) |frac_pos_b - mean_p_b|``
-    (L1, Naeini et al. 2015).
-    """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    y_arr, p_arr = _finite_1d(y, "y"), _finite_1d(p, "p")
-    _same_length("y", y_arr, "p", p_arr)
-    if ((y_arr != 0.0) & (y_arr != 1.0)).any():
-        raise ValueError(f"y must contain only 0 and 1, got values {np.unique(y_arr)[:5]}")
-    if ((p_arr < 0.0) | (p_arr > 1.0)).any():
-        raise ValueError(f"p must be probabilities in [0, 1], got [{p_arr.min()}, {p_arr.max()}]")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.searchsorted(edges, p_arr, side="right") - 1
-    count = np.bincount(idx, minlength=n_bins + 1).astype(np.float64)
-    sum_p = np.bincount(idx, weights=p_arr, minlength=n_bins + 1)
-    sum_y = np.bincount(idx, weights=y_arr, minlength=n_bins + 1)
-    filled = count > 0
-    mean_p = np.full(n_bins + 1, np.nan)
-    frac_pos = np.full(n_bins + 1, np.nan)
-    mean_p[filled] = sum_p[filled] / count[filled]
-    frac_pos[filled] = sum_y[filled] / count[filled]
-    ece = float(np.sum(np.abs(frac_pos[filled] - mean_p[filled]) * count[filled]) / p_arr.size)
-    return mean_p, frac_pos, count, ece
-
-
 def reliability_diagram(y: object, p: object, n_bins: int = 15, title: str = "") -> bytes:
     """Reliability diagram of ``p = P(up)`` against labels ``y`` as PNG bytes.
 
     Top: fraction of positives per bin (bars on ``n_bins`` uniform bins, markers at each bin's
     mean forecast) against the diagonal of perfect calibration; ECE (15 uniform bins by default,
-    L1, see ``reliability_bins``) in the title. Bottom: histogram of ``p``.
+    L1, see ``core.metrics.reliability_bins``) in the title. Bottom: histogram of ``p``.
     """
     mean_p, frac_pos, count, ece = reliability_bins(y, p, n_bins)
     p_arr = np.asarray(p, dtype=np.float64)
@@ -132,9 +86,9 @@ def risk_coverage_plot(
     for name, pair in curves.items():
         if len(pair) != 2:
             raise ValueError(f"curve {name!r} must be (coverage, risk), got {len(pair)} arrays")
-        coverage = _finite_1d(pair[0], f"{name} coverage")
-        risk = _finite_1d(pair[1], f"{name} risk")
-        _same_length(f"{name} coverage", coverage, f"{name} risk", risk)
+        coverage = check_array(pair[0], f"{name} coverage")
+        risk = check_array(pair[1], f"{name} risk")
+        check_same_length(**{f"{name} coverage": coverage, f"{name} risk": risk})
         ax.plot(coverage, risk, label=f"{name} (full-coverage risk {risk[-1]:.3f})")
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("coverage")
@@ -157,7 +111,7 @@ def equity_plot(curves: Mapping[str, np.ndarray], title: str = "", ylabel: str =
     fig = Figure(figsize=(8.0, 4.5))
     ax = fig.subplots()
     for name, values in curves.items():
-        equity = _finite_1d(values, name)
+        equity = check_array(values, name)
         ax.plot(np.arange(equity.size), equity, label=name)
     ax.set_xlabel("bar")
     ax.set_ylabel(ylabel)

@@ -14,11 +14,11 @@ Encodings (also in ``deploy/README.md`` and the Grafana value mappings):
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
-from levibot_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,12 @@ PUSH_JOB = "levibot"
 
 def build_registry(
     latest: LatestPredictions | None,
-    settings: Settings,
+    symbols: Sequence[str],
     now_ms: int,
     kill_switch: str | None = None,
 ) -> CollectorRegistry:
-    """Gauges for ``latest`` (None: only ``levibot_predictions_available 0``).
+    """Gauges for the configured ``symbols`` in ``latest`` (None: only
+    ``levibot_predictions_available 0``).
 
     ``kill_switch`` is the live state (``KillSwitchStatus.state`` of ``adapters.killswitch_store``);
     when None, the most severe state published with the rows is reported. Metric names: see
@@ -89,7 +90,7 @@ def build_registry(
         "Unix time (s) of the latest publish.",
     )
     published.set(latest.published_at / 1000)
-    rows = [latest.rows[s] for s in settings.symbols if s in latest.rows]
+    rows = [latest.rows[s] for s in symbols if s in latest.rows]
     for row in rows:
         s = row["symbol"]
         unc.labels(s).set(row["deep_sigma"])
@@ -120,36 +121,38 @@ def _published_state(rows: list[dict]) -> str | None:
 
 def render_metrics(
     latest: LatestPredictions | None,
-    settings: Settings,
+    symbols: Sequence[str],
     now_ms: int,
     kill_switch: str | None = None,
 ) -> bytes:
     """Prometheus text exposition (``prometheus_client.CONTENT_TYPE_LATEST``) of
     ``build_registry``'s gauges."""
-    return generate_latest(build_registry(latest, settings, now_ms, kill_switch))
+    return generate_latest(build_registry(latest, symbols, now_ms, kill_switch))
 
 
 def push_metrics(
-    settings: Settings,
+    url: str | None,
     latest: LatestPredictions | None,
+    symbols: Sequence[str],
     now_ms: int | None = None,
     kill_switch: str | None = None,
 ) -> bool:
-    """Push the same gauges to ``settings.pushgateway_url`` (job ``levibot``).
+    """Push the same gauges to the Pushgateway at ``url`` (LEVIBOT_PUSHGATEWAY_URL; job
+    ``levibot``).
 
     Returns True when pushed, False when no URL is set or the gateway could not be reached
     (logged as a warning: monitoring must not fail a publish).
     """
-    if not settings.pushgateway_url:
+    if not url:
         return False
     import time
 
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    registry = build_registry(latest, settings, now, kill_switch)
+    registry = build_registry(latest, symbols, now, kill_switch)
     try:
-        push_to_gateway(settings.pushgateway_url, job=PUSH_JOB, registry=registry, timeout=5)
+        push_to_gateway(url, job=PUSH_JOB, registry=registry, timeout=5)
     except OSError as exc:
-        log.warning("push to %s failed: %s", settings.pushgateway_url, exc)
+        log.warning("push to %s failed: %s", url, exc)
         return False
     return True
 

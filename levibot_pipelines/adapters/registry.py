@@ -1,17 +1,15 @@
-"""Model artifacts in the MLflow registry: how each model is packaged, loaded back (no pickle:
-LightGBM text, torch ``state_dict`` loaded with ``weights_only=True``, JSON for the rest), and
-the champion decision on a shared test window."""
+"""Model artifacts in the MLflow registry: how each model is packaged, registered as a model
+version, and loaded back (no pickle: LightGBM text, torch ``state_dict`` loaded with
+``weights_only=True``, JSON for the rest)."""
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightgbm as lgb
 
-from levibot_pipelines.adapters.tracking import RunInfo, Tracker, eval_tag
+from levibot_pipelines.adapters.tracking import RunInfo, Tracker
 from levibot_pipelines.core.models.calibration import Calibrator
 from levibot_pipelines.core.models.lgbm import booster_from_text, booster_to_text
 from levibot_pipelines.core.models.transformer import (
@@ -21,10 +19,6 @@ from levibot_pipelines.core.models.transformer import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-
-log = logging.getLogger(__name__)
-# Lower log loss on the same test window is what a champion has to beat.
-DECISION_METRIC = "log_loss"
 
 
 def model_name(kind: str, symbol: str) -> str:
@@ -81,13 +75,14 @@ def deep_from_files(files: dict[str, bytes]) -> tuple[LevibotTransformer, Calibr
 
 
 @dataclass(frozen=True)
-class Published:
+class Registered:
+    """A logged training run and the model version registered from its ``model/`` files."""
+
     run: RunInfo
     version: str
-    decision: dict
 
 
-def publish_model(
+def register_model(
     tracker: Tracker,
     *,
     name: str,
@@ -96,17 +91,12 @@ def publish_model(
     metrics: dict[str, float],
     files: dict,
     window: str,
-    score_version: Callable[[str], float],
     epoch_metrics: list[dict] | None = None,
     tags: dict[str, str] | None = None,
-) -> Published:
-    """Log the run, register the version, and move ``champion`` only if the new version's
-    ``log_loss`` on ``window`` is no worse than the champion's on that same window.
-
-    ``score_version(version)`` computes a registered version's log loss on ``window`` (the
-    caller loads it and predicts the same bars); the champion is scored here when it has no
-    value recorded for this window yet, so the comparison is always like for like.
-    """
+) -> Registered:
+    """Log the training run (``params``, ``metrics``, ``epoch_metrics``, ``files``, ``tags``) and
+    register its ``model/`` directory as a new version of ``name``, tagged with the test
+    ``window`` it was scored on. The champion alias is not touched (see ``usecases.train``)."""
     run = tracker.log_training_run(
         run_name=run_name,
         params=params,
@@ -116,21 +106,4 @@ def publish_model(
         tags=tags,
     )
     version = tracker.register_version(name, run, tags={"window": window})
-    current = tracker.champion(name)
-    if current is not None and current[0] != version:
-        champion_version, champion_tags = current
-        if eval_tag(DECISION_METRIC, window) not in champion_tags:
-            value = score_version(champion_version)
-            tracker.record_evaluation(
-                name, champion_version, metric=DECISION_METRIC, window=window, value=value
-            )
-    decision = tracker.promote_if_no_worse(
-        name,
-        version,
-        metric=DECISION_METRIC,
-        value=metrics[DECISION_METRIC],
-        higher_is_better=False,
-        window=window,
-    )
-    log.info("%s v%s: %s", name, version, decision["reason"])
-    return Published(run=run, version=version, decision=decision)
+    return Registered(run=run, version=version)

@@ -166,16 +166,3 @@ class CcxtSource:
             if newest < cursor:
                 break
             cursor = newest + self.tf_ms
-
-
-def make_source(settings) -> Source:
-    """The source named by ``settings.source`` (a ``levibot_pipelines.settings.Settings``)."""
-    if settings.source == "synthetic":
-        return SyntheticSource(
-            start_ms=settings.start_ms, tf_ms=settings.timeframe_ms, seed=settings.synthetic_seed
-        )
-    if settings.source == "files":
-        return FilesSource(settings.files_dir, settings.timeframe)
-    return CcxtSource(
-        settings.exchange, timeframe=settings.timeframe, api_url=settings.exchange_api_url
-    )

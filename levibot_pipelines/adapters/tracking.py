@@ -6,17 +6,17 @@ other code in the same process may use another store. Weights are logged as plai
 ``state_dict`` bytes, config JSON, LightGBM text) and fetched back as bytes: nothing here
 unpickles.
 
-Promotion is guarded by evaluations recorded as model-version tags: ``window`` holds the test
-window a version was evaluated on, and ``eval_tag(metric, window)`` the value of ``metric`` on
-that window. MLflow tag keys may not contain ``@``, so the ``metric@window`` key is spelled
-``metric/window`` (see ``eval_tag``).
+Promotion (decided by ``core.evaluation.champion``, carried out by ``usecases.train``) is guarded
+by evaluations recorded as model-version tags: ``window`` holds the test window a version was
+evaluated on, and ``eval_tag(metric, window)`` the value of ``metric`` on that window. MLflow tag
+keys may not contain ``@``, so the ``metric@window`` key is spelled ``metric/window`` (see
+``eval_tag``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import tempfile
 import time
@@ -67,6 +67,12 @@ def eval_tag(metric: str, window: str) -> str:
     return _BAD_TAG_CHARS.sub("_", f"{metric}/{window}")
 
 
+def recorded_evaluation(tags: Mapping[str, str], *, metric: str, window: str) -> float | None:
+    """The value of ``metric`` on ``window`` recorded in a version's ``tags``, or ``None``."""
+    recorded = tags.get(eval_tag(metric, window))
+    return None if recorded is None else float(recorded)
+
+
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested ``params`` as flat ``{"a.b.c": str(value)}``; an empty mapping becomes ``"{}"``."""
     flat: dict[str, str] = {}
@@ -97,70 +103,80 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class Tracker:
-    """Training runs, registered model versions and the ``champion`` alias in one MLflow store.
-
-    ``tracking_uri`` is a database URI (``sqlite:////abs/path/mlflow.db``) or a tracking server
-    URL; the model registry uses the same URI. ``artifact_root`` (a local directory) becomes the
-    artifact location of a newly created experiment; ``None`` leaves it to the store or server.
-    An existing experiment keeps its own artifact location. ``ui_base`` prefixes run URLs.
-    """
-
-    def __init__(
-        self,
-        tracking_uri: str,
-        artifact_root: Path | None,
-        experiment: str = "levibot",
-        *,
-        ui_base: str = DEFAULT_UI_BASE,
-    ) -> None:
-        self.tracking_uri = tracking_uri
-        self.ui_base = ui_base.rstrip("/")
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        location = None
-        if artifact_root is not None:
-            root = Path(artifact_root).resolve()
-            root.mkdir(parents=True, exist_ok=True)
-            location = root.as_uri()
-        self.experiment_id = self._experiment_id(experiment, location)
-
-    @classmethod
-    def for_home(
-        cls, home: Path, experiment: str = "levibot", *, ui_base: str = DEFAULT_UI_BASE
-    ) -> Tracker:
-        """Embedded store: sqlite at ``home/mlflow.db``, artifacts under ``home/mlartifacts``."""
-        home = Path(home).resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        return cls(
-            f"sqlite:///{home / 'mlflow.db'}",
-            home / "mlartifacts",
-            experiment,
-            ui_base=ui_base,
+def _ensure_experiment(client: MlflowClient, name: str, location: str | None) -> str:
+    """Id of experiment ``name``, created (at artifact ``location``) or restored as needed."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Another process created it between the lookup and the create.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        log.warning("experiment %s was deleted; restoring it", name)
+        client.restore_experiment(found.experiment_id)
+    if location is not None and found.artifact_location.rstrip("/") != location.rstrip("/"):
+        log.warning(
+            "experiment %s keeps its artifact location %s (asked for %s)",
+            name,
+            found.artifact_location,
+            location,
         )
+    return found.experiment_id
 
-    def _experiment_id(self, name: str, location: str | None) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
-            try:
-                return self.client.create_experiment(name, artifact_location=location)
-            except MlflowException as exc:
-                # Another process created it between the lookup and the create.
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-                found = self.client.get_experiment_by_name(name)
-                if found is None:
-                    raise
-        if found.lifecycle_stage == "deleted":
-            log.warning("experiment %s was deleted; restoring it", name)
-            self.client.restore_experiment(found.experiment_id)
-        if location is not None and found.artifact_location.rstrip("/") != location.rstrip("/"):
-            log.warning(
-                "experiment %s keeps its artifact location %s (asked for %s)",
-                name,
-                found.artifact_location,
-                location,
-            )
-        return found.experiment_id
+
+def _log_values(
+    client: MlflowClient,
+    run_id: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    epoch_metrics: list[dict[str, float]] | None,
+) -> None:
+    """Flattened, clipped ``params``; ``metrics`` at step 0 and ``epoch_metrics`` per epoch."""
+    now = int(time.time() * 1000)
+    param_list = [Param(k, _clip_param(k, v)) for k, v in flatten_params(params).items()]
+    metric_list = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    for i, row in enumerate(epoch_metrics or []):
+        step = int(row.get("epoch", i))
+        metric_list += [Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch"]
+    for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=chunk, synchronous=True)
+    for chunk in _chunks(metric_list, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=chunk, synchronous=True)
+
+
+def _log_files(
+    client: MlflowClient,
+    run_id: str,
+    params: Mapping[str, Any],
+    files: Mapping[str, bytes | str],
+    paths: Mapping[str, PurePosixPath],
+) -> None:
+    """``files`` (at ``paths``) and the full nested ``params`` as ``config.json``, in one upload."""
+    with tempfile.TemporaryDirectory(prefix="levibot-run-") as tmp:
+        staging = Path(tmp)
+        config = json.dumps(params, indent=2, sort_keys=True, default=str)
+        (staging / CONFIG_ARTIFACT).write_text(config, encoding="utf-8")
+        for path, content in files.items():
+            dest = staging.joinpath(*paths[path].parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                dest.write_bytes(content)
+            else:
+                dest.write_text(content, encoding="utf-8")
+        client.log_artifacts(run_id, str(staging))
+
+
+class RunLog:
+    """Training runs of one experiment: the half of ``Tracker`` that logs."""
+
+    client: MlflowClient
+    experiment_id: str
+    ui_base: str
 
     def run_url(self, run_id: str, experiment_id: str | None = None) -> str:
         """MLflow UI page of a run."""
@@ -192,31 +208,8 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, tags=dict(tags or {}), run_name=run_name)
         run_id = run.info.run_id
         try:
-            now = int(time.time() * 1000)
-            flat = flatten_params(params)
-            param_list = [Param(k, _clip_param(k, v)) for k, v in flat.items()]
-            metric_list = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-            for i, row in enumerate(epoch_metrics or []):
-                step = int(row.get("epoch", i))
-                metric_list += [
-                    Metric(k, float(v), now, step) for k, v in row.items() if k != "epoch"
-                ]
-            for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
-                self.client.log_batch(run_id, params=chunk, synchronous=True)
-            for chunk in _chunks(metric_list, MAX_METRICS_PER_BATCH):
-                self.client.log_batch(run_id, metrics=chunk, synchronous=True)
-            with tempfile.TemporaryDirectory(prefix="levibot-run-") as tmp:
-                staging = Path(tmp)
-                config = json.dumps(params, indent=2, sort_keys=True, default=str)
-                (staging / CONFIG_ARTIFACT).write_text(config, encoding="utf-8")
-                for path, content in files.items():
-                    dest = staging.joinpath(*paths[path].parts)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    if isinstance(content, bytes):
-                        dest.write_bytes(content)
-                    else:
-                        dest.write_text(content, encoding="utf-8")
-                self.client.log_artifacts(run_id, str(staging))
+            _log_values(self.client, run_id, params, metrics, epoch_metrics)
+            _log_files(self.client, run_id, params, files, paths)
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
@@ -229,6 +222,14 @@ class Tracker:
         )
         log.info("logged run %s (%s): %s", run_name, run_id, info.url)
         return info
+
+
+class VersionRegistry:
+    """Registered model versions, their tags and the ``champion`` alias: the half of ``Tracker``
+    that registers. It reads and writes; whether the alias should move is decided elsewhere
+    (``core.evaluation.champion``)."""
+
+    client: MlflowClient
 
     def register_version(
         self,
@@ -261,11 +262,14 @@ class Tracker:
     ) -> None:
         """Store ``value`` of ``metric`` on test ``window`` as the version tag ``eval_tag``.
 
-        Use it to re-evaluate the champion on a new window before ``promote_if_no_worse``.
+        Use it to re-evaluate the champion on a new window before a promotion decision.
         """
-        self.client.set_model_version_tag(
-            model_name, str(version), eval_tag(metric, window), repr(float(value))
-        )
+        self.tag_version(model_name, version, {eval_tag(metric, window): repr(float(value))})
+
+    def tag_version(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set ``tags`` (string values) on ``model_name`` version ``version``."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, str(version), key, value)
 
     def champion(self, model_name: str) -> tuple[str, dict[str, str]] | None:
         """The version holding the ``champion`` alias and its tags, or ``None``."""
@@ -280,76 +284,9 @@ class Tracker:
             return None
         return str(version), dict(self.client.get_model_version(model_name, str(version)).tags)
 
-    def promote_if_no_worse(
-        self,
-        model_name: str,
-        version: str,
-        *,
-        metric: str,
-        value: float,
-        higher_is_better: bool,
-        window: str,
-    ) -> dict[str, Any]:
-        """Move ``champion`` to ``version`` unless the champion is better on the same window.
-
-        ``value`` is ``version``'s ``metric`` on the test ``window``; it is recorded on the
-        version (tags ``window`` and ``eval_tag(metric, window)``). The alias moves when there is
-        no champion, or when the champion's recorded value for this exact window is no better
-        (ties promote). A champion without a value for this window is kept ("kept champion:
-        windows differ"): values from different windows are never compared. A NaN new value never
-        promotes. The decision is stored on ``version`` as tags ``decision``, ``promoted``,
-        ``compared_to_version``, ``champion_value`` and ``new_value`` (``""`` when absent).
-
-        Returns ``{promoted, reason, champion_version, new_version, champion_value,
-        new_value}``, where ``champion_version``/``champion_value`` describe the champion
-        compared against (``None`` when there was none).
-        """
-        version, value = str(version), float(value)
-        self.record_evaluation(model_name, version, metric=metric, window=window, value=value)
-        self.client.set_model_version_tag(model_name, version, WINDOW_TAG, window)
-        current = self.champion(model_name)
-        champion_version: str | None = None
-        champion_value: float | None = None
-        if current is None:
-            promoted, reason = True, "promoted: no champion yet"
-        elif current[0] == version:
-            promoted, reason = True, "promoted: already champion"
-        else:
-            champion_version, champion_tags = current
-            recorded = champion_tags.get(eval_tag(metric, window))
-            if recorded is None:
-                promoted, reason = False, "kept champion: windows differ"
-                log.info(
-                    "%s: champion v%s has no %s on window %s (its window: %s)",
-                    model_name,
-                    champion_version,
-                    metric,
-                    window,
-                    champion_tags.get(WINDOW_TAG),
-                )
-            else:
-                champion_value = float(recorded)
-                promoted, reason = _compare(metric, value, champion_value, higher_is_better)
-        if promoted:
-            self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-        decision = {
-            "decision": reason,
-            "promoted": str(promoted).lower(),
-            "compared_to_version": champion_version or "",
-            "champion_value": "" if champion_value is None else repr(champion_value),
-            "new_value": repr(value),
-        }
-        for key, tag_value in decision.items():
-            self.client.set_model_version_tag(model_name, version, key, tag_value)
-        log.info("%s v%s on %s: %s", model_name, version, window, reason)
-        return {
-            "promoted": promoted,
-            "reason": reason,
-            "champion_version": champion_version,
-            "new_version": version,
-            "champion_value": champion_value,
-            "new_value": value,
-        }
+    def set_champion(self, model_name: str, version: str) -> None:
+        """Point the ``champion`` alias of ``model_name`` at ``version``."""
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
 
     def download_file(self, model_name: str, version: str, path: str) -> bytes:
         """Bytes of artifact ``path`` (relative to the run root, e.g. ``"model/state_dict.pt"``)
@@ -365,21 +302,44 @@ class Tracker:
             return local.read_bytes()
 
 
-def _compare(
-    metric: str, value: float, champion_value: float, higher_is_better: bool
-) -> tuple[bool, str]:
-    direction = "higher" if higher_is_better else "lower"
-    if math.isnan(value):
-        return False, f"kept champion: new {metric} is NaN"
-    if math.isnan(champion_value):
-        return True, f"promoted: champion {metric} is NaN"
-    no_worse = value >= champion_value if higher_is_better else value <= champion_value
-    if no_worse:
-        return True, (
-            f"promoted: {metric} {value:.6g} no worse than champion {champion_value:.6g} "
-            f"({direction} is better)"
+class Tracker(RunLog, VersionRegistry):
+    """Training runs (``RunLog``) and registered model versions with the ``champion`` alias
+    (``VersionRegistry``) in one MLflow store, through one ``MlflowClient``.
+
+    ``tracking_uri`` is a database URI (``sqlite:////abs/path/mlflow.db``) or a tracking server
+    URL; the model registry uses the same URI. ``artifact_root`` (a local directory) becomes the
+    artifact location of a newly created experiment; ``None`` leaves it to the store or server.
+    An existing experiment keeps its own artifact location. ``ui_base`` prefixes run URLs.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_root: Path | None,
+        experiment: str = "levibot",
+        *,
+        ui_base: str = DEFAULT_UI_BASE,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.ui_base = ui_base.rstrip("/")
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        location = None
+        if artifact_root is not None:
+            root = Path(artifact_root).resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            location = root.as_uri()
+        self.experiment_id = _ensure_experiment(self.client, experiment, location)
+
+    @classmethod
+    def for_home(
+        cls, home: Path, experiment: str = "levibot", *, ui_base: str = DEFAULT_UI_BASE
+    ) -> Tracker:
+        """Embedded store: sqlite at ``home/mlflow.db``, artifacts under ``home/mlartifacts``."""
+        home = Path(home).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(
+            f"sqlite:///{home / 'mlflow.db'}",
+            home / "mlartifacts",
+            experiment,
+            ui_base=ui_base,
         )
-    return False, (
-        f"kept champion: {metric} {value:.6g} worse than champion {champion_value:.6g} "
-        f"({direction} is better)"
-    )

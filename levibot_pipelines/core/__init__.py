@@ -1,1 +1,2 @@
-"""Pure domain logic: no dagster, ccxt, duckdb, mlflow, files or environment."""
+"""Pure domain logic by subject (data, models, evaluation, trading), plus metrics and input checks.
+May import only core, the standard library and numpy/polars/torch/lightgbm/sklearn/scipy: no I/O."""

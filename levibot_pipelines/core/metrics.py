@@ -14,48 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from levibot_pipelines.core.checks import (
+    check_array,
+    check_labels,
+    check_probabilities,
+    check_same_length,
+)
+
 DEFAULT_COVERAGES: tuple[float, ...] = (0.1, 0.2, 0.5)
-
-
-def check_array(x: object, name: str, *, allow_empty: bool = False) -> np.ndarray:
-    """``x`` as a 1-D float64 array without NaN or infinity, non-empty unless ``allow_empty``,
-    else ``ValueError``."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1 or (arr.size == 0 and not allow_empty):
-        what = "a 1-D array" if allow_empty else "a non-empty 1-D array"
-        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} must be finite, got {arr[i]} at index {i}")
-    return arr
-
-
-def check_labels(y: object, name: str = "y") -> np.ndarray:
-    """``y`` as a float64 array of 0/1 labels, shape (n,)."""
-    arr = check_array(y, name)
-    bad = (arr != 0.0) & (arr != 1.0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} must contain only 0 and 1, got {arr[i]} at index {i}")
-    return arr
-
-
-def check_probabilities(p: object, name: str = "p") -> np.ndarray:
-    """``p`` as a float64 array of probabilities in [0, 1], shape (n,)."""
-    arr = check_array(p, name)
-    bad = (arr < 0.0) | (arr > 1.0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} must be probabilities in [0, 1], got {arr[i]} at index {i}")
-    return arr
-
-
-def check_same_length(**arrays: np.ndarray) -> None:
-    """Raise ``ValueError`` listing every length when the named arrays differ in length."""
-    lengths = {name: len(a) for name, a in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"length mismatch: {lengths}")
 
 
 def _labels_and_probs(y: object, p: object) -> tuple[np.ndarray, np.ndarray]:
@@ -120,28 +86,43 @@ def brier_skill_score(y: object, p: object, base_rate: float) -> float:
     return float(1.0 - brier(y_arr, p_arr) / ref)
 
 
-def ece(y: object, p: object, n_bins: int = 15) -> float:
-    """Expected calibration error, L1 norm, ``n_bins`` uniform bins on [0, 1] (default 15).
+def reliability_bins(
+    y: object, p: object, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per-bin calibration statistics and the expected calibration error of ``p = P(y = 1)``.
 
-    ``ECE = sum_b (n_b / n) |mean(y in b) - mean(p in b)|`` (Naeini et al. 2015, "Obtaining Well
+    ``y`` (0/1 labels) and ``p`` (probabilities) have shape (n,). Bins are ``n_bins`` uniform
+    ``[lo, hi)`` intervals on [0, 1] (default 15) and ``p == 1`` falls into a bin of its own:
+    the bin of ``p`` is ``searchsorted(edges, p, side="right") - 1``, as in
+    ``torch.bucketize(..., right=True) - 1``. Returns ``(mean_p, frac_pos, count, ece)``: the
+    first three have shape (n_bins + 1,), ``mean_p``/``frac_pos`` are NaN in empty bins, and
+    ``ece = sum_b (n_b / n) |frac_pos_b - mean_p_b|`` (L1, Naeini et al. 2015, "Obtaining Well
     Calibrated Probabilities Using Bayesian Binning"), computed like torchmetrics
-    ``binary_calibration_error(p, y, n_bins, norm="l1")``: the confidence is ``p`` itself and the
-    bin of ``p`` is ``searchsorted(edges, p, side="right") - 1``, so bins are ``[lo, hi)`` and
-    ``p == 1`` falls into a bin of its own, as in ``torch.bucketize(..., right=True) - 1``.
-    Edges come from ``np.linspace`` in float64; ``torch.linspace`` can differ by one ulp, so only
-    a ``p`` within one ulp of an interior edge may be binned differently.
+    ``binary_calibration_error(p, y, n_bins, norm="l1")``. Edges come from ``np.linspace`` in
+    float64; ``torch.linspace`` can differ by one ulp, so only a ``p`` within one ulp of an
+    interior edge may be binned differently.
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     y_arr, p_arr = _labels_and_probs(y, p)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.searchsorted(edges, p_arr, side="right") - 1
-    count = np.bincount(idx, minlength=n_bins + 1)
+    count = np.bincount(idx, minlength=n_bins + 1).astype(np.float64)
     sum_p = np.bincount(idx, weights=p_arr, minlength=n_bins + 1)
     sum_y = np.bincount(idx, weights=y_arr, minlength=n_bins + 1)
     filled = count > 0
-    gap = np.abs(sum_y[filled] / count[filled] - sum_p[filled] / count[filled])
-    return float(np.sum(gap * count[filled] / p_arr.size))
+    mean_p = np.full(n_bins + 1, np.nan)
+    frac_pos = np.full(n_bins + 1, np.nan)
+    mean_p[filled] = sum_p[filled] / count[filled]
+    frac_pos[filled] = sum_y[filled] / count[filled]
+    gap = np.abs(frac_pos[filled] - mean_p[filled])
+    return mean_p, frac_pos, count, float(np.sum(gap * count[filled] / p_arr.size))
+
+
+def ece(y: object, p: object, n_bins: int = 15) -> float:
+    """Expected calibration error, L1 norm, ``n_bins`` uniform bins on [0, 1] (default 15):
+    ``sum_b (n_b / n) |mean(y in b) - mean(p in b)|``, binned as in ``reliability_bins``."""
+    return reliability_bins(y, p, n_bins)[3]
 
 
 def risk_coverage(

@@ -1,2 +1,2 @@
-"""Thin Dagster wiring, loaded by ``load_from_defs_folder``: each module exposes one
-``@dg.definitions`` function built from ``Settings`` at load time (never at import time)."""
+"""Thin Dagster wiring loaded by load_from_defs_folder: each asset calls a use case; checks observe.
+May import anything below (usecases, adapters, core, settings); nothing below imports defs."""

@@ -5,23 +5,15 @@ import json
 import dagster as dg
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
-from levibot_pipelines.core.data.timeframes import staleness_minutes
-from levibot_pipelines.core.trading.killswitch import staleness_trigger
+from levibot_pipelines.core.data.timeframes import freshness_state, staleness_minutes
+from levibot_pipelines.core.trading.killswitch import RiskInputs
 from levibot_pipelines.defs.market import now_ms, symbol_partitions
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
 
 OHLCV = dg.AssetKey("ohlcv")
 FEATURES = dg.AssetKey("cross_asset_features")
-
-
-def freshness_state(stale_minutes: float, warn: float, fail: float) -> str:
-    """PASS / WARN / FAIL for a data-time staleness in minutes."""
-    if stale_minutes > fail:
-        return "FAIL"
-    if stale_minutes > warn:
-        return "WARN"
-    return "PASS"
 
 
 def build_automation(s: Settings) -> dg.Definitions:
@@ -91,13 +83,14 @@ def build_automation(s: Settings) -> dg.Definitions:
     ):
         settings = market.settings()
         last = market.store().features_last_timestamp()
-        stale = staleness_minutes(last, now_ms(), settings.timeframe_ms)
-        limit = trading.kill_staleness_minutes
-        KillSwitch(settings.home).set_trigger(
-            "staleness",
-            staleness_trigger(stale, limit) if last is not None else None,
-            f"cross_asset_features is {stale:.0f} min stale (limit {limit:.0f})",
+        now = now_ms()
+        stale = staleness_minutes(last, now, settings.timeframe_ms)
+        evaluate_kill_switch(
+            KillSwitch(settings.home),
+            RiskInputs(staleness_minutes=stale, staleness_subject=FEATURES.to_user_string()),
+            risk_limits(trading.settings()),
             by="auto:feature_freshness_alert",
+            now_ms=now,
         )
         state = freshness_state(
             stale, settings.max_staleness_minutes, settings.fail_staleness_minutes

@@ -1,42 +1,17 @@
 """Feature drift: PSI of each model feature over the recent bars against the champion model's
-training window, as an asset check on ``cross_asset_features`` that feeds the kill-switch."""
-
-import json
+training window, as an asset check on ``cross_asset_features``. The check only observes: the
+kill-switch's drift trigger is set by the publisher (``usecases.risk``), from the same
+computation (``usecases.monitor.feature_drift``)."""
 
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters.killswitch_store import KillSwitch
-from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.data.features import FEATURE_COLUMNS
-from levibot_pipelines.core.trading.drift import drift_alarm, drift_report, max_level
-from levibot_pipelines.core.trading.killswitch import drift_trigger
+from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
 from levibot_pipelines.defs.market import markdown_table
 from levibot_pipelines.defs.resources import ModelResource, TradingResource
-
-
-def reference_windows(
-    tracker: Tracker, features: pl.DataFrame, symbols: list[str], recent: int, fallback: int
-) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """Per symbol, the (first, last) bar of the LightGBM champion's training window, or - before
-    any champion exists - the ``fallback`` bars preceding the recent window (said so)."""
-    windows, described = {}, {}
-    for symbol in symbols:
-        name = model_name("lgbm", symbol)
-        champ = tracker.champion(name)
-        meta = json.loads(tracker.download_file(name, champ[0], "model/meta.json")) if champ else {}
-        if "train_start_ms" in meta:
-            windows[symbol] = (int(meta["train_start_ms"]), int(meta["train_end_ms"]))
-            described[symbol] = f"{name} v{champ[0]} training window"
-            continue
-        ts = features.filter(pl.col("symbol") == symbol).get_column("timestamp").sort()
-        end = max(len(ts) - recent - 1, 0)
-        start = max(end - fallback + 1, 0)
-        windows[symbol] = (int(ts[start]), int(ts[end]))
-        described[symbol] = f"{end - start + 1} bars before the recent window (no champion yet)"
-    return windows, described
+from levibot_pipelines.usecases.monitor import feature_drift as compute_drift
+from levibot_pipelines.usecases.risk import risk_limits
 
 
 @dg.asset_check(
@@ -45,47 +20,40 @@ def reference_windows(
     description="PSI of each model feature, newest LEVIBOT_DRIFT_WINDOW bars vs the champion's "
     "training window, per symbol: WARN above LEVIBOT_PSI_WARN (0.1), ERROR above "
     "LEVIBOT_PSI_ERROR (0.25). An ERROR that is also beyond every same-length window inside "
-    "the training window sets the kill-switch's drift trigger (REDUCING).",
+    "the training window is what sets the kill-switch's drift trigger (REDUCING) at the next "
+    "publish; the check itself changes nothing.",
 )
 def feature_drift(
     context: dg.AssetCheckExecutionContext, trading: TradingResource, models: ModelResource
 ) -> dg.AssetCheckResult:
     s = trading.settings()
-    features = ParquetStore(s.home).read_features()
-    windows, described = reference_windows(
-        models.tracker(), features, list(s.symbols), s.drift_window, models.walk[0]
+    drift = compute_drift(
+        models.tracker(),
+        ParquetStore(s.home).read_features(),
+        list(s.symbols),
+        recent_bars=s.drift_window,
+        fallback_bars=models.walk[0],
+        warn=s.psi_warn,
+        error=s.psi_error,
     )
-    report = drift_report(
-        features, windows, s.drift_window, FEATURE_COLUMNS, warn=s.psi_warn, error=s.psi_error
-    )
-    level = max_level(report)
-    worst = report.sort("psi", descending=True).row(0, named=True)
-    reason = f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})"
-    # The kill-switch reacts only to features past the ERROR level AND more unusual than any
-    # window of the same length inside the training window (slow features exceed 0.25 on
-    # ordinary weeks; see core.trading.drift.drift_report).
-    top = drift_alarm(report)
-    trigger = None
-    if top is not None:
-        trigger = drift_trigger(top["psi"], s.psi_warn, s.psi_error)
-        reason = (
-            f"PSI {top['psi']:.3f} on {top['feature']} ({top['symbol']}), above every same-length "
-            f"window in training ({top['psi_in_training']:.3f})"
-        )
-    KillSwitch(s.home).set_trigger("drift", trigger, reason, by="auto:feature_drift")
-    if level != "ok":
-        context.log.warning(f"feature drift {level}: {reason}")
+    inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)
+    trigger, reason = automatic_triggers(inputs, risk_limits(s))["drift"]
+    if drift.level != "ok":
+        context.log.warning(f"feature drift {drift.level}: {reason}")
+    report, worst = drift.report, drift.worst
     flagged = report.filter(pl.col("level") != "ok").sort("psi", descending=True)
     return dg.AssetCheckResult(
-        passed=level == "ok",
-        severity=dg.AssetCheckSeverity.ERROR if level == "error" else dg.AssetCheckSeverity.WARN,
+        passed=drift.level == "ok",
+        severity=dg.AssetCheckSeverity.ERROR
+        if drift.level == "error"
+        else dg.AssetCheckSeverity.WARN,
         metadata={
-            "max_psi": float(worst["psi"]),
-            "worst": f"PSI {worst['psi']:.3f} on {worst['feature']} ({worst['symbol']})",
+            "max_psi": worst.psi,
+            "worst": f"PSI {worst.psi:.3f} on {worst.feature} ({worst.symbol})",
             "beyond_training": int(report["beyond_training"].sum()),
             "kill_switch_trigger": trigger or "none",
             "flagged": dg.MetadataValue.md(markdown_table(flagged.head(30))),
-            "reference": dg.MetadataValue.json(described),
+            "reference": dg.MetadataValue.json(drift.reference),
             "recent_bars": s.drift_window,
             "psi_by_symbol_feature": dg.MetadataValue.md(
                 markdown_table(

@@ -6,13 +6,14 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.alerts import post_alert
-from levibot_pipelines.adapters.sources import Source, make_source
+from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.evaluate import eval_config
+from levibot_pipelines.usecases.ingest import make_source
 
 
 class MarketDataResource(dg.ConfigurableResource):

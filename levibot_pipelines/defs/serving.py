@@ -40,7 +40,7 @@ def latest_predictions(
     report = publish_latest(s, models.tracker(), now_ms())
     with warehouse.get_connection() as conn:
         views = refresh_prediction_views(conn, s)
-    pushed = push_metrics(s, read_latest(s.home)) if s.pushgateway_url else False
+    pushed = push_metrics(s.pushgateway_url, read_latest(s.home), s.symbols)
     for note in report.notes:
         context.log.warning(note)
     rows = report.rows

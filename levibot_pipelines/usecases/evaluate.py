@@ -11,13 +11,12 @@ from pathlib import Path
 import torch
 
 from levibot_pipelines.adapters.reports import write_report
-from levibot_pipelines.adapters.sources import make_source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.features import build_features
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_symbol, symbol_data
 from levibot_pipelines.core.models.transformer import resolve_profile
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.ingest import ingest_symbol
+from levibot_pipelines.usecases.ingest import ingest_symbol, make_source
 from levibot_pipelines.usecases.report import backtest_symbol
 
 log = logging.getLogger(__name__)

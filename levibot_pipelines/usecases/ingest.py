@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from levibot_pipelines.adapters.sources import Source
+from levibot_pipelines.adapters.sources import CcxtSource, FilesSource, Source, SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import data_lag_ms, last_closed_bar
 from levibot_pipelines.core.data.validation import count_gaps, validate_ohlcv
+
+if TYPE_CHECKING:
+    from levibot_pipelines.settings import MarketSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +88,14 @@ def ingest_symbol(
         rejected=rejected,
         data_lag_s=None if last_bar is None else data_lag_ms(last_bar, now_ms, tf_ms) / 1000,
     )
+
+
+def make_source(market: MarketSettings) -> Source:
+    """The candle source named by ``market.source`` (LEVIBOT_SOURCE), set up from ``market``."""
+    if market.source == "synthetic":
+        return SyntheticSource(
+            start_ms=market.start_ms, tf_ms=market.timeframe_ms, seed=market.synthetic_seed
+        )
+    if market.source == "files":
+        return FilesSource(market.files_dir, market.timeframe)
+    return CcxtSource(market.exchange, timeframe=market.timeframe, api_url=market.exchange_api_url)

@@ -26,15 +26,18 @@ from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.data.timeframes import staleness_minutes
 from levibot_pipelines.core.data.windows import window_ends
-from levibot_pipelines.core.evaluation.fitting import deep_confidence
 from levibot_pipelines.core.evaluation.walk_forward import symbol_data
-from levibot_pipelines.core.models.ensemble import bar_weights, combine
-from levibot_pipelines.core.models.lgbm import predict_proba
-from levibot_pipelines.core.models.transformer_training import predict
-from levibot_pipelines.core.trading.killswitch import drawdown_trigger, staleness_trigger
+from levibot_pipelines.core.models.inference import (
+    ensemble_outputs,
+    lgbm_outputs,
+    transformer_outputs,
+)
+from levibot_pipelines.core.trading.killswitch import RiskInputs, RiskLimits
 from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS, live_decision
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.monitor import feature_drift
 from levibot_pipelines.usecases.report import backtest_config, policy_config
+from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
 from levibot_pipelines.usecases.train import ensemble_weights_path
 
 log = logging.getLogger(__name__)
@@ -86,11 +89,10 @@ def _predict(
             f"{symbol}: the {model.config.window} bars ending at {bar_time} are not contiguous "
             "(a gap in the feature table); no prediction until the window refills"
         )
-    mc = predict(model, data.X, np.array([row]), n_samples=s.mc_samples, seed=MC_SEED)
-    p_d = cal_d.transform(mc["p_up"])
-    c_d = deep_confidence(p_d, mc["epistemic_p"])
-    p_l = cal_l.transform(predict_proba(booster, data.X[row : row + 1]))
-    c_l = np.abs(2 * p_l - 1)
+    deep = transformer_outputs(
+        model, cal_d, data.X, np.array([row]), n_samples=s.mc_samples, seed=MC_SEED
+    )
+    p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
     weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
     if (weights.get("lgbm_version"), weights.get("deep_version")) != (lg_v, dp_v):
         notes.append(
@@ -98,12 +100,10 @@ def _predict(
             f"v{weights.get('deep_version')}, champions are v{lg_v} / v{dp_v}"
         )
     w = float(weights["w_lgbm"])
-    p_e = combine(p_l, p_d, w, c_l, c_d)
-    w_t = float(bar_weights(w, c_l, c_d)[0])
+    p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], w)
     newest = features.filter((pl.col("symbol") == symbol) & (pl.col("timestamp") == bar_time)).row(
         0, named=True
     )
-    total = float(mc["aleatoric"][0] + mc["epistemic"][0])
     out = {
         "symbol": symbol,
         "bar_time": bar_time,
@@ -111,21 +111,21 @@ def _predict(
         "published_at": now_ms,
         "source": s.source,
         "close": float(newest["close"]),
-        "deep_p_up": float(p_d[0]),
-        "deep_mu": float(mc["mu"][0]),
-        "deep_sigma": float(np.sqrt(total)),
-        "deep_aleatoric": float(mc["aleatoric"][0]),
-        "deep_epistemic": float(mc["epistemic"][0]),
-        "deep_epistemic_p": float(mc["epistemic_p"][0]),
-        "deep_confidence": float(c_d[0]),
+        "deep_p_up": float(deep["p_up"][0]),
+        "deep_mu": float(deep["mu"][0]),
+        "deep_sigma": float(deep["sigma"][0]),
+        "deep_aleatoric": float(deep["aleatoric"][0]),
+        "deep_epistemic": float(deep["epistemic"][0]),
+        "deep_epistemic_p": float(deep["epistemic_p"][0]),
+        "deep_confidence": float(deep["confidence"][0]),
         "mc_samples": s.mc_samples,
         "deep_version": dp_v,
         "lgbm_p_up": float(p_l[0]),
         "lgbm_confidence": float(c_l[0]),
         "lgbm_version": lg_v,
         "ensemble_p_up": float(p_e[0]),
-        "ensemble_confidence": float(abs(2 * p_e[0] - 1)),
-        "w_lgbm": w_t,
+        "ensemble_confidence": float(c_e[0]),
+        "w_lgbm": float(w_t[0]),
         "ratio_btc_eth": newest.get("ratio_btc_eth_raw"),
         "ratio_eth_sol": newest.get("ratio_eth_sol_raw"),
         "data_lag_s": (now_ms - bar_time - s.timeframe_ms) / 1000.0,
@@ -178,44 +178,76 @@ def _decide(
     }
 
 
-def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
-    """Compute and publish one row per symbol; update the automatic kill-switch triggers
-    (data staleness, paper drawdown) first, so the published rows carry the resulting state."""
-    store = ParquetStore(s.home)
-    features = store.read_features()
-    history = read_history(s.home)
-    switch = KillSwitch(s.home)
-    notes: list[str] = []
-    # Staleness of the newest feature row (data time) and the paper drawdown feed the switch.
+BY = "auto:publish"  # who the kill-switch's history names for the triggers set here
+
+
+def _market_risk(
+    s: Settings, tracker: Tracker, features: pl.DataFrame, now_ms: int, notes: list[str]
+) -> RiskInputs:
+    """The kill-switch inputs known before deciding: the data-time staleness of the newest
+    feature row and the feature drift (``usecases.monitor``). A drift report that cannot be
+    computed (a window without rows) leaves the drift trigger as it is, with a note: it never
+    stops a publish."""
     newest = int(features.get_column("timestamp").max())
-    stale_min = staleness_minutes(newest, now_ms, s.timeframe_ms)
-    switch.set_trigger(
-        "staleness",
-        staleness_trigger(stale_min, s.kill_staleness_minutes),
-        f"newest feature bar is {stale_min:.0f} min stale (limit {s.kill_staleness_minutes:.0f})",
-        by="auto:publish",
-        now_ms=now_ms,
-    )
-    predicted, models = {}, {}
-    for symbol in s.symbols:
-        predicted[symbol], models[symbol] = _predict(s, tracker, features, symbol, now_ms, notes)
+    stale = staleness_minutes(newest, now_ms, s.timeframe_ms)
+    try:
+        drift = feature_drift(
+            tracker,
+            features,
+            list(s.symbols),
+            recent_bars=s.drift_window,
+            fallback_bars=s.walk[0],
+            warn=s.psi_warn,
+            error=s.psi_error,
+        )
+    except ValueError as exc:
+        notes.append(f"feature drift not evaluated, drift trigger left as it is: {exc}")
+        return RiskInputs(staleness_minutes=stale)
+    return RiskInputs(staleness_minutes=stale, drift_worst=drift.worst, drift_alarm=drift.alarm)
+
+
+def _decide_all(
+    s: Settings,
+    store: ParquetStore,
+    features: pl.DataFrame,
+    history: pl.DataFrame,
+    predicted: dict[str, dict],
+    switch: KillSwitch,
+    limits: RiskLimits,
+    now_ms: int,
+) -> dict[str, dict]:
+    """Every symbol's decision under the switch's state; the worst paper drawdown then feeds
+    the drawdown trigger, and the symbols are decided once more only when that changed the
+    state (so no entry goes out under a switch the publish itself just engaged)."""
     rows: dict[str, dict] = {}
-    for _ in range(2):  # decide again only when the drawdown trigger changed the state
+    for _ in range(2):
         status = switch.status()
         multiplier = status.multiplier(s.reducing_factor)
         for symbol, row in predicted.items():
             rows[symbol] = {**row, **_decide(s, store, features, history, row, multiplier)}
         worst = max(s.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
-        dd = rows[worst]["paper_drawdown"]
-        switch.set_trigger(
-            "drawdown",
-            drawdown_trigger(np.array([1.0, 1.0 - dd]), s.kill_max_drawdown),
-            f"paper drawdown {dd:.1%} on {worst} (limit {s.kill_max_drawdown:.0%})",
-            by="auto:publish",
-            now_ms=now_ms,
-        )
-        if switch.status().state == status.state:
+        drawdown = RiskInputs(drawdown=rows[worst]["paper_drawdown"], drawdown_symbol=worst)
+        if evaluate_kill_switch(switch, drawdown, limits, BY, now_ms).state == status.state:
             break
+    return rows
+
+
+def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
+    """Compute and publish one row per symbol at ``now_ms`` (ms UTC). The kill-switch's
+    automatic triggers are evaluated through ``usecases.risk``: data staleness and feature
+    drift before deciding, the paper drawdown after, so the published rows carry the
+    resulting state."""
+    store = ParquetStore(s.home)
+    features = store.read_features()
+    history = read_history(s.home)
+    switch, limits = KillSwitch(s.home), risk_limits(s)
+    notes: list[str] = []
+    market = _market_risk(s, tracker, features, now_ms, notes)
+    evaluate_kill_switch(switch, market, limits, BY, now_ms)
+    predicted, models = {}, {}
+    for symbol in s.symbols:
+        predicted[symbol], models[symbol] = _predict(s, tracker, features, symbol, now_ms, notes)
+    rows = _decide_all(s, store, features, history, predicted, switch, limits, now_ms)
     status = switch.status()
     for row in rows.values():
         row["kill_switch"] = status.state

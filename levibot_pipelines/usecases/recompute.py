@@ -60,8 +60,7 @@ class DeepRecomputer:
         from levibot_pipelines.adapters.store import ParquetStore
         from levibot_pipelines.core.data.features import FEATURE_COLUMNS
         from levibot_pipelines.core.data.windows import window_ends
-        from levibot_pipelines.core.evaluation.fitting import deep_confidence
-        from levibot_pipelines.core.models.transformer_training import predict
+        from levibot_pipelines.core.models.inference import transformer_outputs
 
         symbol, bar_time = row["symbol"], row["bar_time"]
         model, calibrator = self._model(symbol, row["deep_version"])
@@ -86,12 +85,13 @@ class DeepRecomputer:
         X = rows.select(FEATURE_COLUMNS).to_numpy().astype(np.float32)
         if not np.isfinite(X).all():
             raise PublishedFileError(f"non-finite features in the window of {symbol}")
-        mc = predict(model, X, ends[-1:], n_samples=n_samples, seed=MC_SEED)
-        p = calibrator.transform(mc["p_up"])
-        out = {k: float(mc[k][0]) for k in ("mu", "aleatoric", "epistemic", "epistemic_p")}
-        out["total"] = float(np.sqrt(out["aleatoric"] + out["epistemic"]))
-        out["p_up"] = float(p[0])
-        out["confidence"] = float(deep_confidence(p, mc["epistemic_p"])[0])
+        deep = transformer_outputs(
+            model, calibrator, X, ends[-1:], n_samples=n_samples, seed=MC_SEED
+        )
+        out = {k: float(deep[k][0]) for k in ("mu", "aleatoric", "epistemic", "epistemic_p")}
+        out["total"] = float(deep["sigma"][0])  # the API's "total" is a standard deviation
+        out["p_up"] = float(deep["p_up"][0])
+        out["confidence"] = float(deep["confidence"][0])
         return out
 
 

@@ -1,10 +1,35 @@
-"""The policy backtest with the configured policy and costs, and its plots: shared by
-``model_report``, ``levibot evaluate`` and the publisher."""
+"""The model report of one symbol (walk-forward evaluation, policy backtest, report files, MLflow
+run: ``report_symbol``, behind the ``model_report`` asset), and the policy backtest with the
+configured policy and costs, shared by it, ``levibot evaluate`` and the publisher."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import polars as pl
 
+from levibot_pipelines.adapters.plots import (
+    backtest_plots,
+    reliability_diagram,
+    risk_coverage_plot,
+)
+from levibot_pipelines.adapters.reports import (
+    BACKTEST_COLUMNS,
+    backtest_rows,
+    symbol_report,
+    write_report,
+)
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.core.evaluation.walk_forward import (
+    EvalConfig,
+    evaluate_symbol,
+    risk_coverage_curves,
+    symbol_data,
+)
 from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel
 from levibot_pipelines.core.trading.policy import PolicyConfig
 from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest, backtest_predictions
@@ -35,3 +60,92 @@ def backtest_symbol(
         policy_config(s),
         backtest_config(s, symbol),
     )
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``report_symbol`` wrote and logged, with what the asset's metadata shows."""
+
+    symbol: str
+    out: Path  # the report directory: report.json, report.md and the plots
+    report: dict  # ``adapters.reports.symbol_report``: n_test, folds, per-model metrics
+    backtest: dict  # the policy backtest's report
+    run_url: str  # the MLflow run holding report.json and the plots
+    reliability_png: bytes  # the ensemble's reliability diagram
+    risk_coverage_png: bytes
+    backtest_pngs: dict[str, bytes] = field(default_factory=dict)  # equity.png, drawdown.png, ...
+
+
+def report_dir(home: Path | str, symbol: str) -> Path:
+    """``{home}/reports/{symbol}``: where ``report_symbol`` writes a symbol's report."""
+    return Path(home) / "reports" / symbol
+
+
+def metric_key(key: str) -> str:
+    """MLflow metric names allow letters, digits and ``_-./ ``: no parentheses or commas."""
+    return key.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+
+
+def report_metrics(rep: dict, backtest: dict) -> dict[str, float]:
+    """Flat MLflow metrics: ``{model}.{metric}`` of every scalar model metric, and
+    ``backtest.{strategy}.{column}`` of the backtest table's numeric columns."""
+    flat = {
+        f"{name}.{k}": float(v)
+        for name, m in rep["models"].items()
+        for k, v in m.items()
+        if not isinstance(v, dict)
+    }
+    columns = dict(BACKTEST_COLUMNS)
+    flat_bt = {
+        f"backtest.{name.strip()}.{k}": float(v)
+        for name, m in backtest_rows(backtest).items()
+        for k, v in m.items()
+        if isinstance(v, int | float) and k in columns
+    }
+    return flat | {metric_key(k): v for k, v in flat_bt.items()}
+
+
+def report_symbol(
+    tracker: Tracker,
+    store: ParquetStore,
+    cfg: EvalConfig,
+    trading: Settings,
+    *,
+    symbol: str,
+    meta: dict,
+    home: Path | str,
+    tf_ms: int,
+    progress: Callable[[str], None] | None = None,
+) -> ReportResult:
+    """Walk-forward evaluation of ``symbol`` on the stored feature table, the policy backtest of
+    its test predictions under ``trading``'s policy and costs, the report files under
+    ``report_dir(home, symbol)`` and an MLflow run (``report-{symbol}``) with the report and
+    plots. ``meta`` (source, profile) goes into report.json next to ``symbols`` and ``config``.
+    """
+    features = store.read_features()
+    data = symbol_data(features, symbol)
+    ev = evaluate_symbol(data, cfg, tf_ms=tf_ms, progress=progress)
+    bt = backtest_symbol(trading, symbol, ev.predictions, store.read_ohlcv(symbol), features)
+    out = report_dir(home, symbol)
+    write_report(out, [ev], {**meta, "symbols": [symbol], "config": cfg.to_dict()}, {symbol: bt})
+    rep = symbol_report(ev)
+    bt_plots = backtest_plots(bt, symbol)
+    rel = reliability_diagram(
+        ev.predictions.get_column("y_up").to_numpy(),
+        ev.predictions.get_column("p_ensemble").to_numpy(),
+        title=f"{symbol} ensemble (walk-forward test)",
+    )
+    rc = risk_coverage_plot(risk_coverage_curves(ev.predictions), title=symbol)
+    run = tracker.log_training_run(
+        run_name=f"report-{symbol}",
+        params={"config": cfg.to_dict(), "policy": bt.report["policy"]},
+        metrics=report_metrics(rep, bt.report),
+        files={
+            "report.json": json.dumps({**rep, "backtest": bt.report}),
+            "plots/reliability_ensemble.png": rel,
+            "plots/risk_coverage.png": rc,
+            **{f"plots/{name}": png for name, png in bt_plots.items()},
+        },
+        tags={"symbol": symbol, "kind": "report"},
+    )
+    return ReportResult(symbol, out, rep, bt.report, run.url, rel, rc, bt_plots)

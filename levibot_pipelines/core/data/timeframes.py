@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
     "5m": 300_000,
@@ -46,3 +48,36 @@ def staleness_minutes(last_bar_ms: int | None, now_ms: int, tf_ms: int) -> float
     if last_bar_ms >= last_closed_bar(now_ms, tf_ms):
         return 0.0
     return (now_ms - (last_bar_ms + 2 * tf_ms)) / 60_000
+
+
+def freshness_state(stale_minutes: float, warn_minutes: float, fail_minutes: float) -> str:
+    """``"PASS"`` / ``"WARN"`` / ``"FAIL"`` for a data-time staleness in minutes (``inf`` = no
+    data: FAIL): WARN above ``warn_minutes``, FAIL above ``fail_minutes`` (settings
+    ``max_staleness_minutes`` 5 and ``fail_staleness_minutes`` 30)."""
+    if not stale_minutes >= 0:  # NaN compares False
+        raise ValueError(f"stale_minutes={stale_minutes!r}: expected a number >= 0 (inf = no data)")
+    if stale_minutes > fail_minutes:
+        return "FAIL"
+    if stale_minutes > warn_minutes:
+        return "WARN"
+    return "PASS"
+
+
+_UTC_STYLES = ("minutes", "seconds", "milliseconds")
+
+
+def utc_text(ms: int | None, style: str = "minutes", missing: str = "-") -> str:
+    """A ms UTC timestamp as text; ``missing`` (default ``"-"``) for ``None``.
+
+    ``style``: ``"minutes"`` -> ``"2026-11-24 10:00 UTC"`` (for people: CLI tables, reasons),
+    ``"seconds"`` -> ``"2026-11-24T10:00:00Z"``, ``"milliseconds"`` ->
+    ``"2026-11-24T10:00:00.000Z"`` (the API's ISO 8601 fields).
+    """
+    if style not in _UTC_STYLES:
+        raise ValueError(f"style must be one of {_UTC_STYLES}, got {style!r}")
+    if ms is None:
+        return missing
+    t = datetime.fromtimestamp(ms / 1000, UTC)
+    if style == "minutes":
+        return t.strftime("%Y-%m-%d %H:%M UTC")
+    return t.isoformat(timespec=style).removesuffix("+00:00") + "Z"

@@ -22,6 +22,7 @@ from levibot_pipelines.core.evaluation.splits import (
     walk_forward_splits,
 )
 from levibot_pipelines.core.models.calibration import Calibrator, fit_calibrator
+from levibot_pipelines.core.models.inference import calibrated_outputs, margin
 from levibot_pipelines.core.models.lgbm import LGBMConfig, fit_lgbm, predict_proba
 from levibot_pipelines.core.models.transformer import LevibotTransformer, TransformerConfig
 from levibot_pipelines.core.models.transformer_training import fit_transformer, predict
@@ -54,7 +55,7 @@ class LgbmFit:
     p: dict[str, np.ndarray]  # calibrated P(up) on val, calib, test
 
     def confidence(self, part: str) -> np.ndarray:
-        return np.abs(2 * self.p[part] - 1)
+        return margin(self.p[part])
 
 
 @dataclass
@@ -62,17 +63,15 @@ class DeepFit:
     model: LevibotTransformer
     history: list[dict]
     calibrator: Calibrator
-    p: dict[str, np.ndarray]  # calibrated MC-mean P(up) on val, calib, test
-    mc: dict[str, dict[str, np.ndarray]]  # raw mc_predict outputs per part
+    outputs: dict[str, dict[str, np.ndarray]]  # inference.calibrated_outputs on val, calib, test
+
+    @property
+    def p(self) -> dict[str, np.ndarray]:
+        """Calibrated MC-mean P(up) per part."""
+        return {k: v["p_up"] for k, v in self.outputs.items()}
 
     def confidence(self, part: str) -> np.ndarray:
-        return deep_confidence(self.p[part], self.mc[part]["epistemic_p"])
-
-
-def deep_confidence(p_calibrated: np.ndarray, epistemic_p: np.ndarray) -> np.ndarray:
-    """``|2p - 1| * clip(1 - 2 std_p, 0, 1)`` on the calibrated probability (as ``mc_predict``
-    defines it on the raw one): the margin, shrunk as the MC draws disagree."""
-    return np.abs(2 * p_calibrated - 1) * np.clip(1 - 2 * np.sqrt(epistemic_p), 0, 1)
+        return self.outputs[part]["confidence"]
 
 
 def fit_lgbm_rows(
@@ -125,8 +124,8 @@ def fit_deep_rows(
     )
     mc = {k: predict(model, X, rows[k], n_samples=mc_samples, seed=seed) for k in SCORED}
     calibrator = fit_calibrator(mc["calib"]["p_up"], y[rows["calib"]])
-    p = {k: calibrator.transform(v["p_up"]) for k, v in mc.items()}
-    return DeepFit(model, history, calibrator, p, mc)
+    outputs = {k: calibrated_outputs(v, calibrator) for k, v in mc.items()}
+    return DeepFit(model, history, calibrator, outputs)
 
 
 def latest_rows(

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from levibot_pipelines.core.checks import check_int
+
 PARTS = ("train", "val", "calib", "test")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,10 @@ class WalkForwardConfig:
 
     def __post_init__(self) -> None:
         for name in PARTS:
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         if self.step is not None:
-            _check_int("step", self.step, 1)
-        _check_int("purge", self.purge, 0)
+            check_int("step", self.step, 1)
+        check_int("purge", self.purge, 0)
 
     @property
     def stride(self) -> int:
@@ -81,8 +78,8 @@ def min_purge(horizon: int, window: int) -> int:
     Returns:
         ``horizon + window - 1``, e.g. 128 for ``h=1, L=128``.
     """
-    _check_int("horizon", horizon, 1)
-    _check_int("window", window, 1)
+    check_int("horizon", horizon, 1)
+    check_int("window", window, 1)
     return horizon + window - 1
 
 
@@ -140,8 +137,8 @@ def walk_forward_splits(
         ValueError: if ``cfg.purge < required_purge`` or ``n_samples < cfg.span`` (not even one
             fold fits).
     """
-    _check_int("n_samples", n_samples, 0)
-    _check_int("required_purge", required_purge, 0)
+    check_int("n_samples", n_samples, 0)
+    check_int("required_purge", required_purge, 0)
     if cfg.purge < required_purge:
         raise ValueError(
             f"cfg.purge={cfg.purge} is below required_purge={required_purge}: parts would share "

@@ -28,14 +28,22 @@ import polars as pl
 
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
 from levibot_pipelines.core.data.windows import labeled_ends, window_ends
-from levibot_pipelines.core.evaluation.fitting import fit_deep_rows, fit_lgbm_rows, fold_rows
+from levibot_pipelines.core.evaluation.fitting import (
+    DeepFit,
+    LgbmFit,
+    fit_deep_rows,
+    fit_lgbm_rows,
+    fold_rows,
+)
 from levibot_pipelines.core.evaluation.splits import (
+    Fold,
     WalkForwardConfig,
     min_purge,
     walk_forward_splits,
 )
 from levibot_pipelines.core.metrics import brier, picp, risk_coverage, summarize
-from levibot_pipelines.core.models.ensemble import combine, fit_ensemble_weight
+from levibot_pipelines.core.models.ensemble import fit_ensemble_weight
+from levibot_pipelines.core.models.inference import ensemble_outputs
 from levibot_pipelines.core.models.lgbm import LGBMConfig
 from levibot_pipelines.core.models.transformer import TransformerConfig
 
@@ -114,6 +122,66 @@ def _rule_probability(ret_1: np.ndarray, strength: float, sign: float) -> np.nda
     return 0.5 + sign * 0.5 * strength * np.where(ret_1 > 0, 1.0, -1.0)
 
 
+def _fold_predictions(
+    data: SymbolData,
+    fold_index: int,
+    rows: dict[str, np.ndarray],
+    lg: LgbmFit,
+    dp: DeepFit,
+    w: float,
+) -> pl.DataFrame:
+    """One row per test bar of a fold: label, every model's p (``MODELS``), the Transformer's
+    uncertainty and the members' confidences."""
+    X, y, test_rows = data.X, data.y_up, rows["test"]
+    test = dp.outputs["test"]
+    conf_l = lg.confidence("test")
+    p_e, _, _ = ensemble_outputs(lg.p["test"], conf_l, test["p_up"], test["confidence"], w)
+    y_train = y[rows["train"]]
+    base = float(y_train.mean())
+    momentum_acc = float(np.mean((X[rows["train"], RET_1] > 0) == (y_train > 0.5)))
+    strength = abs(2 * momentum_acc - 1)
+    ret_test = X[test_rows, RET_1]
+    return pl.DataFrame(
+        {
+            "timestamp": data.timestamps[test_rows],
+            "fold": np.full(len(test_rows), fold_index, dtype=np.int32),
+            "y_up": y[test_rows],
+            "fwd_ret": data.fwd_ret[test_rows],
+            "p_lgbm": lg.p["test"],
+            "p_deep": test["p_up"],
+            "p_ensemble": p_e,
+            "p_base_rate": np.full(len(test_rows), base),
+            "p_last_return": _rule_probability(ret_test, strength, +1.0),
+            "p_reversal": _rule_probability(ret_test, strength, -1.0),
+            "train_base_rate": np.full(len(test_rows), base),
+            "mu": test["mu"],
+            "sigma": test["sigma"],
+            "aleatoric": test["aleatoric"],
+            "epistemic": test["epistemic"],
+            "epistemic_p": test["epistemic_p"],
+            "conf_lgbm": conf_l,
+            "conf_deep": test["confidence"],
+        }
+    )
+
+
+def _fold_summary(
+    data: SymbolData, fold: Fold, rows: dict[str, np.ndarray], lg: LgbmFit, dp: DeepFit, w: float
+) -> dict:
+    """What was fitted in a fold (trees, calibration methods, epochs, weight) and its test span."""
+    return {
+        **fold.as_dict(),
+        "test_start_ms": int(data.timestamps[rows["test"][0]]),
+        "test_end_ms": int(data.timestamps[rows["test"][-1]]),
+        "lgbm_trees": int(lg.booster.current_iteration()),
+        "lgbm_calibration": lg.calibrator.method,
+        "deep_calibration": dp.calibrator.method,
+        "deep_epochs": len(dp.history),
+        "deep_best_val_loss": float(min(h["val_loss"] for h in dp.history)),
+        "ensemble_weight_lgbm": float(w),
+    }
+
+
 def evaluate_symbol(
     data: SymbolData,
     cfg: EvalConfig,
@@ -137,60 +205,16 @@ def evaluate_symbol(
         started = time.perf_counter()
         rows = fold_rows(samples, fold)
         seed = cfg.seed + fold.index
-
         lg = fit_lgbm_rows(X, y, rows, cfg.lgbm, seed=seed)
         dp = fit_deep_rows(X, y, data.fwd_ret, rows, cfg.transformer, **cfg.deep_kwargs(seed))
         w = fit_ensemble_weight(lg.p["val"], dp.p["val"], y[rows["val"]])
-        test = dp.mc["test"]
-        conf_l, conf_d = lg.confidence("test"), dp.confidence("test")
-        p_e = combine(lg.p["test"], dp.p["test"], w, conf_l, conf_d)
-
-        y_train = y[rows["train"]]
-        base = float(y_train.mean())
-        momentum_acc = float(np.mean((X[rows["train"], RET_1] > 0) == (y_train > 0.5)))
-        strength = abs(2 * momentum_acc - 1)
-        ret_test = X[rows["test"], RET_1]
-        parts_out.append(
-            pl.DataFrame(
-                {
-                    "timestamp": data.timestamps[rows["test"]],
-                    "fold": np.full(len(rows["test"]), fold.index, dtype=np.int32),
-                    "y_up": y[rows["test"]],
-                    "fwd_ret": data.fwd_ret[rows["test"]],
-                    "p_lgbm": lg.p["test"],
-                    "p_deep": dp.p["test"],
-                    "p_ensemble": p_e,
-                    "p_base_rate": np.full(len(rows["test"]), base),
-                    "p_last_return": _rule_probability(ret_test, strength, +1.0),
-                    "p_reversal": _rule_probability(ret_test, strength, -1.0),
-                    "train_base_rate": np.full(len(rows["test"]), base),
-                    "mu": test["mu"],
-                    "sigma": np.sqrt(test["total"]),
-                    "aleatoric": test["aleatoric"],
-                    "epistemic": test["epistemic"],
-                    "epistemic_p": test["epistemic_p"],
-                    "conf_lgbm": conf_l,
-                    "conf_deep": conf_d,
-                }
-            )
-        )
-        fold_info.append(
-            {
-                **fold.as_dict(),
-                "test_start_ms": int(data.timestamps[rows["test"][0]]),
-                "test_end_ms": int(data.timestamps[rows["test"][-1]]),
-                "lgbm_trees": int(lg.booster.current_iteration()),
-                "lgbm_calibration": lg.calibrator.method,
-                "deep_calibration": dp.calibrator.method,
-                "deep_epochs": len(dp.history),
-                "deep_best_val_loss": float(min(h["val_loss"] for h in dp.history)),
-                "ensemble_weight_lgbm": float(w),
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-        )
+        parts_out.append(_fold_predictions(data, fold.index, rows, lg, dp, w))
+        info = _fold_summary(data, fold, rows, lg, dp, w)
+        info["seconds"] = round(time.perf_counter() - started, 2)
+        fold_info.append(info)
         say(
             f"{data.symbol}: fold {fold.index + 1}/{len(folds)} done in "
-            f"{fold_info[-1]['seconds']:.1f}s (w_lgbm={w:.2f})"
+            f"{info['seconds']:.1f}s (w_lgbm={w:.2f})"
         )
     predictions = pl.concat(parts_out)
     return SymbolEvaluation(

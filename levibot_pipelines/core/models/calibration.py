@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 
-from levibot_pipelines.core.metrics import check_labels, check_probabilities, check_same_length
+from levibot_pipelines.core.checks import check_labels, check_probabilities, check_same_length
 from levibot_pipelines.core.metrics import log_loss as _log_loss
 
 METHODS: tuple[str, ...] = ("identity", "platt", "isotonic")

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from levibot_pipelines.core.metrics import (
+from levibot_pipelines.core.checks import (
+    check_int,
     check_labels,
     check_probabilities,
     check_same_length,
-    log_loss,
 )
-
-
-def _check_weight(w: float) -> float:
-    if not (np.isfinite(w) and 0.0 <= w <= 1.0):
-        raise ValueError(f"w must be in [0, 1], got {w}")
-    return float(w)
+from levibot_pipelines.core.metrics import log_loss
 
 
 def _mix(a: np.ndarray, b: np.ndarray, w: float | np.ndarray) -> np.ndarray:
@@ -43,8 +38,7 @@ def fit_ensemble_weight(p_a: object, p_b: object, y: object, grid: int = 101) ->
     ``y`` the realized 0/1 directions. ``w`` is searched on ``grid`` uniform points of [0, 1]
     (default 101, step 0.01); on ties the smallest ``w`` wins.
     """
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an integer >= 2, got {grid!r}")
+    check_int("grid", grid, 2)
     a, b, y_arr = check_probabilities(p_a, "p_a"), check_probabilities(p_b, "p_b"), check_labels(y)
     check_same_length(p_a=a, p_b=b, y=y_arr)
     weights = np.linspace(0.0, 1.0, grid)
@@ -68,7 +62,8 @@ def combine(
     """
     a, b = check_probabilities(p_a, "p_a"), check_probabilities(p_b, "p_b")
     check_same_length(p_a=a, p_b=b)
-    w = _check_weight(w)
+    if not (np.isfinite(w) and 0.0 <= w <= 1.0):
+        raise ValueError(f"w must be in [0, 1], got {w}")
     if (conf_a is None) != (conf_b is None):
         missing = "conf_b" if conf_b is None else "conf_a"
         raise ValueError(f"conf_a and conf_b must be given together, {missing} is None")

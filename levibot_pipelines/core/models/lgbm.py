@@ -15,6 +15,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from levibot_pipelines.core.checks import check_min
+
 
 @dataclass(frozen=True)
 class LGBMConfig:
@@ -41,10 +43,8 @@ class LGBMConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_estimators", "min_child_samples", "early_stopping_rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.num_leaves < 2:
-            raise ValueError(f"num_leaves must be >= 2, got {self.num_leaves!r}")
+            check_min(name, getattr(self, name), 1)
+        check_min("num_leaves", self.num_leaves, 2)
         for name in ("feature_fraction", "bagging_fraction"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")

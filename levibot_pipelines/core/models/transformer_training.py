@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from levibot_pipelines.core.checks import check_int_array, check_min
 from levibot_pipelines.core.data.windows import gather_windows
-from levibot_pipelines.core.models.transformer import MC_KEYS, LevibotTransformer, TransformerConfig
+from levibot_pipelines.core.models.mc_dropout import MC_KEYS
+from levibot_pipelines.core.models.transformer import LevibotTransformer, TransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,7 @@ def fit_transformer(
     train_ends = _check_ends(train_ends, "train_ends", X, y_up, fwd_ret, config)
     val_ends = _check_ends(val_ends, "val_ends", X, y_up, fwd_ret, config)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+        check_min(name, value, 1)
     if max_train_samples is not None and max_train_samples < 1:
         raise ValueError(f"max_train_samples must be >= 1 or None, got {max_train_samples}")
     if lr <= 0:
@@ -203,10 +204,8 @@ def predict(
     time (each MC pass is chunked by ``mc_predict``'s default ``chunk_size``); ``seed`` seeds the
     dropout draws of each batch.
     """
-    if n_samples < 0:
-        raise ValueError(f"n_samples must be >= 0, got {n_samples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_min("n_samples", n_samples, 0)
+    check_min("batch_size", batch_size, 1)
     ends = np.asarray(ends, dtype=np.int64)
     keys = ("p_up", "mu", "sigma") if n_samples == 0 else None
     device = model.target_scale.device
@@ -269,10 +268,7 @@ def _check_ends(
     fwd_ret: np.ndarray,
     config: TransformerConfig,
 ) -> np.ndarray:
-    ends = np.asarray(ends)
-    if ends.ndim != 1 or ends.size == 0 or not np.issubdtype(ends.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty 1-D integer array, got {ends!r:.80}")
-    ends = ends.astype(np.int64)
+    ends = check_int_array(ends, name)
     if ends.min() < config.window - 1 or ends.max() >= X.shape[0]:
         raise ValueError(
             f"{name} must lie in [{config.window - 1}, {X.shape[0] - 1}] "

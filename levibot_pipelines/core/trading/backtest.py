@@ -4,10 +4,11 @@ Time alignment (ARCHITECTURE section 3): bar ``t``'s timestamp is its open time;
 the close of ``t`` fills at ``open(t+1)`` plus slippage; stops and take-profits are checked
 inside every held bar, adverse first. The loop runs over trades, not bars: each trade's exit is
 found with vectorized searches and the per-bar series are filled with array operations (a
-million bars with tens of thousands of trades: about 0.6 s, see ``benchmarks/backtest.py``).
+million bars with tens of thousands of trades: about 0.6 s, see ``benchmarks/backtest.py``);
+that loop is ``core.trading.trade_loop``, this module validates, costs and assembles the series.
 ``Signals`` is the interface with ``core.trading.policy``. Statistics live in
-``core.trading.performance``; the
-baselines a policy is judged against and ``compare`` in ``core.trading.baselines``.
+``core.trading.performance``; the baselines a policy is judged against and ``compare`` in
+``core.trading.baselines``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from enum import IntEnum
 
 import numpy as np
 import polars as pl
+
+from levibot_pipelines.core.checks import check_int_array
+from levibot_pipelines.core.trading.trade_loop import END, walk_trades
 
 
 class Action(IntEnum):
@@ -53,7 +57,6 @@ class Signals:
 
 FILLS = ("next_open", "close")
 EXIT_REASONS = ("signal", "stop", "take_profit", "end")
-_SIGNAL, _STOP, _TP, _END = range(4)
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,7 @@ def _require(ok: np.ndarray, what: str, values: np.ndarray) -> None:
 def _check_prices(
     timestamps: object, open_: object, high: object, low: object, close: object
 ) -> tuple[np.ndarray, ...]:
-    ts = np.asarray(timestamps)
-    if ts.ndim != 1 or ts.size == 0 or not np.issubdtype(ts.dtype, np.integer):
-        raise ValueError(
-            f"timestamps must be a non-empty 1-D integer array (ms UTC), got {ts.dtype} {ts.shape}"
-        )
+    ts = check_int_array(timestamps, "timestamps")
     _require(np.r_[True, np.diff(ts) > 0], "timestamps must be strictly increasing", ts)
     out = []
     for name, x in {"open": open_, "high": high, "low": low, "close": close}.items():
@@ -156,7 +155,7 @@ def _check_prices(
     o, h, lo, c = out
     _require(h >= np.maximum(o, c), "high must be >= max(open, close)", h)
     _require(lo <= np.minimum(o, c), "low must be <= min(open, close)", lo)
-    return ts.astype(np.int64), o, h, lo, c
+    return ts, o, h, lo, c
 
 
 def _check_signals(s: Signals, n: int) -> None:
@@ -174,102 +173,6 @@ def _check_signals(s: Signals, n: int) -> None:
     for name in ("stop_pct", "take_profit_pct"):
         arr = getattr(s, name)
         _require(~(arr <= 0), f"signals.{name} must be > 0 or NaN (none)", arr)
-
-
-def _next_index(mask: np.ndarray) -> np.ndarray:
-    """``nxt[t]`` = the first ``i >= t`` with ``mask[i]``, else ``n``; length ``n + 1``."""
-    n = mask.size
-    idx = np.where(mask, np.arange(n), n)
-    return np.r_[np.minimum.accumulate(idx[::-1])[::-1], n]
-
-
-def _first_touch(
-    side: int, stop: float, tp: float, a: int, b: int, bars: tuple[np.ndarray, ...]
-) -> int:
-    """First bar in ``[a, b]`` whose range touches ``stop`` or ``tp`` (NaN never touches), else
-    -1. ``bars`` = (high, low, high list, low list). The first few bars are checked one by one
-    (most trades end there and a Python comparison is cheaper than a numpy call), then chunks
-    of 64, 256, 1024... bars are scanned vectorized."""
-    high, low, hl, lol = bars
-    e = min(a + 4, b + 1)
-    for j in range(a, e):
-        if side > 0 and (lol[j] <= stop or hl[j] >= tp):
-            return j
-        if side < 0 and (hl[j] >= stop or lol[j] <= tp):
-            return j
-    a, chunk = e, 64
-    while a <= b:
-        e = min(a + chunk, b + 1)
-        if side > 0:
-            hit = (low[a:e] <= stop) | (high[a:e] >= tp)
-        else:
-            hit = (high[a:e] >= stop) | (low[a:e] <= tp)
-        i = int(hit.argmax())
-        if hit[i]:
-            return a + i
-        a, chunk = e, chunk * 4
-    return -1
-
-
-def _walk(
-    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, s: Signals, lag: int, slip: float
-) -> tuple[dict[str, list], list[int], list[int]]:
-    """The event loop over trades. ``lag`` 1: a decision at ``t`` fills at ``open(t+1)``; 0:
-    at ``close(t)`` (look-ahead). Returns per-trade columns, entry decision bars (filled or
-    not) and signal-exit decision bars (filled or not)."""
-    n = len(c)
-    valid = (s.entry_side != 0) & (s.size > 0)
-    # The loop reads single elements, several times faster from lists than from arrays; the
-    # conversion pays off only when many bars can start a trade.
-    seq = np.ndarray.tolist if int(valid.sum()) > n // 8 else np.asarray
-    next_entry = seq(_next_index(valid))
-    next_exit = {1: seq(_next_index(s.exit_long)), -1: seq(_next_index(s.exit_short))}
-    sides, valid_l = seq(s.entry_side), seq(valid)
-    stop_pct, tp_pct = seq(s.stop_pct), seq(s.take_profit_pct)
-    ol, cl, hl, lol = seq(o), seq(c), seq(h), seq(lo)
-    bars = (h, lo, hl, lol)
-    cols: dict[str, list] = {k: [] for k in ("t", "fb", "eb", "raw_in", "raw_out", "reason")}
-    cols.update(stop=[], tp=[])
-    add = [v.append for v in cols.values()]
-    entry_act: list[int] = []
-    exit_act: list[int] = []
-    t = next_entry[0]
-    while t < n:
-        side = sides[t]
-        entry_act.append(t)
-        fb = t + lag
-        if fb >= n:
-            break
-        raw_in = ol[fb] if lag else cl[t]
-        fill_in = raw_in * (1 + side * slip)
-        stop = fill_in * (1 - side * stop_pct[t])
-        tp = fill_in * (1 + side * tp_pct[t])
-        k = next_exit[side][t + 1]
-        # Stops are live from the first bar after the decision up to the bar whose close
-        # decides the exit (a next_open exit fills at the following open, before its range).
-        no_levels = math.isnan(stop) and math.isnan(tp)
-        j = -1 if no_levels else _first_touch(side, stop, tp, t + 1, min(k, n - 1), bars)
-        reversal = k < n and sides[k] == -side and valid_l[k]
-        if j >= 0:
-            # Adverse first: when both levels are inside the bar's range, the stop was hit.
-            if (lol[j] <= stop) if side > 0 else (hl[j] >= stop):
-                reason, raw_out = _STOP, (min if side > 0 else max)(ol[j], stop)
-            else:
-                reason, raw_out = _TP, (max if side > 0 else min)(ol[j], tp)
-            eb, t_next = j, j
-        elif k + lag < n:
-            reason, eb, raw_out = _SIGNAL, k + lag, ol[k + 1] if lag else cl[k]
-            exit_act.append(k)
-            t_next = k if reversal else k + 1
-        else:
-            reason, eb, raw_out = _END, n - 1, cl[n - 1]
-            if k < n:
-                exit_act.append(k)
-            t_next = k if reversal else n
-        for append, v in zip(add, (t, fb, eb, raw_in, raw_out, reason, stop, tp), strict=True):
-            append(v)
-        t = next_entry[t_next]
-    return cols, entry_act, exit_act
 
 
 def run_backtest(
@@ -314,7 +217,7 @@ def run_backtest(
     _check_signals(signals, n)
     fee_rate, slip = cfg.costs.fee_bps * 1e-4, cfg.costs.slippage_bps * 1e-4
     lag = 1 if cfg.fill == "next_open" else 0
-    cols, entry_act, exit_act = _walk(o, h, lo, c, signals, lag, slip)
+    cols, entry_act, exit_act = walk_trades(o, h, lo, c, signals, lag, slip)
 
     t = np.asarray(cols["t"], dtype=np.int64)
     fb, eb = (np.asarray(cols[k], dtype=np.int64) for k in ("fb", "eb"))
@@ -322,7 +225,7 @@ def run_backtest(
     reason = np.asarray(cols["reason"], dtype=np.int64)
     side = signals.entry_side[t].astype(np.int64)
     size = signals.size[t].astype(np.float64)
-    w, fee, end, same = side * size, fee_rate * size, reason == _END, eb == fb
+    w, fee, end, same = side * size, fee_rate * size, reason == END, eb == fb
     fill_in = raw_in * (1 + side * slip)
     fill_out = np.where(end, raw_out, raw_out * (1 - side * slip))
 

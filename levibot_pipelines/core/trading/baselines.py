@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from levibot_pipelines.core.checks import check_min
 from levibot_pipelines.core.trading.backtest import (
     BacktestConfig,
     BacktestResult,
@@ -26,8 +27,7 @@ DEFAULT_CONFIG = BacktestConfig()  # frozen: safe as a default argument
 
 def flat_signals(n: int) -> Signals:
     """Never trade: every array of length ``n`` empty (no entries, no exits, no levels)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    check_min("n", n, 1)
     return Signals(
         entry_side=np.zeros(n, dtype=np.int8),
         size=np.zeros(n),

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.core.checks import check_array, check_columns
+
 LEVELS: tuple[str, ...] = ("ok", "warn", "error")
 REPORT_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
@@ -32,13 +34,9 @@ def _sample(x: object, name: str) -> np.ndarray:
     """``x`` as a 1-D float64 array with NaNs dropped; ``ValueError`` when not 1-D, when it holds
     an infinity, or when nothing is left."""
     arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    arr = arr[~np.isnan(arr)]
+    arr = check_array(arr[~np.isnan(arr)] if arr.ndim == 1 else arr, name, allow_empty=True)
     if arr.size == 0:
         raise ValueError(f"{name} is empty (or all NaN): PSI needs at least one value")
-    if np.isinf(arr).any():
-        raise ValueError(f"{name} must be finite, got {arr[np.isinf(arr)][0]}")
     return arr
 
 
@@ -84,12 +82,6 @@ def psi(reference: object, current: object, n_bins: int = 10, eps: float = 1e-4)
     return float(np.sum((c - r) * np.log(c / r)))
 
 
-def _check_columns(df: pl.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks feature columns {missing}; it has {df.columns}")
-
-
 def feature_psi(
     reference: pl.DataFrame,
     current: pl.DataFrame,
@@ -102,8 +94,8 @@ def feature_psi(
     dropped); errors name the column, prefixed by ``label`` (e.g. the symbol) when given."""
     if not columns:
         raise ValueError("columns is empty: expected at least one feature column")
-    _check_columns(reference, columns, "reference")
-    _check_columns(current, columns, "current")
+    check_columns("reference", reference.columns, columns, "feature columns")
+    check_columns("current", current.columns, columns, "feature columns")
     prefix = f"{label} " if label else ""
     out = {}
     for c in columns:
@@ -164,7 +156,9 @@ def drift_report(
     if not symbol_windows:
         raise ValueError("symbol_windows is empty: expected at least one symbol")
     psi_level(0.0, warn, error)
-    _check_columns(features, ["symbol", "timestamp", *columns], "features")
+    check_columns(
+        "features", features.columns, ["symbol", "timestamp", *columns], "feature columns"
+    )
     rows = []
     for symbol, (start, end) in symbol_windows.items():
         if start > end:
@@ -197,7 +191,7 @@ def drift_report(
 
 def max_level(report: pl.DataFrame) -> str:
     """The worst ``level`` of a :func:`drift_report` (``"ok"`` when it has no rows)."""
-    _check_columns(report, ["level"], "report")
+    check_columns("report", report.columns, ["level"])
     levels = report.get_column("level").unique().to_list()
     unknown = [lv for lv in levels if lv not in LEVELS]
     if unknown:
@@ -209,7 +203,7 @@ def drift_alarm(report: pl.DataFrame) -> dict | None:
     """The row the kill-switch acts on: the largest PSI among features at level ``error`` that
     are also ``beyond_training``; ``None`` when there is none (ERROR alone is not enough, see
     :func:`drift_report`)."""
-    _check_columns(report, ["psi", "level", "beyond_training"], "report")
+    check_columns("report", report.columns, ["psi", "level", "beyond_training"])
     alarming = report.filter((pl.col("level") == "error") & pl.col("beyond_training"))
     if alarming.is_empty():
         return None

@@ -1,24 +1,30 @@
-"""Kill-switch rules: states, the effective state of a set of entries, and the automatic triggers.
+"""Kill-switch rules: states, the effective state of a set of entries, every automatic trigger
+and how a state cuts a decision.
 
 The switch holds ENTRIES keyed by name: one ``manual`` entry set by a person and automatic
 triggers (``staleness``, ``drawdown``, ``drift``; other names are allowed). An entry is a mapping
 ``{"state", "reason", "by", "since"}`` with ``since`` in ms UTC. States are ordered by severity
 ``ACTIVE < REDUCING < HALTED``; the effective state is the most severe entry (ACTIVE when none).
 While not ACTIVE, position sizes are multiplied by :func:`size_multiplier` (1, the reducing
-factor, 0). Each trigger is a pure function returning the state to set, or ``None`` to clear.
-Persistence lives in ``adapters.killswitch_store``.
+factor, 0).
+
+Every automatic trigger is decided by :func:`automatic_triggers` (one rule per trigger:
+:func:`staleness_trigger`, :func:`drawdown_trigger`, :func:`drift_trigger`); a state is applied
+to a decided entry by :func:`apply_state`. Persistence lives in ``adapters.killswitch_store``;
+``usecases.risk`` gathers the inputs and writes the outcome.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
-import numpy as np
+from levibot_pipelines.core.data.timeframes import utc_text
 
 STATES: tuple[str, ...] = ("ACTIVE", "REDUCING", "HALTED")
 MANUAL = "manual"
+ENTRIES: tuple[str, ...] = ("ENTRY_LONG", "ENTRY_SHORT")
 
 
 def check_state(state: object) -> str:
@@ -59,13 +65,6 @@ def size_multiplier(state: str, reducing_factor: float) -> float:
     return {"ACTIVE": 1.0, "REDUCING": float(reducing_factor), "HALTED": 0.0}[state]
 
 
-def format_ms(ms: int | None) -> str:
-    """``ms`` (UTC epoch milliseconds) as ``"2026-11-24 10:00 UTC"``; ``"?"`` when unknown."""
-    if ms is None:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def describe(entries: Mapping[str, Mapping]) -> str:
     """One human string for every entry that is not ACTIVE, most severe first, manual first
     among equals; ``""`` when there is none.
@@ -81,7 +80,8 @@ def describe(entries: Mapping[str, Mapping]) -> str:
         reason = e.get("reason") or "no reason given"
         if name == MANUAL:
             who = e.get("by") or "?"
-            parts.append(f"{e['state']} by {who} at {format_ms(e.get('since'))}: {reason}")
+            since = utc_text(e.get("since"), missing="?")
+            parts.append(f"{e['state']} by {who} at {since}: {reason}")
         else:
             parts.append(f"{name} {e['state']}: {reason}")
     return "; ".join(parts)
@@ -100,29 +100,15 @@ def staleness_trigger(staleness_minutes: float, limit_minutes: float) -> str | N
     return "HALTED" if staleness_minutes > limit_minutes else None
 
 
-def current_drawdown(equity: object) -> float:
-    """Drawdown of the last point from the running peak: ``1 - equity[-1] / max(equity)``.
-
-    ``equity``: 1-D non-empty array of finite, non-negative equity values in time order with a
-    positive peak, shape (n,). Returns a fraction in ``[0, 1]`` (0.25 = 25 % below the peak).
-    """
-    arr = np.asarray(equity, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"equity must be a non-empty 1-D array, got shape {arr.shape}")
-    if not np.isfinite(arr).all() or (arr < 0).any():
-        raise ValueError(f"equity must be finite and >= 0, got min {arr.min()!r}")
-    peak = float(arr.max())
-    if peak <= 0:
-        raise ValueError(f"equity must have a positive peak, got max {peak!r}")
-    return float(1.0 - arr[-1] / peak)
-
-
-def drawdown_trigger(equity: object, max_drawdown: float) -> str | None:
-    """HALTED when :func:`current_drawdown` of the paper ``equity`` exceeds ``max_drawdown``
-    (a fraction in ``(0, 1]``, settings default 0.2), else ``None``."""
+def drawdown_trigger(drawdown: float, max_drawdown: float) -> str | None:
+    """HALTED when the paper ``drawdown`` (a fraction >= 0 below the running peak:
+    ``core.trading.performance.current_drawdown`` of the paper equity) exceeds
+    ``max_drawdown`` (a fraction in ``(0, 1]``, settings default 0.2), else ``None``."""
     if not 0.0 < max_drawdown <= 1.0:
         raise ValueError(f"max_drawdown={max_drawdown!r}: expected a fraction in (0, 1]")
-    return "HALTED" if current_drawdown(equity) > max_drawdown else None
+    if not (math.isfinite(drawdown) and drawdown >= 0):
+        raise ValueError(f"drawdown={drawdown!r}: expected a finite fraction >= 0")
+    return "HALTED" if drawdown > max_drawdown else None
 
 
 def drift_trigger(max_psi: float, warn: float, error: float) -> str | None:
@@ -136,3 +122,122 @@ def drift_trigger(max_psi: float, warn: float, error: float) -> str | None:
     if not 0.0 <= warn <= error:
         raise ValueError(f"warn={warn!r}, error={error!r}: expected 0 <= warn <= error")
     return "REDUCING" if max_psi > error else None
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """Limits of the automatic triggers (settings ``kill_staleness_minutes``,
+    ``kill_max_drawdown``, ``psi_warn``, ``psi_error``; defaults as in settings)."""
+
+    staleness_minutes: float = 60.0
+    max_drawdown: float = 0.2
+    psi_warn: float = 0.1
+    psi_error: float = 0.25
+
+
+@dataclass(frozen=True)
+class PsiReading:
+    """One row of a drift report: ``psi`` of ``feature`` on ``symbol``; ``psi_in_training``
+    the largest PSI of a same-length window inside the training window (NaN when unknown)."""
+
+    symbol: str
+    feature: str
+    psi: float
+    psi_in_training: float = math.nan
+
+
+@dataclass(frozen=True)
+class RiskInputs:
+    """What a caller knows; a trigger whose input is ``None`` is not evaluated (left as stored).
+
+    ``staleness_minutes``: data-time staleness of the newest bar (``inf``: no data at all, which
+    clears the trigger: nothing has been traded on yet), named ``staleness_subject`` in the
+    reason. ``drawdown``: the worst paper drawdown over symbols (fraction), on
+    ``drawdown_symbol``. ``drift_worst``: the largest PSI of the drift report; ``drift_alarm``:
+    the row the switch acts on (``core.trading.drift.drift_alarm``), ``None`` when none.
+    """
+
+    staleness_minutes: float | None = None
+    staleness_subject: str = "newest feature bar"
+    drawdown: float | None = None
+    drawdown_symbol: str = "?"
+    drift_worst: PsiReading | None = None
+    drift_alarm: PsiReading | None = None
+
+
+Triggers = dict[str, tuple[str | None, str]]
+
+
+def automatic_triggers(inputs: RiskInputs, limits: RiskLimits) -> Triggers:
+    """Every automatic trigger that ``inputs`` allow, as name -> (state or ``None`` to clear,
+    human reason), in the order staleness, drawdown, drift.
+
+    - ``staleness``: HALTED past ``limits.staleness_minutes`` (:func:`staleness_trigger`),
+      cleared when there is no data at all.
+    - ``drawdown``: HALTED past ``limits.max_drawdown`` (:func:`drawdown_trigger`).
+    - ``drift``: REDUCING when the alarmed PSI exceeds ``limits.psi_error``
+      (:func:`drift_trigger`); without an alarm it clears, its reason naming the largest PSI.
+    """
+    out: Triggers = {}
+    minutes = inputs.staleness_minutes
+    if minutes is not None:
+        limit = limits.staleness_minutes
+        state = None if math.isinf(minutes) else staleness_trigger(minutes, limit)
+        reason = f"{inputs.staleness_subject} is {minutes:.0f} min stale (limit {limit:.0f})"
+        out["staleness"] = (state, reason)
+    if inputs.drawdown is not None:
+        dd, limit = inputs.drawdown, limits.max_drawdown
+        reason = f"paper drawdown {dd:.1%} on {inputs.drawdown_symbol} (limit {limit:.0%})"
+        out["drawdown"] = (drawdown_trigger(dd, limit), reason)
+    worst, top = inputs.drift_worst, inputs.drift_alarm
+    if worst is not None:
+        state, reason = None, f"PSI {worst.psi:.3f} on {worst.feature} ({worst.symbol})"
+        if top is not None:
+            state = drift_trigger(top.psi, limits.psi_warn, limits.psi_error)
+            reason = (
+                f"PSI {top.psi:.3f} on {top.feature} ({top.symbol}), above every same-length "
+                f"window in training ({top.psi_in_training:.3f})"
+            )
+        out["drift"] = (state, reason)
+    return out
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A decision after :func:`apply_state`; ``applied`` is True when it was cut."""
+
+    signal: str
+    size: float
+    position: float
+    applied: bool
+
+
+def apply_state(
+    signal: str,
+    size: float,
+    position: float,
+    state: str,
+    reducing_factor: float,
+    already_applied: str = "ACTIVE",
+) -> Applied:
+    """Cut a decided entry by the kill-switch ``state`` when it is stricter than
+    ``already_applied``, the state the decision was made under (the published one).
+
+    Only entries (``ENTRY_LONG``/``ENTRY_SHORT``) are cut: HALTED turns the entry into ``HOLD``
+    with size and position 0 (an entry is only taken from flat); REDUCING multiplies size and
+    position by :func:`size_multiplier` (``reducing_factor`` in ``[0, 1]``). Exits and holds
+    pass unchanged, as does an entry decided under an equal or stricter state.
+
+    The API cuts published rows with it. The publisher instead passes
+    ``size_multiplier(state, reducing_factor)`` into the decision itself
+    (``core.trading.paper.live_decision``): there the cut size must be what the paper position
+    replays and what later publishes fill, and an entry cut to size 0 is no entry at all for
+    the policy (not even its stop and take-profit levels), so cutting after the decision would
+    publish different rows.
+    """
+    multiplier = size_multiplier(state, reducing_factor)
+    if signal not in ENTRIES or severity(state) <= severity(already_applied):
+        return Applied(signal, size, position, False)
+    if state == "HALTED":
+        return Applied("HOLD", 0.0, 0.0, True)
+    return Applied(signal, size * multiplier, position * multiplier, True)

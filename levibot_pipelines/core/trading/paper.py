@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.core.checks import check_columns
+from levibot_pipelines.core.trading.adaptive import REGIME_NAMES
 from levibot_pipelines.core.trading.backtest import Action, BacktestConfig, Signals, run_backtest
-from levibot_pipelines.core.trading.policy import REGIME_NAMES, PolicyConfig, policy_signals
+from levibot_pipelines.core.trading.performance import current_drawdown
+from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
 
 HISTORY_COLUMNS = ("bar_time", "signal", "size", "close", "stop_loss", "take_profit")
 
@@ -88,9 +91,7 @@ def live_decision(
     ``p``/``confidence``/``uncertainty``: the ensemble's output at ``bar_time``;
     ``size_multiplier``: the kill-switch's (1 ACTIVE, <1 REDUCING, 0 HALTED).
     """
-    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
-    if missing:
-        raise ValueError(f"history lacks columns {missing}")
+    check_columns("history", history.columns, HISTORY_COLUMNS)
     candles = candles.sort("timestamp").filter(pl.col("timestamp") <= bar_time)
     ts = candles.get_column("timestamp").to_numpy().astype(np.int64)
     if len(ts) == 0 or ts[-1] != bar_time:
@@ -154,7 +155,7 @@ def live_decision(
         regime=REGIME_NAMES[regime_state],
         regime_state=regime_state,
         paper_equity=float(equity[-1]),
-        paper_drawdown=float(1.0 - equity[-1] / equity.max()),
+        paper_drawdown=current_drawdown(equity),
     )
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from levibot_pipelines.core.metrics import check_array
+from levibot_pipelines.core.checks import check_array, check_int_array
 
 if TYPE_CHECKING:
     from levibot_pipelines.core.trading.backtest import BacktestConfig, BacktestResult
@@ -45,15 +45,13 @@ def daily_returns(timestamps: object, returns: object) -> tuple[np.ndarray, np.n
     the day its open time falls in. Returns ``(day_start_ms, r_day)``, each of shape (d,), with
     ``r_day = prod(1 + r_bar) - 1`` over the day's bars. Days without bars are absent.
     """
-    ts = np.asarray(timestamps)
+    ts = check_int_array(timestamps, "timestamps", allow_empty=True)
     r = check_array(returns, "returns", allow_empty=True)
-    if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer):
-        raise ValueError(f"timestamps must be a 1-D integer array (ms UTC), got {ts.dtype}")
     if ts.size != r.size:
         raise ValueError(f"timestamps has {ts.size} rows but returns has {r.size}")
     if r.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    day = ts.astype(np.int64) // MS_PER_DAY
+    day = ts // MS_PER_DAY
     if (np.diff(day) < 0).any():
         raise ValueError("timestamps must be non-decreasing")
     starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
@@ -89,16 +87,39 @@ def probabilistic_sharpe_ratio(returns: object, benchmark: float = 0.0) -> float
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
+def drawdown(equity: object) -> np.ndarray:
+    """Fall below the running peak at every point, ``1 - equity / cummax(equity)``, shape (n,):
+    a fraction in [0, 1] (0 at a new high, 0.25 = a quarter of the peak lost, 1 = wiped out).
+
+    ``equity``: 1-D, non-empty, finite and >= 0, in time order, starting > 0 (so the running
+    peak is never 0)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    bad = ~(eq >= 0)  # NaN compares False
+    if eq.ndim == 1 and bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"equity must be finite and >= 0, got {eq[i]} at index {i}")
+    eq = check_array(eq, "equity")
+    if eq[0] == 0:
+        raise ValueError("equity must start > 0 (the first running peak), got 0.0")
+    return 1.0 - eq / np.maximum.accumulate(eq)
+
+
 def max_drawdown(equity: object) -> float:
-    """Largest fall from a running peak, ``max(1 - equity / cummax(equity))``, as a positive
-    fraction (0.25 = a quarter of the peak lost). ``equity`` must be > 0, shape (n,), n >= 1."""
+    """Largest fall from a running peak, ``max(drawdown(equity))``, as a positive fraction
+    (0.25 = a quarter of the peak lost). ``equity`` must be > 0, shape (n,), n >= 1."""
     eq = check_array(equity, "equity", allow_empty=True)
     if eq.size == 0:
         raise ValueError("equity must not be empty")
     if (eq <= 0).any():
         i = int(np.argmax(eq <= 0))
         raise ValueError(f"equity must be > 0, got {eq[i]} at index {i}")
-    return float(np.max(1.0 - eq / np.maximum.accumulate(eq)))
+    return float(np.max(drawdown(eq)))
+
+
+def current_drawdown(equity: object) -> float:
+    """Fall of the last point below the running peak, ``drawdown(equity)[-1]``: a fraction in
+    ``[0, 1]`` (``equity`` as in :func:`drawdown`)."""
+    return float(drawdown(equity)[-1])
 
 
 def win_rate(trade_returns: object) -> float:

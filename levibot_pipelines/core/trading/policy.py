@@ -4,27 +4,11 @@
 A 15m model's edge is small next to a round trip's ~20 bps of fees plus slippage, so the policy
 trades rarely: only when ``P(up)`` clears an entry threshold that adapts to the regime and the
 volatility, only when the model is not too uncertain, with a size that grows with confidence and
-shrinks with volatility and uncertainty.
+shrinks with volatility and uncertainty. The scalar and vectorized pieces (sizes, regimes,
+thresholds, stops, relative volatility) live in ``core.trading.adaptive``.
 
 Time alignment: every output at bar ``t`` is decided at the close of ``t`` from inputs at rows
 ``<= t`` (the backtest fills it at ``open(t+1)``). Trailing windows are causal and cut at ``t``.
-
-``volatility`` in the scalar helpers is RELATIVE volatility: the bar's volatility divided by its
-trailing long-run level, so 1.0 is a typical bar, 2.0 twice as volatile as usual.
-``relative_volatility`` builds it from the absolute feature ``vol_20``.
-
-Regime codes (``REGIME_NAMES``): +1 trend, 0 neutral, -1 mean-reverting. Over a window of ``n``
-one-bar log returns ``r`` two statistics are each about N(0, 1) for a driftless random walk, so
-their thresholds do not depend on ``n``:
-
-    drift_z    = sum(r) / sqrt(sum(r^2))                  (t-statistic of the mean return)
-    autocorr_z = sqrt(n) * sum_i r_i r_(i-1) / sum(r^2)   (lag-1 autocorrelation * sqrt(n))
-
-trend if ``|drift_z| >= z`` or ``autocorr_z >= z``; else meanrev if ``autocorr_z <= -z``; else
-neutral (``z`` = ``REGIME_Z`` = 2.5). ``autocorr_z / sqrt(n)`` is about ``VR(2) - 1``, the
-two-bar variance ratio minus one. A window with ``sum(r^2) == 0`` is neutral. A volatility shock
-(relative volatility >= ``SHOCK_VOLATILITY`` = 3) is neutral too: the window then describes the
-market before the shock.
 """
 
 from __future__ import annotations
@@ -34,226 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from levibot_pipelines.core.checks import check_int, check_range
+from levibot_pipelines.core.trading.adaptive import (
+    STOP_VOL_BOUNDS,
+    THRESHOLD_BOUNDS,
+    UNCERTAINTY_SCALE,
+    adaptive_entry_threshold,
+    classify_regimes,
+    relative_volatility,
+    size_from_confidence,
+    stop_distance_pct,
+)
 from levibot_pipelines.core.trading.backtest import Signals
-
-REGIME_NAMES: dict[int, str] = {1: "trend", 0: "neutral", -1: "meanrev"}
-REGIME_CODES: dict[str, int] = {v: k for k, v in REGIME_NAMES.items()}
-REGIME_Z = 2.5
-SHOCK_VOLATILITY = 3.0
-MIN_VOLATILITY = 0.5  # floor of relative volatility in sizing: calm bars at most double a size
-UNCERTAINTY_SCALE = 0.05  # std of the MC p at which the size halves
-REGIME_SHIFT = 0.02  # entry threshold change in a trend (-) or a mean-reverting market (+)
-VOL_SENSITIVITY = 0.01  # threshold increase per unit of relative volatility above 1 ...
-MAX_VOL_EXCESS = 3.0  # ... counted up to relative volatility 4, so at most +0.03
-THRESHOLD_BOUNDS = (0.501, 0.99)
-STOP_VOL_BOUNDS = (0.5, 2.0)
-
-
-def _arr(
-    x: object, name: str, lo: float, hi: float, *, nan_ok: bool = False, open_lo: bool = False
-) -> np.ndarray:
-    """``x`` as float64 (any shape) with every value in ``[lo, hi]`` (``(lo, hi]`` when
-    ``open_lo``; NaN allowed when ``nan_ok``), else ``ValueError`` naming the first bad value."""
-    a = np.asarray(x, dtype=np.float64)
-    ok = np.isfinite(a) & ((a > lo) if open_lo else (a >= lo)) & (a <= hi)
-    bad = ~(ok | np.isnan(a)) if nan_ok else ~ok
-    if bad.any():
-        i = int(np.argmax(bad.ravel()))
-        where = f" at index {i}" if a.ndim else ""
-        span = f"in {'(' if open_lo else '['}{lo}, {hi}]" if math.isfinite(lo) else ""
-        span = f"finite {span}".rstrip() + (" or NaN" if nan_ok else "")
-        raise ValueError(f"{name} must be {span}, got {a.ravel()[i]}{where}")
-    return a
-
-
-def _out(a: np.ndarray) -> float | np.ndarray:
-    return float(a) if a.ndim == 0 else a
-
-
-def relative_volatility(volatility: object, lookback: int) -> np.ndarray:
-    """``vol_t / mean(vol[t - lookback + 1 .. t])``, shape (n,): the bar's absolute volatility
-    (e.g. ``vol_20``, finite and > 0) over its trailing mean including bar ``t``; an expanding
-    mean over the first ``lookback - 1`` bars, so bar 0 is 1.0. Causal by construction."""
-    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 1:
-        raise ValueError(f"lookback must be an integer >= 1, got {lookback!r}")
-    v = _arr(volatility, "volatility", 0.0, math.inf, open_lo=True)
-    if v.ndim != 1:
-        raise ValueError(f"volatility must be 1-D, got shape {v.shape}")
-    csum = np.r_[0.0, np.cumsum(v)]
-    t = np.arange(v.size)
-    start = np.maximum(t - lookback + 1, 0)
-    return v * (t + 1 - start) / (csum[t + 1] - csum[start])
-
-
-def size_from_confidence(
-    confidence: object,
-    volatility: object,
-    regime_multiplier: float = 1.0,
-    base_size: float = 1.0,
-    max_size: float | None = None,
-    *,
-    uncertainty: object | None = None,
-    min_confidence: float = 0.0,
-    uncertainty_scale: float = UNCERTAINTY_SCALE,
-    min_volatility: float = MIN_VOLATILITY,
-) -> float | np.ndarray:
-    """Position size as a fraction of equity (a float for scalar inputs, else an array):
-
-        size = base_size * confidence * regime_multiplier / max(volatility, min_volatility)
-               / (1 + uncertainty / uncertainty_scale)
-
-    capped at ``max_size`` (None: no cap) and exactly 0 where ``confidence < min_confidence``.
-    ``confidence`` in [0, 1]; ``volatility`` RELATIVE (> 0, 1.0 typical), floored at
-    ``min_volatility`` (default 0.5) so calm bars at most double a size; ``uncertainty`` >= 0 the
-    std of the MC-dropout ``p`` (None: 0), which halves the size at ``uncertainty_scale`` (0.05).
-    Inputs broadcast. Non-decreasing in confidence, non-increasing in volatility and uncertainty.
-    """
-    conf = _arr(confidence, "confidence", 0.0, 1.0)
-    vol = _arr(volatility, "volatility", 0.0, math.inf, open_lo=True)
-    unc = _arr(0.0 if uncertainty is None else uncertainty, "uncertainty", 0.0, math.inf)
-    for name, v in (("regime_multiplier", regime_multiplier), ("base_size", base_size)):
-        _arr(v, name, 0.0, math.inf)
-    if max_size is not None:
-        _arr(max_size, "max_size", 0.0, math.inf)
-    _arr(min_confidence, "min_confidence", 0.0, 1.0)
-    _arr(uncertainty_scale, "uncertainty_scale", 0.0, math.inf, open_lo=True)
-    _arr(min_volatility, "min_volatility", 0.0, math.inf, open_lo=True)
-    size = base_size * conf * regime_multiplier / np.maximum(vol, min_volatility)
-    size = size / (1.0 + unc / uncertainty_scale)
-    if max_size is not None:
-        size = np.minimum(size, max_size)
-    return _out(np.where(conf < min_confidence, 0.0, size))
-
-
-def _regime_codes(s1, s2, s3, n: int, z: float) -> np.ndarray:
-    """Codes from window sums ``s1 = sum r``, ``s2 = sum r^2``, ``s3 = sum r_i r_(i-1)``; the
-    z-statistics are compared multiplied through by ``sqrt(s2)`` or ``s2`` (no division)."""
-    live = s2 > 0.0
-    auto = math.sqrt(n) * s3
-    trend = live & ((s1 * s1 >= (z * z) * s2) | (auto >= z * s2))
-    meanrev = live & ~trend & (auto <= -z * s2)
-    return trend.astype(np.int8) - meanrev.astype(np.int8)
-
-
-def classify_regime(
-    recent_returns: object, volatility: float | None = None, *, z: float = REGIME_Z
-) -> str:
-    """Regime of one bar from its trailing one-bar log returns (1-D, finite, >= 2 values, the
-    newest last) and optionally its RELATIVE volatility: ``"trend"``, ``"neutral"`` or
-    ``"meanrev"`` as defined in the module docstring (threshold ``z``, default 2.5; a relative
-    volatility >= 3 is neutral). ``classify_regimes`` computes the same over a series."""
-    r = _arr(recent_returns, "recent_returns", -math.inf, math.inf)
-    if r.ndim != 1 or r.size < 2:
-        raise ValueError(f"recent_returns must be 1-D with >= 2 values, got shape {r.shape}")
-    if volatility is not None:
-        if _arr(volatility, "volatility", 0.0, math.inf, open_lo=True) >= SHOCK_VOLATILITY:
-            return "neutral"
-    code = _regime_codes(r.sum(), (r * r).sum(), (r[1:] * r[:-1]).sum(), r.size, z)
-    return REGIME_NAMES[int(code)]
-
-
-def classify_regimes(
-    ret_1: object, lookback: int = 96, volatility: object | None = None, *, z: float = REGIME_Z
-) -> np.ndarray:
-    """``classify_regime`` at every bar, int8 codes of shape (n,): bar ``t`` uses the window
-    ``ret_1[t - lookback + 1 .. t]`` (one-bar log returns, finite) and ``volatility[t]``
-    (RELATIVE, optional); the first ``lookback - 1`` bars are neutral (0). Window sums come
-    from cumulative sums, so a bar's code depends on rows ``<= t`` only."""
-    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 2:
-        raise ValueError(f"lookback must be an integer >= 2, got {lookback!r}")
-    r = _arr(ret_1, "ret_1", -math.inf, math.inf)
-    if r.ndim != 1:
-        raise ValueError(f"ret_1 must be 1-D, got shape {r.shape}")
-    codes = np.zeros(r.size, dtype=np.int8)
-    if r.size >= lookback:
-        c1, c2 = np.r_[0.0, np.cumsum(r)], np.r_[0.0, np.cumsum(r * r)]
-        c3 = np.r_[0.0, 0.0, np.cumsum(r[1:] * r[:-1])]  # c3[k] = sum of r_i r_(i-1), i < k
-        m = r.size - lookback + 1  # windows [t - lookback + 1, t] for t >= lookback - 1
-        s2 = np.maximum(c2[lookback:] - c2[:m], 0.0)  # rounding must not make it < 0
-        s3 = c3[lookback:] - c3[1 : m + 1]
-        codes[lookback - 1 :] = _regime_codes(c1[lookback:] - c1[:m], s2, s3, lookback, z)
-    if volatility is not None:
-        vol = _arr(volatility, "volatility", 0.0, math.inf, open_lo=True)
-        if vol.shape != r.shape:
-            raise ValueError(f"volatility has shape {vol.shape}, expected {r.shape} like ret_1")
-        codes[vol >= SHOCK_VOLATILITY] = 0
-    return codes
-
-
-def adaptive_entry_threshold(
-    base_threshold: float,
-    regime: str | int | object,
-    volatility: object,
-    *,
-    regime_shift: float = REGIME_SHIFT,
-    vol_sensitivity: float = VOL_SENSITIVITY,
-) -> float | np.ndarray:
-    """Entry threshold on ``P(up)`` (a long needs ``p >= threshold``):
-
-        threshold = clip(base - regime_shift * code
-                         + vol_sensitivity * clip(volatility - 1, 0, 3), 0.501, 0.99)
-
-    ``code`` +1 trend / 0 neutral / -1 meanrev (``regime`` a name, a code or an array of codes):
-    a trend lowers the threshold, a mean-reverting market raises it. ``volatility`` is RELATIVE
-    (> 0); above its usual level it raises the threshold, by at most 0.03 (defaults 0.02 and
-    0.01): base 0.55 at volatility 1 gives 0.53 / 0.55 / 0.57, at volatility 2 0.54 / 0.56 / 0.58.
-    ``base_threshold`` in (0.5, 0.99]; the result always lies in [0.501, 0.99].
-    """
-    _arr(base_threshold, "base_threshold", 0.5, THRESHOLD_BOUNDS[1], open_lo=True)
-    if isinstance(regime, str):
-        if regime not in REGIME_CODES:
-            raise ValueError(f"regime must be one of {sorted(REGIME_CODES)}, got {regime!r}")
-        regime = REGIME_CODES[regime]
-    code = np.asarray(regime)
-    if not np.isin(code, (-1, 0, 1)).all():
-        raise ValueError(f"regime codes must be in {{-1, 0, 1}}, got {np.unique(code)}")
-    vol = _arr(volatility, "volatility", 0.0, math.inf, open_lo=True)
-    for name, v in (("regime_shift", regime_shift), ("vol_sensitivity", vol_sensitivity)):
-        _arr(v, name, 0.0, 0.5)
-    excess = np.clip(vol - 1.0, 0.0, MAX_VOL_EXCESS)
-    thr = base_threshold - regime_shift * code + vol_sensitivity * excess
-    return _out(np.clip(thr, *THRESHOLD_BOUNDS))
-
-
-def stop_distance_pct(
-    base_pct: float, volatility: object, vol_bounds: tuple[float, float] = STOP_VOL_BOUNDS
-) -> float | np.ndarray:
-    """Distance of a stop or take-profit from the entry as a fraction of its price:
-    ``base_pct * clip(volatility, lo, hi)`` with RELATIVE ``volatility`` (> 0) and
-    ``vol_bounds = (lo, hi)`` (default (0.5, 2)): wider in volatile markets, tighter in calm."""
-    lo, hi = vol_bounds
-    if not (0.0 < lo <= hi < math.inf):
-        raise ValueError(f"vol_bounds must satisfy 0 < lo <= hi < inf, got {vol_bounds}")
-    _arr(base_pct, "base_pct", 0.0, math.inf, open_lo=True)
-    vol = _arr(volatility, "volatility", 0.0, math.inf, open_lo=True)
-    return _out(base_pct * np.clip(vol, lo, hi))
-
-
-def _level(entry_price: float, pct: float, vol: float, side: str | int, name: str, sign: int):
-    sides = {"long": 1, "short": -1, 1: 1, -1: -1}
-    if isinstance(side, bool) or side not in sides:
-        raise ValueError(f"side must be 'long' or 'short' (or +1/-1), got {side!r}")
-    _arr(entry_price, "entry_price", 0.0, math.inf, open_lo=True)
-    d = stop_distance_pct(pct, vol)
-    if d >= 1.0:
-        raise ValueError(f"{name} distance {d} must be < 1 so the level stays above 0")
-    return float(entry_price * (1.0 + sign * sides[side] * d))
-
-
-def adaptive_stop_loss(
-    entry_price: float, base_stop_pct: float, volatility: float, side: str | int = "long"
-) -> float:
-    """Stop price: ``entry * (1 - d)`` for a long, ``entry * (1 + d)`` for a short, with
-    ``d = stop_distance_pct(base_stop_pct, volatility)`` (RELATIVE volatility)."""
-    return _level(entry_price, base_stop_pct, volatility, side, "stop", -1)
-
-
-def adaptive_take_profit(
-    entry_price: float, base_tp_pct: float, volatility: float, side: str | int = "long"
-) -> float:
-    """Take-profit price: ``entry * (1 + d)`` for a long, ``entry * (1 - d)`` for a short, with
-    ``d = stop_distance_pct(base_tp_pct, volatility)`` (RELATIVE volatility)."""
-    return _level(entry_price, base_tp_pct, volatility, side, "take_profit", 1)
 
 
 @dataclass(frozen=True)
@@ -280,21 +56,23 @@ class PolicyConfig:
     vol_lookback: int = 2880
 
     def __post_init__(self) -> None:
-        _arr(self.base_threshold, "base_threshold", 0.5, THRESHOLD_BOUNDS[1], open_lo=True)
-        _arr(self.exit_threshold, "exit_threshold (<= base_threshold)", 0.0, self.base_threshold)
-        _arr(self.base_size, "base_size", 0.0, math.inf)
-        _arr(self.max_size, "max_size", 0.0, math.inf)
+        check_range(self.base_threshold, "base_threshold", 0.5, THRESHOLD_BOUNDS[1], open_lo=True)
+        check_range(
+            self.exit_threshold, "exit_threshold (<= base_threshold)", 0.0, self.base_threshold
+        )
+        check_range(self.base_size, "base_size", 0.0, math.inf)
+        check_range(self.max_size, "max_size", 0.0, math.inf)
         if self.max_uncertainty is not None:
-            _arr(self.max_uncertainty, "max_uncertainty", 0.0, math.inf)
-        _arr(self.min_confidence, "min_confidence", 0.0, 1.0)
-        _arr(self.uncertainty_scale, "uncertainty_scale", 0.0, math.inf, open_lo=True)
+            check_range(self.max_uncertainty, "max_uncertainty", 0.0, math.inf)
+        check_range(self.min_confidence, "min_confidence", 0.0, 1.0)
+        check_range(self.uncertainty_scale, "uncertainty_scale", 0.0, math.inf, open_lo=True)
         hi = 1.0 / STOP_VOL_BOUNDS[1]  # the widest distance must stay < 100%
-        _arr(self.base_stop_pct, "base_stop_pct", 0.0, hi - 1e-12, open_lo=True)
-        _arr(self.base_take_profit_pct, "base_take_profit_pct", 0.0, hi - 1e-12, open_lo=True)
-        for name, least in (("regime_lookback", 2), ("vol_lookback", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        check_range(self.base_stop_pct, "base_stop_pct", 0.0, hi - 1e-12, open_lo=True)
+        check_range(
+            self.base_take_profit_pct, "base_take_profit_pct", 0.0, hi - 1e-12, open_lo=True
+        )
+        check_int("regime_lookback", self.regime_lookback, 2)
+        check_int("vol_lookback", self.vol_lookback, 1)
 
 
 @dataclass(frozen=True)
@@ -336,14 +114,18 @@ def policy_signals(
     exit_threshold`` (or NaN ``p``), never on a bar entering that side. Causal: bar ``t``
     depends on rows ``<= t`` only.
     """
-    _arr(size_multiplier, "size_multiplier", 0.0, 1.0)
-    pa = _arr(p, "p", 0.0, 1.0, nan_ok=True)
+    check_range(size_multiplier, "size_multiplier", 0.0, 1.0)
+    pa = check_range(p, "p", 0.0, 1.0, nan_ok=True)
     if pa.ndim != 1 or pa.size == 0:
         raise ValueError(f"p must be a non-empty 1-D array, got shape {pa.shape}")
-    conf = _arr(confidence, "confidence", 0.0, 1.0, nan_ok=True)
+    conf = check_range(confidence, "confidence", 0.0, 1.0, nan_ok=True)
     vol_abs = np.asarray(volatility, dtype=np.float64)
     ret = np.asarray(ret_1, dtype=np.float64)
-    unc = None if uncertainty is None else _arr(uncertainty, "uncertainty", 0, np.inf, nan_ok=True)
+    unc = (
+        None
+        if uncertainty is None
+        else check_range(uncertainty, "uncertainty", 0, np.inf, nan_ok=True)
+    )
     named = {"p": pa, "confidence": conf, "volatility": vol_abs, "ret_1": ret, "uncertainty": unc}
     shapes = {k: v.shape for k, v in named.items() if v is not None}
     if len(set(shapes.values())) > 1:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.core.checks import check_columns
 from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals
 from levibot_pipelines.core.trading.baselines import compare
 from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
@@ -71,9 +72,7 @@ def align_bars(pred: pl.DataFrame, bars: pl.DataFrame, features: pl.DataFrame) -
         ("bars", bars, ("timestamp", "open", "high", "low", "close")),
         ("features", features, ("timestamp", "vol_20", "ret_1")),
     ):
-        missing = [c for c in cols if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{name} lacks columns {missing}")
+        check_columns(name, frame.columns, cols)
     if pred.is_empty():
         raise ValueError("pred is empty: nothing to backtest")
     keep = ["timestamp", *(c for c in pred.columns if c.startswith(("p_", "conf_"))), "epistemic_p"]
@@ -176,9 +175,3 @@ def backtest_predictions(
 
 def _pick(metrics: dict) -> dict:
     return {k: metrics[k] for k in REPORT_KEYS if k in metrics}
-
-
-def drawdown(equity: np.ndarray) -> np.ndarray:
-    """Drawdown from the running peak, ``1 - equity / cummax(equity)`` (0 at new highs)."""
-    equity = np.asarray(equity, dtype=np.float64)
-    return 1.0 - equity / np.maximum.accumulate(equity)

@@ -44,17 +44,17 @@ def bench_publish(repeats: int = 5) -> dict:
 
             defs = load_definitions()
             settings = Settings.from_env()
-            trading = TradingResource.from_settings(settings)
+            trading = TradingResource(settings)
             quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
             latest = published_dir(settings.home) / "latest_predictions.json"
             with dg.instance_for_test() as inst:
-                for symbol in settings.symbols:
+                for symbol in settings.market.symbols:
                     defs.resolve_job_def("ingest_job").execute_in_process(
                         partition_key=symbol, instance=inst, run_config=quiet
                     )
                 features = defs.resolve_job_def("features_job")
                 features.execute_in_process(instance=inst, run_config=quiet)
-                for symbol in settings.symbols:
+                for symbol in settings.market.symbols:
                     defs.resolve_job_def("training_job").execute_in_process(
                         partition_key=symbol, instance=inst, run_config=quiet
                     )
@@ -85,8 +85,8 @@ def bench_publish(repeats: int = 5) -> dict:
                 else:
                     os.environ[k] = v
     return {
-        "symbols": list(settings.symbols),
-        "mc_samples": settings.mc_samples,
+        "symbols": list(settings.market.symbols),
+        "mc_samples": settings.models.mc_samples,
         "profile": "small",
         "median_s": round(statistics.median(runs), 3),
         "runs_s": [round(r, 3) for r in runs],

@@ -9,7 +9,7 @@ exported champion. Response models: ``api_schema``.
 
 Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar_time, now, tf)``,
 0 while the row's bar is the newest closed bar. ``stale`` is staleness >
-``settings.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``.
+``settings.alerts.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def row_for(svc: Service, raw: str) -> dict[str, Any]:
     """The published row of symbol ``raw`` (any spelling); 404 when the symbol is not
     configured, 503 when it has no published row yet."""
     symbol = normalize_symbol(raw)
-    if symbol not in svc.settings.symbols:
-        known = ", ".join(svc.settings.symbols)
+    if symbol not in svc.settings.market.symbols:
+        known = ", ".join(svc.settings.market.symbols)
         raise HTTPException(404, f"unknown symbol {raw!r}; known symbols: {known}")
     doc = latest(svc)
     if symbol not in doc.rows:
@@ -121,12 +121,17 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
     it is stricter than at publish, ``core.trading.killswitch.apply_state``), data-time
     staleness at ``now`` (ms UTC), times and regime."""
     s = svc.settings
-    staleness = staleness_minutes(row["bar_time"], now, s.timeframe_ms)
+    staleness = staleness_minutes(row["bar_time"], now, s.market.timeframe_ms)
     published = (row["kill_switch"], row["kill_switch_reason"])
     state, reason = _live_kill_switch(svc.kill_file) or published
     # Halted or reduced after the publish: never serve the published entry at full size.
     cut = apply_state(
-        row["signal"], row["size"], row["position"], state, s.reducing_factor, row["kill_switch"]
+        row["signal"],
+        row["size"],
+        row["position"],
+        state,
+        s.trading.reducing_factor,
+        row["kill_switch"],
     )
     levels = cut.signal != "HOLD" or cut.position
     return {
@@ -134,7 +139,7 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "signal": cut.signal,
         "as_of": utc_text(row["bar_close_time"], "milliseconds"),
         "bar_time": row["bar_time"],
-        "stale": staleness > s.max_staleness_minutes,
+        "stale": staleness > s.alerts.max_staleness_minutes,
         "staleness_minutes": round(staleness, 3),
         "source": row["source"],
         "published_at": utc_text(row["published_at"], "milliseconds"),
@@ -223,7 +228,7 @@ def deep_status_body(svc: Service) -> dict[str, Any]:
     staleness and whether its export is present; the live kill-switch."""
     doc, now = latest(svc), svc.now_ms()
     symbols: dict[str, dict[str, Any]] = {}
-    for symbol in svc.settings.symbols:
+    for symbol in svc.settings.market.symbols:
         row = doc.rows.get(symbol)
         if row is None:
             symbols[symbol] = {"published": False}
@@ -257,7 +262,7 @@ def metrics_text(svc: Service) -> bytes:
     except PublishedFileError:
         doc = None
     live = _live_kill_switch(svc.kill_file)
-    return render_metrics(doc, svc.settings.symbols, svc.now_ms(), live[0] if live else None)
+    return render_metrics(doc, svc.settings.market.symbols, svc.now_ms(), live[0] if live else None)
 
 
 def health_body(svc: Service) -> tuple[int, dict[str, Any]]:
@@ -347,19 +352,19 @@ def _health(
     kill = _live_kill_switch(kill_file)  # (state, reason): the live file, else as published
     if doc is not None:
         body["published_at"] = utc_text(doc.published_at, "milliseconds")
-        missing = [s for s in settings.symbols if s not in doc.rows]
+        missing = [s for s in settings.market.symbols if s not in doc.rows]
         if missing:
             reasons.append(f"no published prediction for {missing}")
         body["symbols"] = {}
-        for symbol in [s for s in settings.symbols if s in doc.rows]:
+        for symbol in [s for s in settings.market.symbols if s in doc.rows]:
             row = doc.rows[symbol]
-            minutes = staleness_minutes(row["bar_time"], now, settings.timeframe_ms)
+            minutes = staleness_minutes(row["bar_time"], now, settings.market.timeframe_ms)
             body["symbols"][symbol] = {"staleness_minutes": round(minutes, 3)}
-            if minutes > settings.fail_staleness_minutes:
+            if minutes > settings.alerts.fail_staleness_minutes:
                 reasons.append(
                     f"{symbol} stale: {minutes:.1f} min in data time, newest bar closed "
                     f"{utc_text(row['bar_close_time'], 'milliseconds')} "
-                    f"(limit {settings.fail_staleness_minutes:g} min)"
+                    f"(limit {settings.alerts.fail_staleness_minutes:g} min)"
                 )
         if kill is None and doc.rows:
             first = next(iter(doc.rows.values()))
@@ -378,8 +383,8 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
 
     uvicorn.run(
         create_app(settings),
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=host or settings.serving.api_host,
+        port=port or settings.serving.api_port,
         log_level="info",
         access_log=False,
     )

@@ -37,9 +37,9 @@ def open_instance(settings: Settings) -> dg.DagsterInstance:
 def status_table(settings: Settings, now_ms: int) -> pl.DataFrame:
     """Per symbol: stored bars, newest bar and data-time staleness; plus the feature table."""
     store = ParquetStore(settings.home)
-    tf = settings.timeframe_ms
+    tf = settings.market.timeframe_ms
     rows = []
-    for symbol in settings.symbols:
+    for symbol in settings.market.symbols:
         ts = store.timestamps(symbol)
         last = ts.max() if ts.len() else None
         stale = staleness_minutes(last, now_ms, tf)
@@ -63,13 +63,15 @@ def cmd_demo(settings: Settings) -> int:
     features = definitions.resolve_job_def("features_job")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     started = time.perf_counter()
-    for symbol in settings.symbols:
+    for symbol in settings.market.symbols:
         ingest.execute_in_process(partition_key=symbol, instance=instance, run_config=quiet)
     features.execute_in_process(instance=instance, run_config=quiet)
     data_s = time.perf_counter() - started
     training = definitions.resolve_job_def("training_job")
-    for symbol in settings.symbols:
-        print(f"training and evaluating {symbol} (profile {settings.profile}) ...", flush=True)
+    for symbol in settings.market.symbols:
+        print(
+            f"training and evaluating {symbol} (profile {settings.models.profile}) ...", flush=True
+        )
         training.execute_in_process(partition_key=symbol, instance=instance, run_config=quiet)
     print("publishing the latest predictions ...", flush=True)
     definitions.resolve_job_def("publish_job").execute_in_process(
@@ -78,10 +80,10 @@ def cmd_demo(settings: Settings) -> int:
     elapsed = time.perf_counter() - started
 
     print(
-        f"\nlevibot demo: source={settings.source}, home={settings.home} "
+        f"\nlevibot demo: source={settings.market.source}, home={settings.home} "
         f"(data {data_s:.1f} s, total {elapsed:.1f} s)"
     )
-    if settings.source == "synthetic":
+    if settings.market.source == "synthetic":
         print("NOTE: the synthetic source is a seeded simulator, NOT market data.")
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_rows=20, tbl_cols=20, tbl_width_chars=120):
         print(status_table(settings, int(time.time() * 1000)))
@@ -97,7 +99,7 @@ def cmd_demo(settings: Settings) -> int:
         print(model_summary(settings))
         print(backtest_summary(settings))
         print(predictions_summary(settings))
-    base = f"http://{settings.api_host}:{settings.api_port}"
+    base = f"http://{settings.serving.api_host}:{settings.serving.api_port}"
     print(
         "\nNext:\n"
         f"  make dev                 Dagster UI at http://127.0.0.1:3000 on this same instance "
@@ -113,7 +115,7 @@ def cmd_demo(settings: Settings) -> int:
 def backtest_summary(settings: Settings) -> str:
     """Per symbol: the policy backtest of the walk-forward predictions, net of costs."""
     rows = []
-    for symbol in settings.symbols:
+    for symbol in settings.market.symbols:
         path = settings.home / "reports" / symbol / "report.json"
         if not path.exists():
             continue
@@ -140,7 +142,7 @@ def backtest_summary(settings: Settings) -> str:
             )
     if not rows:
         return "\npolicy backtest: no report yet"
-    costs = f"{settings.fee_bps:g} bps fees + slippage per side"
+    costs = f"{settings.trading.fee_bps:g} bps fees + slippage per side"
     table = pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(4))
     return f"\npolicy backtest on the walk-forward test bars (net of {costs}):\n{table}"
 
@@ -179,7 +181,7 @@ def predictions_summary(settings: Settings) -> str:
 def model_summary(settings: Settings) -> str:
     """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
     lines = ["\nmodels (walk-forward test windows; MLflow store " + settings.tracking_uri + "):"]
-    for symbol in settings.symbols:
+    for symbol in settings.market.symbols:
         report_path = settings.home / "reports" / symbol / "report.json"
         ensemble_path = settings.home / "models" / symbol / "ensemble.json"
         if not report_path.exists():
@@ -233,7 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples,
         max_train_samples=args.max_train_samples,
         seed=args.seed,
-        horizon=settings.label_horizon,
+        horizon=settings.models.label_horizon,
         **walk,
     )
     report = run_evaluate(settings, Path(args.out), cfg, profile, progress=_progress)
@@ -309,12 +311,12 @@ def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
             "state": status.state,
             "entries": status.entries,
             "updated_at": status.updated_at,
-            "multiplier": status.multiplier(settings.reducing_factor),
+            "multiplier": status.multiplier(settings.trading.reducing_factor),
             "reason": status.reason(),
         }
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
-        _print_kill_switch(status, settings.reducing_factor)
+        _print_kill_switch(status, settings.trading.reducing_factor)
     return 0
 
 

@@ -42,7 +42,7 @@ from levibot_pipelines.core.data.timeframes import last_closed_bar
 from levibot_pipelines.core.data.windows import window_ends
 from levibot_pipelines.core.models.inference import deep_confidence
 from levibot_pipelines.core.models.transformer_training import predict
-from levibot_pipelines.settings import Settings
+from levibot_pipelines.settings import ModelSettings, Settings
 from levibot_pipelines_tests.conftest import synthetic_long
 from levibot_pipelines_tests.test_prediction_files import (
     SYMBOLS,
@@ -90,7 +90,7 @@ def publish(home: dict, **kw) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def server(home):
-    settings = Settings(home=home["home"], mc_samples=5)
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
     port = _free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
@@ -403,7 +403,7 @@ def test_render_metrics_hand_values(tmp_path):
     latest = _latest(bar_time=0, published_at=960_000)
     settings = Settings(home=tmp_path)
     # now = 1,000,000 ms: data lag = (1,000,000 - 900,000) / 1000 = 100 s; age = 40 s
-    text = render_metrics(latest, settings.symbols, 1_000_000).decode()
+    text = render_metrics(latest, settings.market.symbols, 1_000_000).decode()
     fam = {f.name: f for f in text_string_to_metric_families(text)}
     assert {s.value for s in fam["levibot_data_lag_seconds"].samples} == {100.0}
     assert {s.value for s in fam["levibot_prediction_age_seconds"].samples} == {40.0}
@@ -414,7 +414,7 @@ def test_render_metrics_hand_values(tmp_path):
     fam = {
         f.name: f
         for f in text_string_to_metric_families(
-            render_metrics(latest, settings.symbols, 1_000_000, "HALTED").decode()
+            render_metrics(latest, settings.market.symbols, 1_000_000, "HALTED").decode()
         )
     }
     assert fam["levibot_kill_switch_state"].samples[0].value == KILL_SWITCH_CODES["HALTED"]
@@ -439,7 +439,7 @@ def test_push_metrics(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{gateway.server_port}"
-        symbols = Settings(home=tmp_path).symbols
+        symbols = Settings(home=tmp_path).market.symbols
         assert push_metrics(url, _latest(), symbols, now_ms=2_000_000) is True
     finally:
         gateway.shutdown()
@@ -463,7 +463,7 @@ def _exprs(obj) -> list[str]:
 def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
     import yaml
 
-    text = render_metrics(_latest(), Settings(home=tmp_path).symbols, 2_000_000).decode()
+    text = render_metrics(_latest(), Settings(home=tmp_path).market.symbols, 2_000_000).decode()
     emitted = {f.name for f in text_string_to_metric_families(text)}
     dashboard = json.loads((DEPLOY / "grafana" / "levibot-dashboard.json").read_text())
     panels = [p for p in dashboard["panels"] if p.get("type") != "row"]

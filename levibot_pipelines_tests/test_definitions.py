@@ -152,13 +152,18 @@ class Webhook:
 def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
     settings = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_START": recent_start()})
     store = ParquetStore(settings.home)
-    source = SyntheticSource(start_ms=settings.start_ms, tf_ms=TF_MS, seed=7)
+    source = SyntheticSource(start_ms=settings.market.start_ms, tf_ms=TF_MS, seed=7)
     three_hours_ago = int(time.time() * 1000) - 3 * 3_600_000
     for symbol in SYMBOLS:
         ingest_symbol(
-            source, store, symbol, start_ms=settings.start_ms, now_ms=three_hours_ago, tf_ms=TF_MS
+            source,
+            store,
+            symbol,
+            start_ms=settings.market.start_ms,
+            now_ms=three_hours_ago,
+            tf_ms=TF_MS,
         )
-    market = MarketDataResource.from_settings(settings)
+    market = MarketDataResource(settings)
     warehouse = DuckDBResource(database=str(settings.warehouse_path))
     # The same asset and check builders the code location uses, bound to this stale home.
     feature_defs = [a for a in build_market_assets(settings) if FEATURES in a.keys]
@@ -180,7 +185,7 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
     resources = {
         "market": market,
         "alerts": AlertResource(webhook_url=hook.url),
-        "trading": TradingResource.from_settings(settings),
+        "trading": TradingResource(settings),
     }
     ctx = dg.build_sensor_context(definitions=defs, resources=resources)
     data = sensor.evaluate_tick(ctx)
@@ -208,7 +213,7 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
             source,
             store,
             symbol,
-            start_ms=settings.start_ms,
+            start_ms=settings.market.start_ms,
             now_ms=int(time.time() * 1000),
             tf_ms=TF_MS,
         )

@@ -18,12 +18,12 @@ def test_replays_the_shared_candles(tmp_path, real_candles):
             "LEVIBOT_START": "2023-04-01",
         }
     )
-    source = make_source(settings)
+    source = make_source(settings.market)
     assert isinstance(source, FilesSource)
     store = ParquetStore(tmp_path)
     now = real_candles["SOLUSDT"]["timestamp"][-1] + TF_MS  # as if the last bar just closed
     report = ingest_symbol(
-        source, store, "SOLUSDT", start_ms=settings.start_ms, now_ms=now, tf_ms=TF_MS
+        source, store, "SOLUSDT", start_ms=settings.market.start_ms, now_ms=now, tf_ms=TF_MS
     )
     assert (report.total_rows, report.gaps, report.rejected) == (70_176, 0, {})
     stored = store.read_ohlcv("SOLUSDT")

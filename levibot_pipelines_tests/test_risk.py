@@ -3,7 +3,7 @@ home; a trigger without an input is left as stored; manual engage/release."""
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.core.trading.killswitch import PsiReading, RiskInputs, RiskLimits
-from levibot_pipelines.settings import Settings
+from levibot_pipelines.settings import Settings, TradingSettings
 from levibot_pipelines.usecases.risk import engage, evaluate_kill_switch, release, risk_limits
 
 T0 = 1_795_514_400_000  # 2026-11-24 10:00:00 UTC in ms
@@ -50,5 +50,8 @@ def test_manual_engage_and_release_all(tmp_path):
 
 
 def test_risk_limits_from_settings(tmp_path):
-    s = Settings(home=tmp_path, kill_staleness_minutes=30.0, kill_max_drawdown=0.1)
-    assert risk_limits(s) == RiskLimits(30.0, 0.1, s.psi_warn, s.psi_error)
+    s = Settings(
+        home=tmp_path,
+        trading=TradingSettings(kill_staleness_minutes=30.0, kill_max_drawdown=0.1),
+    )
+    assert risk_limits(s) == RiskLimits(30.0, 0.1, s.trading.psi_warn, s.trading.psi_error)

@@ -27,7 +27,7 @@ FEATURES = dg.AssetKey("cross_asset_features")
 
 def _tick(defs, instance, cursor=None):
     sensor = defs.resolve_sensor_def("publish_on_features")
-    trading = TradingResource.from_settings(Settings.from_env())
+    trading = TradingResource(Settings.from_env())
     return sensor.evaluate_tick(
         dg.build_sensor_context(
             instance=instance, definitions=defs, cursor=cursor, resources={"trading": trading}
@@ -207,7 +207,7 @@ def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
     }
     injected = home / "published" / "history" / "predictions-1-injected.parquet"
     validate_rows(pl.DataFrame([entry])).write_parquet(injected)
-    switch, tracker = KillSwitch(home), ModelResource.from_settings(s).tracker()
+    switch, tracker = KillSwitch(home), ModelResource(s).tracker()
     try:
         report = publish_latest(s, tracker, int(time.time() * 1000))
         assert report.kill_switch == "HALTED"

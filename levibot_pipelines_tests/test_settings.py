@@ -8,13 +8,13 @@ from levibot_pipelines.settings import Settings, SettingsError
 def test_defaults(tmp_path):
     s = Settings.from_env({"LEVIBOT_HOME": str(tmp_path)})
     assert s.home == tmp_path.resolve()
-    assert s.source == "synthetic"
-    assert s.exchange == "binance"
-    assert s.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-    assert s.timeframe_ms == 900_000
-    assert s.start_ms == 1_735_689_600_000  # 2025-01-01 00:00 UTC
+    assert s.market.source == "synthetic"
+    assert s.market.exchange == "binance"
+    assert s.market.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    assert s.market.timeframe_ms == 900_000
+    assert s.market.start_ms == 1_735_689_600_000  # 2025-01-01 00:00 UTC
     assert s.warehouse_path == tmp_path.resolve() / "warehouse.duckdb"
-    assert s.exchange_api_url is None and s.alert_webhook is None
+    assert s.market.exchange_api_url is None and s.alerts.alert_webhook is None
 
 
 def test_values_are_parsed_and_normalised(tmp_path):
@@ -28,9 +28,9 @@ def test_values_are_parsed_and_normalised(tmp_path):
             "LEVIBOT_START": "2023-04-01",
         }
     )
-    assert s.symbols == ("BTCUSDT", "ETHUSDT")
-    assert s.files_dir == Path(tmp_path).resolve()
-    assert s.start_ms == 1_680_307_200_000
+    assert s.market.symbols == ("BTCUSDT", "ETHUSDT")
+    assert s.market.files_dir == Path(tmp_path).resolve()
+    assert s.market.start_ms == 1_680_307_200_000
 
 
 @pytest.mark.parametrize(
@@ -83,68 +83,67 @@ def test_trading_values(tmp_path):
         }
     )
     # Listed symbols get their own slippage, the others the 2 bps default.
-    assert (s.slippage_for("BTCUSDT"), s.slippage_for("ETHUSDT"), s.slippage_for("SOLUSDT")) == (
-        1.0,
-        2.0,
-        4.5,
-    )
-    assert s.allow_short is True and s.max_uncertainty is None and s.fee_bps == 7.5
+    t = s.trading
+    assert [t.slippage_for(sym) for sym in ("BTCUSDT", "ETHUSDT", "SOLUSDT")] == [1.0, 2.0, 4.5]
+    assert t.allow_short is True and t.max_uncertainty is None and t.fee_bps == 7.5
     flat = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_SLIPPAGE_BPS": "3"})
-    assert flat.slippage_for("SOLUSDT") == 3.0 and flat.allow_short is False
+    assert flat.trading.slippage_for("SOLUSDT") == 3.0 and flat.trading.allow_short is False
 
 
-def _plain(value):
-    """Settings holds tuples (hashable, frozen); resources hold lists and dicts."""
-    if isinstance(value, dict):
-        return sorted(value.items())
-    if isinstance(value, tuple | list):
-        return [tuple(v) if isinstance(v, list) else v for v in value]
-    return value
-
-
-@pytest.mark.parametrize("resource", ["MarketDataResource", "ModelResource", "TradingResource"])
-def test_resource_defaults_are_the_settings_defaults(resource):
-    # The resources repeat Settings' fields (Dagster needs them declared); a default that
-    # drifted from Settings would change behaviour for anyone building a resource by hand.
+def test_each_setting_has_one_default_and_one_variable(tmp_path):
+    # The groups' field defaults are the only defaults: an empty environment gives exactly them,
+    # and every field is set by one LEVIBOT_* variable (slippage and home are read in from_env).
     import dataclasses
 
-    from levibot_pipelines.defs import resources
+    from levibot_pipelines.settings import GROUPS, VARIABLES
 
-    cls = getattr(resources, resource)
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    checked = 0
-    for name, field in cls.model_fields.items():
-        if field.is_required() or name not in defaults:
-            continue
-        want = defaults[name]
-        assert _plain(field.get_default(call_default_factory=True)) == _plain(want), (
-            f"{resource}.{name} defaults to {field.default!r}, Settings.{name} to {want!r}"
-        )
-        checked += 1
-    assert checked >= 3, f"{resource}: only {checked} defaults compared"
+    assert Settings.from_env({"LEVIBOT_HOME": str(tmp_path)}) == Settings(home=tmp_path.resolve())
+    variables = {(group, attr) for group, attr, _ in VARIABLES.values()}
+    assert len(variables) == len(VARIABLES)
+    fields = {(g, f.name) for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+    assert fields - variables == {("trading", "slippage_bps"), ("trading", "default_slippage_bps")}
+    assert variables <= fields
+    assert [f.name for f in dataclasses.fields(Settings)] == ["home", *GROUPS]
 
 
-def test_resources_carry_every_non_default_setting(tmp_path):
-    from levibot_pipelines.defs.resources import MarketDataResource, TradingResource
+def test_groups_read_their_variables(tmp_path):
+    s = Settings.from_env(
+        {
+            "LEVIBOT_HOME": str(tmp_path),
+            "LEVIBOT_MC_SAMPLES": "7",
+            "LEVIBOT_API_PORT": "9000",
+            "LEVIBOT_MAX_STALENESS_MINUTES": "20",
+            "LEVIBOT_DRIFT_WINDOW": "96",
+            "LEVIBOT_TIMEFRAME": "1h",
+        }
+    )
+    assert (s.models.mc_samples, s.serving.api_port, s.alerts.max_staleness_minutes) == (
+        7,
+        9000,
+        20.0,
+    )
+    assert (s.trading.drift_window, s.market.timeframe_ms) == (96, 3_600_000)
+    # Untouched settings keep their one default.
+    assert (s.models.epochs, s.trading.fee_bps, s.market.source) == (4, 10.0, "synthetic")
+
+
+def test_resources_hold_the_settings_not_copies(tmp_path):
+    from levibot_pipelines.defs.resources import build_resources
 
     s = Settings.from_env(
         {
             "LEVIBOT_HOME": str(tmp_path),
             "LEVIBOT_SYMBOLS": "BTCUSDT,ETHUSDT",
-            "LEVIBOT_TIMEFRAME": "1h",
-            "LEVIBOT_FEE_BPS": "7.5",
-            "LEVIBOT_SLIPPAGE_BPS": "BTCUSDT=1,ETHUSDT=3.5",
-            "LEVIBOT_ALLOW_SHORT": "true",
-            "LEVIBOT_KILL_MAX_DRAWDOWN": "0.1",
-            "LEVIBOT_DRIFT_WINDOW": "96",
-            "LEVIBOT_MAX_STALENESS_MINUTES": "20",
+            "LEVIBOT_WALK": "600,150,150,200",
+            "LEVIBOT_PURGE": "40",
+            "LEVIBOT_PROFILE": "small",
         }
     )
-    trading = TradingResource.from_settings(s).settings()
-    market = MarketDataResource.from_settings(s).settings()
-    assert trading.symbols == market.symbols == ("BTCUSDT", "ETHUSDT")
-    assert trading.timeframe == market.timeframe == "1h"
-    assert (trading.fee_bps, trading.allow_short, trading.kill_max_drawdown) == (7.5, True, 0.1)
-    assert dict(trading.slippage_bps) == {"BTCUSDT": 1.0, "ETHUSDT": 3.5}
-    assert trading.drift_window == 96
-    assert trading.max_staleness_minutes == market.max_staleness_minutes == 20.0
+    resources = build_resources(s)
+    assert all(resources[key].settings is s for key in ("market", "models", "trading"))
+    profile, cfg = resources["models"].eval_config()
+    assert profile == "small"
+    assert (cfg.walk.train, cfg.walk.val, cfg.walk.calib, cfg.walk.test) == (600, 150, 150, 200)
+    assert cfg.walk.purge == 40 and cfg.mc_samples == s.models.mc_samples == 50
+    assert resources["market"].build_source().name == "synthetic"
+    assert resources["market"].store().home == s.home

@@ -8,7 +8,7 @@ from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.core.data.timeframes import freshness_state, staleness_minutes
 from levibot_pipelines.core.trading.killswitch import RiskInputs
 from levibot_pipelines.defs.market import now_ms, symbol_partitions
-from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
+from levibot_pipelines.defs.resources import AlertResource, Market
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
 
@@ -32,7 +32,7 @@ def build_automation(s: Settings) -> dg.Definitions:
 
     @dg.schedule(
         name="ingest_schedule",
-        cron_schedule=s.ingest_cron,
+        cron_schedule=s.market.ingest_cron,
         execution_timezone="UTC",
         job=ingest_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -77,30 +77,27 @@ def build_automation(s: Settings) -> dg.Definitions:
     )
     def feature_freshness_alert(
         context: dg.SensorEvaluationContext,
-        market: MarketDataResource,
+        market: Market,
         alerts: AlertResource,
-        trading: TradingResource,
     ):
-        settings = market.settings()
+        settings, limits = market.settings, market.settings.alerts
         last = market.store().features_last_timestamp()
         now = now_ms()
-        stale = staleness_minutes(last, now, settings.timeframe_ms)
+        stale = staleness_minutes(last, now, settings.market.timeframe_ms)
         evaluate_kill_switch(
             KillSwitch(settings.home),
             RiskInputs(staleness_minutes=stale, staleness_subject=FEATURES.to_user_string()),
-            risk_limits(trading.settings()),
+            risk_limits(settings),
             by="auto:feature_freshness_alert",
             now_ms=now,
         )
-        state = freshness_state(
-            stale, settings.max_staleness_minutes, settings.fail_staleness_minutes
-        )
+        state = freshness_state(stale, limits.max_staleness_minutes, limits.fail_staleness_minutes)
         previous = json.loads(context.cursor)["state"] if context.cursor else "PASS"
         if state == previous:
             return dg.SkipReason(f"cross_asset_features {state} (staleness {stale:.1f} min)")
         message = (
             f"cross_asset_features freshness {previous} -> {state}: staleness {stale:.1f} min "
-            f"(warn > {settings.max_staleness_minutes}, fail > {settings.fail_staleness_minutes})"
+            f"(warn > {limits.max_staleness_minutes}, fail > {limits.fail_staleness_minutes})"
         )
         delivered = alerts.notify(
             {

@@ -10,7 +10,7 @@ from levibot_pipelines.adapters.store import refresh_views
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, FEATURE_SCHEMA, build_features
 from levibot_pipelines.core.data.timeframes import staleness_minutes
 from levibot_pipelines.core.data.validation import count_gaps
-from levibot_pipelines.defs.resources import MarketDataResource
+from levibot_pipelines.defs.resources import Market
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ingest import ingest_symbol
 
@@ -22,7 +22,7 @@ def now_ms() -> int:
 
 
 def symbol_partitions(s: Settings) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition(list(s.symbols))
+    return dg.StaticPartitionsDefinition(list(s.market.symbols))
 
 
 def _ts(ms: int | None) -> dg.MetadataValue | None:
@@ -54,17 +54,15 @@ def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
         description="Closed OHLCV bars per symbol (open time in ms UTC), validated, upserted "
         "incrementally into $LEVIBOT_HOME/ohlcv/{SYMBOL}.parquet.",
     )
-    def ohlcv(
-        context: dg.AssetExecutionContext, market: MarketDataResource
-    ) -> dg.MaterializeResult:
-        settings = market.settings()
+    def ohlcv(context: dg.AssetExecutionContext, market: Market) -> dg.MaterializeResult:
+        settings = market.settings
         report = ingest_symbol(
             market.build_source(),
             market.store(),
             context.partition_key,
-            start_ms=settings.start_ms,
+            start_ms=settings.market.start_ms,
             now_ms=now_ms(),
-            tf_ms=settings.timeframe_ms,
+            tf_ms=settings.market.timeframe_ms,
         )
         return dg.MaterializeResult(
             metadata={
@@ -93,14 +91,14 @@ def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
         "LEVIBOT_LABEL_HORIZON bars). DuckDB view: cross_asset_features.",
     )
     def cross_asset_features(
-        context: dg.AssetExecutionContext, market: MarketDataResource, warehouse: DuckDBResource
+        context: dg.AssetExecutionContext, market: Market, warehouse: DuckDBResource
     ) -> dg.MaterializeResult:
-        settings = market.settings()
+        settings = market.settings
         store = market.store()
         features = build_features(
-            store.read_all_ohlcv(settings.symbols),
-            tf_ms=settings.timeframe_ms,
-            horizon=settings.label_horizon,
+            store.read_all_ohlcv(settings.market.symbols),
+            tf_ms=settings.market.timeframe_ms,
+            horizon=settings.models.label_horizon,
         )
         store.write_features(features)
         with warehouse.get_connection() as conn:
@@ -115,7 +113,9 @@ def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
                     features.get_column("timestamp").min() if features.height else None
                 ),
                 "last_bar": _ts(last),
-                "staleness_minutes": staleness_minutes(last, now_ms(), settings.timeframe_ms),
+                "staleness_minutes": staleness_minutes(
+                    last, now_ms(), settings.market.timeframe_ms
+                ),
                 "features": dg.MetadataValue.json(list(FEATURE_COLUMNS)),
                 "duckdb_views": dg.MetadataValue.json(views),
                 "path": dg.MetadataValue.path(str(store.features_path)),
@@ -139,20 +139,20 @@ def build_market_checks(s: Settings) -> list[dg.AssetChecksDefinition]:
         "newest closed bar); warns above LEVIBOT_MAX_STALENESS_MINUTES.",
     )
     def ohlcv_data_lag(
-        context: dg.AssetCheckExecutionContext, market: MarketDataResource
+        context: dg.AssetCheckExecutionContext, market: Market
     ) -> dg.AssetCheckResult:
-        settings = market.settings()
+        settings = market.settings
         symbol = context.partition_key
         last = market.store().last_timestamp(symbol)
-        stale = staleness_minutes(last, now_ms(), settings.timeframe_ms)
+        stale = staleness_minutes(last, now_ms(), settings.market.timeframe_ms)
         return dg.AssetCheckResult(
-            passed=stale <= settings.max_staleness_minutes,
+            passed=stale <= settings.alerts.max_staleness_minutes,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "symbol": symbol,
                 "last_bar": _ts(last),
                 "staleness_minutes": stale if last is not None else -1.0,
-                "limit_minutes": settings.max_staleness_minutes,
+                "limit_minutes": settings.alerts.max_staleness_minutes,
             },
         )
 
@@ -163,11 +163,11 @@ def build_market_checks(s: Settings) -> list[dg.AssetChecksDefinition]:
         description="Gaps (runs of missing bars) in the symbol's stored series; warns when any.",
     )
     def ohlcv_gap_report(
-        context: dg.AssetCheckExecutionContext, market: MarketDataResource
+        context: dg.AssetCheckExecutionContext, market: Market
     ) -> dg.AssetCheckResult:
-        settings = market.settings()
+        settings = market.settings
         ts = market.store().timestamps(context.partition_key)
-        gaps, missing = count_gaps(ts, settings.timeframe_ms)
+        gaps, missing = count_gaps(ts, settings.market.timeframe_ms)
         return dg.AssetCheckResult(
             passed=gaps == 0,
             severity=dg.AssetCheckSeverity.WARN,
@@ -181,7 +181,7 @@ def build_market_checks(s: Settings) -> list[dg.AssetChecksDefinition]:
         description="Columns and dtypes match FEATURE_SCHEMA and no feature is NaN, null or "
         "infinite after the warm-up (labels may be null only where t+h is not known yet).",
     )
-    def features_schema_and_finite(market: MarketDataResource) -> dg.AssetCheckResult:
+    def features_schema_and_finite(market: Market) -> dg.AssetCheckResult:
         features = market.store().read_features()
         schema_ok = dict(features.schema) == FEATURE_SCHEMA
         bad = (
@@ -217,17 +217,17 @@ def build_market_checks(s: Settings) -> list[dg.AssetChecksDefinition]:
         "otherwise minutes since the first missing bar closed. Warns above "
         "LEVIBOT_MAX_STALENESS_MINUTES (target: under 5).",
     )
-    def features_staleness(market: MarketDataResource) -> dg.AssetCheckResult:
-        settings = market.settings()
+    def features_staleness(market: Market) -> dg.AssetCheckResult:
+        settings = market.settings
         last = market.store().features_last_timestamp()
-        stale = staleness_minutes(last, now_ms(), settings.timeframe_ms)
+        stale = staleness_minutes(last, now_ms(), settings.market.timeframe_ms)
         return dg.AssetCheckResult(
-            passed=stale <= settings.max_staleness_minutes,
+            passed=stale <= settings.alerts.max_staleness_minutes,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "staleness_minutes": stale if last is not None else -1.0,
                 "last_bar": _ts(last),
-                "limit_minutes": settings.max_staleness_minutes,
+                "limit_minutes": settings.alerts.max_staleness_minutes,
             },
         )
 

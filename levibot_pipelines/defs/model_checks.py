@@ -9,7 +9,7 @@ import polars as pl
 
 from levibot_pipelines.defs.market import symbol_partitions
 from levibot_pipelines.defs.models import MODEL_ASSETS
-from levibot_pipelines.defs.resources import ModelResource
+from levibot_pipelines.defs.resources import Models
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases import train as model_ops
 from levibot_pipelines.usecases.report import report_dir
@@ -29,9 +29,9 @@ def _predictions_check(
         "(a model that says nothing).",
     )
     def predictions_valid(
-        context: dg.AssetCheckExecutionContext, models: ModelResource
+        context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
-        path = model_ops.predictions_path(Path(models.home), context.partition_key, kind)
+        path = model_ops.predictions_path(Path(models.settings.home), context.partition_key, kind)
         p = pl.read_parquet(path).get_column("p")
         n_nan = int(p.is_nan().sum() + p.null_count())
         spread = float(p.max() - p.min()) if n_nan == 0 else float("nan")
@@ -69,10 +69,10 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
         "its Brier skill score < 0, or the ensemble is worse than its best member.",
     )
     def calibration_and_skill(
-        context: dg.AssetCheckExecutionContext, models: ModelResource
+        context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
         symbol = context.partition_key
-        report = json.loads((report_dir(models.home, symbol) / "report.json").read_text())
+        report = json.loads((report_dir(models.settings.home, symbol) / "report.json").read_text())
         problems = skill_problems(report["symbols"][symbol]["models"])
         return dg.AssetCheckResult(
             passed=not problems,
@@ -103,8 +103,8 @@ def build_training_automation(s: Settings) -> dg.Definitions:
 
     @dg.schedule(
         name="retrain_schedule",
-        cron_schedule=s.retrain_cron,
-        execution_timezone=s.retrain_timezone,
+        cron_schedule=s.models.retrain_cron,
+        execution_timezone=s.models.retrain_timezone,
         job=training_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Retrain every symbol (LEVIBOT_RETRAIN_CRON, default daily 00:30).",

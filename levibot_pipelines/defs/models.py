@@ -12,7 +12,7 @@ import polars as pl
 from levibot_pipelines.adapters.reports import backtest_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
 from levibot_pipelines.defs.market import markdown_table, symbol_partitions
-from levibot_pipelines.defs.resources import MarketDataResource, ModelResource, TradingResource
+from levibot_pipelines.defs.resources import Market, Models, Trading
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases import train as model_ops
 from levibot_pipelines.usecases.report import ReportResult, report_symbol
@@ -64,15 +64,15 @@ def _report_metadata(res: ReportResult) -> dict:
     }
 
 
-def _data(context: dg.AssetExecutionContext, market: MarketDataResource) -> SymbolData:
+def _data(context: dg.AssetExecutionContext, market: Market) -> SymbolData:
     return symbol_data(market.store().read_features(), context.partition_key)
 
 
-def _train(train_fn, context, market: MarketDataResource, models: ModelResource):
+def _train(train_fn, context, market: Market, models: Models):
     profile, cfg = models.eval_config()
     context.log.info(f"profile {profile}: {cfg.transformer}")
-    data, tf_ms = _data(context, market), market.settings().timeframe_ms
-    res = train_fn(models.tracker(), Path(models.home), data, cfg, tf_ms=tf_ms)
+    data, tf_ms = _data(context, market), market.settings.market.timeframe_ms
+    res = train_fn(models.tracker(), Path(models.settings.home), data, cfg, tf_ms=tf_ms)
     return dg.MaterializeResult(metadata=_train_metadata(res))
 
 
@@ -86,7 +86,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
         "walk-forward layout; registered in MLflow, champion moved only if no worse.",
     )
     def lgbm_model(
-        context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
+        context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
         return _train(model_ops.train_lgbm, context, market, models)
 
@@ -99,7 +99,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
         "calibrated p_up; registered in MLflow, champion moved only if no worse.",
     )
     def deep_tfm_model(
-        context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
+        context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
         return _train(model_ops.train_deep, context, market, models)
 
@@ -116,12 +116,12 @@ def _ensemble_asset(common: dict, members: list[dg.AssetsDefinition]) -> dg.Asse
         "on validation predictions, with per-bar confidence weighting.",
     )
     def ensemble_weights(
-        context: dg.AssetExecutionContext, market: MarketDataResource, models: ModelResource
+        context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
         _, cfg = models.eval_config()
-        tf_ms = market.settings().timeframe_ms
+        tf_ms = market.settings.market.timeframe_ms
         res = model_ops.fit_champion_ensemble(
-            models.tracker(), Path(models.home), _data(context, market), cfg, tf_ms=tf_ms
+            models.tracker(), Path(models.settings.home), _data(context, market), cfg, tf_ms=tf_ms
         )
         return dg.MaterializeResult(
             metadata={
@@ -147,20 +147,20 @@ def _report_asset(common: dict) -> dg.AssetsDefinition:
     )
     def model_report(
         context: dg.AssetExecutionContext,
-        market: MarketDataResource,
-        models: ModelResource,
-        trading: TradingResource,
+        market: Market,
+        models: Models,
+        trading: Trading,
     ) -> dg.MaterializeResult:
         profile, cfg = models.eval_config()
         res = report_symbol(
             models.tracker(),
             market.store(),
             cfg,
-            trading.settings(),
+            trading.settings,
             symbol=context.partition_key,
-            meta={"source": market.source, "profile": profile},
-            home=models.home,
-            tf_ms=market.settings().timeframe_ms,
+            meta={"source": market.settings.market.source, "profile": profile},
+            home=models.settings.home,
+            tf_ms=market.settings.market.timeframe_ms,
             progress=context.log.info,
         )
         return dg.MaterializeResult(metadata=_report_metadata(res))

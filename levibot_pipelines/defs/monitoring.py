@@ -9,7 +9,7 @@ import polars as pl
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
 from levibot_pipelines.defs.market import markdown_table
-from levibot_pipelines.defs.resources import ModelResource, TradingResource
+from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.usecases.monitor import feature_drift as compute_drift
 from levibot_pipelines.usecases.risk import risk_limits
 
@@ -24,17 +24,17 @@ from levibot_pipelines.usecases.risk import risk_limits
     "publish; the check itself changes nothing.",
 )
 def feature_drift(
-    context: dg.AssetCheckExecutionContext, trading: TradingResource, models: ModelResource
+    context: dg.AssetCheckExecutionContext, trading: Trading, models: Models
 ) -> dg.AssetCheckResult:
-    s = trading.settings()
+    s = trading.settings
     drift = compute_drift(
         models.tracker(),
         ParquetStore(s.home).read_features(),
-        list(s.symbols),
-        recent_bars=s.drift_window,
-        fallback_bars=models.walk[0],
-        warn=s.psi_warn,
-        error=s.psi_error,
+        list(s.market.symbols),
+        recent_bars=s.trading.drift_window,
+        fallback_bars=models.settings.models.walk[0],
+        warn=s.trading.psi_warn,
+        error=s.trading.psi_error,
     )
     inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)
     trigger, reason = automatic_triggers(inputs, risk_limits(s))["drift"]
@@ -54,7 +54,7 @@ def feature_drift(
             "kill_switch_trigger": trigger or "none",
             "flagged": dg.MetadataValue.md(markdown_table(flagged.head(30))),
             "reference": dg.MetadataValue.json(drift.reference),
-            "recent_bars": s.drift_window,
+            "recent_bars": s.trading.drift_window,
             "psi_by_symbol_feature": dg.MetadataValue.md(
                 markdown_table(
                     report.pivot(on="symbol", index="feature", values="psi").sort("feature")

@@ -11,7 +11,7 @@ from levibot_pipelines.adapters.prediction_files import read_latest
 from levibot_pipelines.adapters.prom import push_metrics
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import WAREHOUSE_POOL, markdown_table, now_ms
-from levibot_pipelines.defs.resources import ModelResource, TradingResource
+from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.publish import missing_models, publish_latest
 
@@ -32,15 +32,15 @@ SUMMARY = ("symbol", "bar_time", "signal", "ensemble_p_up", "deep_p_up", "lgbm_p
 )
 def latest_predictions(
     context: dg.AssetExecutionContext,
-    trading: TradingResource,
-    models: ModelResource,
+    trading: Trading,
+    models: Models,
     warehouse: DuckDBResource,
 ) -> dg.MaterializeResult:
-    s = trading.settings()
+    s = trading.settings
     report = publish_latest(s, models.tracker(), now_ms())
     with warehouse.get_connection() as conn:
         views = refresh_prediction_views(conn, s)
-    pushed = push_metrics(s.pushgateway_url, read_latest(s.home), s.symbols)
+    pushed = push_metrics(s.serving.pushgateway_url, read_latest(s.home), s.market.symbols)
     for note in report.notes:
         context.log.warning(note)
     rows = report.rows
@@ -76,8 +76,8 @@ def refresh_prediction_views(conn, s: Settings) -> list[str]:
     return ["latest_predictions", "predictions"]
 
 
-def _latest(trading: TradingResource) -> tuple[Settings, pl.DataFrame]:
-    s = trading.settings()
+def _latest(trading: Trading) -> tuple[Settings, pl.DataFrame]:
+    s = trading.settings
     latest = read_latest(s.home)
     if latest is None:
         raise ValueError(f"nothing published under {s.home}")
@@ -89,12 +89,12 @@ def _latest(trading: TradingResource) -> tuple[Settings, pl.DataFrame]:
     name="every_symbol_published",
     description="ERROR unless there is exactly one published row per configured symbol.",
 )
-def every_symbol_published(trading: TradingResource) -> dg.AssetCheckResult:
+def every_symbol_published(trading: Trading) -> dg.AssetCheckResult:
     s, rows = _latest(trading)
     have = sorted(rows["symbol"].to_list())
-    missing = sorted(set(s.symbols) - set(have))
+    missing = sorted(set(s.market.symbols) - set(have))
     return dg.AssetCheckResult(
-        passed=not missing and len(have) == len(s.symbols),
+        passed=not missing and len(have) == len(s.market.symbols),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"missing": dg.MetadataValue.json(missing), "published": have},
     )
@@ -106,7 +106,7 @@ def every_symbol_published(trading: TradingResource) -> dg.AssetCheckResult:
     description="ERROR when a symbol's published bar is not its newest feature row "
     "(a prediction made on old data presented as current).",
 )
-def bar_time_is_newest_feature_row(trading: TradingResource) -> dg.AssetCheckResult:
+def bar_time_is_newest_feature_row(trading: Trading) -> dg.AssetCheckResult:
     s, rows = _latest(trading)
     newest = (
         ParquetStore(s.home)
@@ -128,7 +128,7 @@ def bar_time_is_newest_feature_row(trading: TradingResource) -> dg.AssetCheckRes
     name="probabilities_in_range",
     description="ERROR when any published probability is outside [0, 1] or not finite.",
 )
-def probabilities_in_range(trading: TradingResource) -> dg.AssetCheckResult:
+def probabilities_in_range(trading: Trading) -> dg.AssetCheckResult:
     _, rows = _latest(trading)
     cols = ("deep_p_up", "lgbm_p_up", "ensemble_p_up")
     bad = rows.filter(
@@ -157,7 +157,7 @@ publish_job = dg.define_asset_job(
     "latest_predictions). Waits, without consuming the update, while a symbol has no "
     "trained models yet.",
 )
-def publish_on_features(context: dg.SensorEvaluationContext, trading: TradingResource):
+def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     records = context.instance.fetch_materializations(FEATURES, limit=1).records
     if not records:
         return dg.SkipReason("cross_asset_features has never been materialized")
@@ -165,8 +165,8 @@ def publish_on_features(context: dg.SensorEvaluationContext, trading: TradingRes
     seen = json.loads(context.cursor)["storage_id"] if context.cursor else 0
     if storage_id <= seen:
         return dg.SkipReason(f"no feature update since storage id {seen}")
-    s = trading.settings()
-    missing = missing_models(s.home, s.symbols)
+    s = trading.settings
+    missing = missing_models(s.home, s.market.symbols)
     if missing:
         return dg.SkipReason(f"no trained models yet for {missing}: run training_job")
     context.update_cursor(json.dumps({"storage_id": storage_id}))

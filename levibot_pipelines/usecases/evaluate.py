@@ -25,35 +25,35 @@ log = logging.getLogger(__name__)
 def run_evaluate(
     settings: Settings, out: Path, cfg: EvalConfig, profile: str, progress=None
 ) -> dict:
-    """Ingest ``settings.symbols`` from ``settings.source`` into a temporary home, build the
-    features, run the walk-forward per symbol and write the report under ``out``."""
+    """Ingest ``settings.market.symbols`` from ``settings.market.source`` into a temporary home,
+    build the features, run the walk-forward per symbol and write the report under ``out``."""
     say = progress or log.info
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="levibot-evaluate-") as tmp:
         local = replace(settings, home=Path(tmp))
         store = ParquetStore(local.home)
-        source = make_source(local)
+        source = make_source(local.market)
         now_ms = int(time.time() * 1000)
-        for symbol in local.symbols:
+        for symbol in local.market.symbols:
             rep = ingest_symbol(
                 source,
                 store,
                 symbol,
-                start_ms=local.start_ms,
+                start_ms=local.market.start_ms,
                 now_ms=now_ms,
-                tf_ms=local.timeframe_ms,
+                tf_ms=local.market.timeframe_ms,
             )
             say(
                 f"{symbol}: {rep.total_rows} bars ingested ({rep.n_rejected} rejected, "
                 f"{rep.gaps} gaps)"
             )
-        bars = store.read_all_ohlcv(local.symbols)
-        features = build_features(bars, tf_ms=local.timeframe_ms, horizon=cfg.horizon)
+        bars = store.read_all_ohlcv(local.market.symbols)
+        features = build_features(bars, tf_ms=local.market.timeframe_ms, horizon=cfg.horizon)
     say(f"features: {features.height} rows")
     evaluations, backtests = [], {}
-    for symbol in settings.symbols:
+    for symbol in settings.market.symbols:
         ev = evaluate_symbol(
-            symbol_data(features, symbol), cfg, tf_ms=settings.timeframe_ms, progress=say
+            symbol_data(features, symbol), cfg, tf_ms=settings.market.timeframe_ms, progress=say
         )
         evaluations.append(ev)
         backtests[symbol] = backtest_symbol(settings, symbol, ev.predictions, bars, features)
@@ -63,8 +63,8 @@ def run_evaluate(
             f"costs {bt['costs_paid']:.2%}); buy and hold {bt['buy_and_hold']['sharpe']:.2f}"
         )
     meta = {
-        "source": settings.source,
-        "symbols": list(settings.symbols),
+        "source": settings.market.source,
+        "symbols": list(settings.market.symbols),
         "profile": profile,
         "config": cfg.to_dict(),
         "torch_threads": torch.get_num_threads(),

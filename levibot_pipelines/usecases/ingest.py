@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -12,9 +11,7 @@ from levibot_pipelines.adapters.sources import CcxtSource, FilesSource, Source, 
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import data_lag_ms, last_closed_bar
 from levibot_pipelines.core.data.validation import count_gaps, validate_ohlcv
-
-if TYPE_CHECKING:
-    from levibot_pipelines.settings import MarketSettings
+from levibot_pipelines.settings import MarketSettings
 
 log = logging.getLogger(__name__)
 

@@ -83,14 +83,14 @@ def _predict(
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
     deep_files = download_deep(tracker, model_name("deep", symbol), dp_v)
     model, cal_d = deep_from_files(deep_files)
-    ends = window_ends(data.timestamps, model.config.window, s.timeframe_ms)
+    ends = window_ends(data.timestamps, model.config.window, s.market.timeframe_ms)
     if len(ends) == 0 or ends[-1] != row:
         raise ValueError(
             f"{symbol}: the {model.config.window} bars ending at {bar_time} are not contiguous "
             "(a gap in the feature table); no prediction until the window refills"
         )
     deep = transformer_outputs(
-        model, cal_d, data.X, np.array([row]), n_samples=s.mc_samples, seed=MC_SEED
+        model, cal_d, data.X, np.array([row]), n_samples=s.models.mc_samples, seed=MC_SEED
     )
     p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
     weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
@@ -107,9 +107,9 @@ def _predict(
     out = {
         "symbol": symbol,
         "bar_time": bar_time,
-        "bar_close_time": bar_time + s.timeframe_ms,
+        "bar_close_time": bar_time + s.market.timeframe_ms,
         "published_at": now_ms,
-        "source": s.source,
+        "source": s.market.source,
         "close": float(newest["close"]),
         "deep_p_up": float(deep["p_up"][0]),
         "deep_mu": float(deep["mu"][0]),
@@ -118,7 +118,7 @@ def _predict(
         "deep_epistemic": float(deep["epistemic"][0]),
         "deep_epistemic_p": float(deep["epistemic_p"][0]),
         "deep_confidence": float(deep["confidence"][0]),
-        "mc_samples": s.mc_samples,
+        "mc_samples": s.models.mc_samples,
         "deep_version": dp_v,
         "lgbm_p_up": float(p_l[0]),
         "lgbm_confidence": float(c_l[0]),
@@ -128,7 +128,7 @@ def _predict(
         "w_lgbm": float(w_t[0]),
         "ratio_btc_eth": newest.get("ratio_btc_eth_raw"),
         "ratio_eth_sol": newest.get("ratio_eth_sol_raw"),
-        "data_lag_s": (now_ms - bar_time - s.timeframe_ms) / 1000.0,
+        "data_lag_s": (now_ms - bar_time - s.market.timeframe_ms) / 1000.0,
     }
     meta = {"version": dp_v, "name": model_name("deep", symbol)}
     return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
@@ -189,16 +189,16 @@ def _market_risk(
     computed (a window without rows) leaves the drift trigger as it is, with a note: it never
     stops a publish."""
     newest = int(features.get_column("timestamp").max())
-    stale = staleness_minutes(newest, now_ms, s.timeframe_ms)
+    stale = staleness_minutes(newest, now_ms, s.market.timeframe_ms)
     try:
         drift = feature_drift(
             tracker,
             features,
-            list(s.symbols),
-            recent_bars=s.drift_window,
-            fallback_bars=s.walk[0],
-            warn=s.psi_warn,
-            error=s.psi_error,
+            list(s.market.symbols),
+            recent_bars=s.trading.drift_window,
+            fallback_bars=s.models.walk[0],
+            warn=s.trading.psi_warn,
+            error=s.trading.psi_error,
         )
     except ValueError as exc:
         notes.append(f"feature drift not evaluated, drift trigger left as it is: {exc}")
@@ -222,10 +222,10 @@ def _decide_all(
     rows: dict[str, dict] = {}
     for _ in range(2):
         status = switch.status()
-        multiplier = status.multiplier(s.reducing_factor)
+        multiplier = status.multiplier(s.trading.reducing_factor)
         for symbol, row in predicted.items():
             rows[symbol] = {**row, **_decide(s, store, features, history, row, multiplier)}
-        worst = max(s.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
+        worst = max(s.market.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
         drawdown = RiskInputs(drawdown=rows[worst]["paper_drawdown"], drawdown_symbol=worst)
         if evaluate_kill_switch(switch, drawdown, limits, BY, now_ms).state == status.state:
             break
@@ -245,14 +245,14 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     market = _market_risk(s, tracker, features, now_ms, notes)
     evaluate_kill_switch(switch, market, limits, BY, now_ms)
     predicted, models = {}, {}
-    for symbol in s.symbols:
+    for symbol in s.market.symbols:
         predicted[symbol], models[symbol] = _predict(s, tracker, features, symbol, now_ms, notes)
     rows = _decide_all(s, store, features, history, predicted, switch, limits, now_ms)
     status = switch.status()
     for row in rows.values():
         row["kill_switch"] = status.state
         row["kill_switch_reason"] = status.reason() if status.state != "ACTIVE" else ""
-    frame = pl.DataFrame([rows[sym] for sym in s.symbols])
+    frame = pl.DataFrame([rows[sym] for sym in s.market.symbols])
     path = write_published(s.home, frame, models)
     for note in notes:
         log.warning(note)

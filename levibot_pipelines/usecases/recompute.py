@@ -76,7 +76,7 @@ class DeepRecomputer:
             .collect()
         )
         ts = rows.get_column("timestamp").to_numpy()
-        ends = window_ends(ts, length, self.settings.timeframe_ms)
+        ends = window_ends(ts, length, self.settings.market.timeframe_ms)
         if len(ts) == 0 or ts[-1] != bar_time or len(ends) == 0:
             raise PublishedFileError(
                 f"no gap-free window of {length} feature rows of {symbol} ending at bar_time "

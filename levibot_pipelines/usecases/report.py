@@ -38,14 +38,16 @@ from levibot_pipelines.settings import Settings
 
 def policy_config(s: Settings) -> PolicyConfig:
     return PolicyConfig(
-        base_threshold=s.entry_threshold,
-        allow_short=s.allow_short,
-        max_uncertainty=s.max_uncertainty,
+        base_threshold=s.trading.entry_threshold,
+        allow_short=s.trading.allow_short,
+        max_uncertainty=s.trading.max_uncertainty,
     )
 
 
 def backtest_config(s: Settings, symbol: str) -> BacktestConfig:
-    return BacktestConfig(costs=CostModel(fee_bps=s.fee_bps, slippage_bps=s.slippage_for(symbol)))
+    return BacktestConfig(
+        costs=CostModel(fee_bps=s.trading.fee_bps, slippage_bps=s.trading.slippage_for(symbol))
+    )
 
 
 def backtest_symbol(

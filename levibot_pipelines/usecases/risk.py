@@ -19,10 +19,10 @@ def risk_limits(s: Settings) -> RiskLimits:
     """The trigger limits from settings (``kill_staleness_minutes``, ``kill_max_drawdown``,
     ``psi_warn``, ``psi_error``)."""
     return RiskLimits(
-        staleness_minutes=s.kill_staleness_minutes,
-        max_drawdown=s.kill_max_drawdown,
-        psi_warn=s.psi_warn,
-        psi_error=s.psi_error,
+        staleness_minutes=s.trading.kill_staleness_minutes,
+        max_drawdown=s.trading.kill_max_drawdown,
+        psi_warn=s.trading.psi_warn,
+        psi_error=s.trading.psi_error,
     )
 
 

@@ -37,7 +37,7 @@ def bench_publish(repeats: int = 5) -> dict:
         saved = {k: os.environ.get(k) for k in [*ENV, "LEVIBOT_HOME", "LEVIBOT_START"]}
         os.environ.update({**ENV, "LEVIBOT_HOME": tmp, "LEVIBOT_START": start})
         try:
-            from levibot_pipelines.adapters.prediction_files import published_dir
+            from levibot_pipelines.adapters.home import published_dir
             from levibot_pipelines.definitions import load_definitions
             from levibot_pipelines.defs.resources import TradingResource
             from levibot_pipelines.settings import Settings

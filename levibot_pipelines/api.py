@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.file_cache import FileCache
+from levibot_pipelines.adapters.home import published_dir
 from levibot_pipelines.adapters.killswitch_store import (
     STATE_FILE,
     KillSwitchError,
@@ -37,7 +38,6 @@ from levibot_pipelines.adapters.prediction_files import (
     LatestPredictions,
     PublishedFileError,
     parse_latest,
-    published_dir,
 )
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction

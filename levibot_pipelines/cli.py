@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from levibot_pipelines.adapters.home import ensemble_weights_path, report_json
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
@@ -116,7 +117,7 @@ def backtest_summary(settings: Settings) -> str:
     """Per symbol: the policy backtest of the walk-forward predictions, net of costs."""
     rows = []
     for symbol in settings.market.symbols:
-        path = settings.home / "reports" / symbol / "report.json"
+        path = report_json(settings.home, symbol)
         if not path.exists():
             continue
         bt = json.loads(path.read_text())["symbols"][symbol].get("backtest")
@@ -182,8 +183,8 @@ def model_summary(settings: Settings) -> str:
     """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
     lines = ["\nmodels (walk-forward test windows; MLflow store " + settings.tracking_uri + "):"]
     for symbol in settings.market.symbols:
-        report_path = settings.home / "reports" / symbol / "report.json"
-        ensemble_path = settings.home / "models" / symbol / "ensemble.json"
+        report_path = report_json(settings.home, symbol)
+        ensemble_path = ensemble_weights_path(settings.home, symbol)
         if not report_path.exists():
             lines.append(f"{symbol}: no report yet")
             continue

@@ -20,12 +20,11 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from levibot_pipelines.adapters.home import deep_model_dir, published_dir
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.prediction_files import (
     LatestPredictions,
-    deep_model_dir,
     load_published_deep,
-    published_dir,
     write_published,
 )
 from levibot_pipelines.adapters.prom import (

@@ -12,14 +12,12 @@ import polars as pl
 import pytest
 import torch
 
+from levibot_pipelines.adapters.home import deep_model_dir, history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import (
     DEEP_MODEL_FILES,
     PUBLISHED_SCHEMA,
     PublishedFileError,
-    deep_model_dir,
-    history_glob,
     load_published_deep,
-    published_dir,
     read_history,
     read_latest,
     write_published,

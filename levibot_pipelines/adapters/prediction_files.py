@@ -30,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from levibot_pipelines.adapters.home import deep_model_dir, published_dir
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -118,21 +119,6 @@ class LatestPredictions:
     published_at: int
     rows: dict[str, dict[str, Any]]
     schema_version: int = SCHEMA_VERSION
-
-
-def published_dir(home: Path | str) -> Path:
-    """``home/"published"``."""
-    return Path(home) / "published"
-
-
-def history_glob(home: Path | str) -> str:
-    """Glob (POSIX string) matching every history file, e.g. for a DuckDB ``read_parquet``."""
-    return (published_dir(home) / "history" / "predictions-*.parquet").as_posix()
-
-
-def deep_model_dir(home: Path | str, symbol: str) -> Path:
-    """``home/"published"/"models"/SYMBOL/"deep"``."""
-    return published_dir(home) / "models" / symbol / "deep"
 
 
 def validate_rows(rows: pl.DataFrame) -> pl.DataFrame:

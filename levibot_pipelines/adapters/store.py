@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from levibot_pipelines.adapters.home import features_path, ohlcv_dir
 from levibot_pipelines.core.data.features import FEATURE_SCHEMA
 from levibot_pipelines.core.data.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
 
@@ -53,8 +54,8 @@ class ParquetStore:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
-        self.ohlcv_dir = self.home / "ohlcv"
-        self.features_path = self.home / "features" / "cross_asset_features.parquet"
+        self.ohlcv_dir = ohlcv_dir(self.home)
+        self.features_path = features_path(self.home)
 
     def ohlcv_path(self, symbol: str) -> Path:
         return self.ohlcv_dir / f"{symbol}.parquet"

@@ -29,6 +29,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
+from levibot_pipelines.adapters.home import mlartifacts_dir
+
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
@@ -339,7 +341,7 @@ class Tracker(RunLog, VersionRegistry):
         home.mkdir(parents=True, exist_ok=True)
         return cls(
             f"sqlite:///{home / 'mlflow.db'}",
-            home / "mlartifacts",
+            mlartifacts_dir(home),
             experiment,
             ui_base=ui_base,
         )

@@ -7,12 +7,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from levibot_pipelines.adapters.home import predictions_path, report_json
 from levibot_pipelines.defs.market import symbol_partitions
 from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.defs.resources import Models
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases import train as model_ops
-from levibot_pipelines.usecases.report import report_dir
 
 SKILL_MODELS = ("lgbm", "deep", "ensemble")
 
@@ -31,7 +30,7 @@ def _predictions_check(
     def predictions_valid(
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
-        path = model_ops.predictions_path(Path(models.settings.home), context.partition_key, kind)
+        path = predictions_path(Path(models.settings.home), context.partition_key, kind)
         p = pl.read_parquet(path).get_column("p")
         n_nan = int(p.is_nan().sum() + p.null_count())
         spread = float(p.max() - p.min()) if n_nan == 0 else float("nan")
@@ -72,7 +71,7 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
         symbol = context.partition_key
-        report = json.loads((report_dir(models.settings.home, symbol) / "report.json").read_text())
+        report = json.loads((report_json(models.settings.home, symbol)).read_text())
         problems = skill_problems(report["symbols"][symbol]["models"])
         return dg.AssetCheckResult(
             passed=not problems,

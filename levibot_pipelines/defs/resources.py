@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.alerts import post_alert
+from levibot_pipelines.adapters.home import mlartifacts_dir
 from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
@@ -56,7 +57,7 @@ class ModelResource:
 
     def tracker(self) -> Tracker:
         s = self.settings
-        return Tracker(s.tracking_uri, s.home / "mlartifacts", ui_base=s.models.mlflow_ui)
+        return Tracker(s.tracking_uri, mlartifacts_dir(s.home), ui_base=s.models.mlflow_ui)
 
 
 class TradingResource:

@@ -7,7 +7,8 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.prediction_files import read_latest
+from levibot_pipelines.adapters.home import history_glob, published_dir
+from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET, read_latest
 from levibot_pipelines.adapters.prom import push_metrics
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.market import WAREHOUSE_POOL, markdown_table, now_ms
@@ -62,9 +63,7 @@ def latest_predictions(
 
 def refresh_prediction_views(conn, s: Settings) -> list[str]:
     """DuckDB views ``latest_predictions`` and ``predictions`` (the append-only history)."""
-    from levibot_pipelines.adapters.prediction_files import history_glob, published_dir
-
-    latest = published_dir(s.home) / "latest_predictions.parquet"
+    latest = published_dir(s.home) / LATEST_PARQUET
     conn.execute(
         "CREATE OR REPLACE VIEW latest_predictions AS SELECT * FROM "
         f"read_parquet('{latest.as_posix()}')"

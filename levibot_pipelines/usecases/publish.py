@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.adapters.home import ensemble_weights_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.prediction_files import MC_SEED, read_history, write_published
 from levibot_pipelines.adapters.registry import (
@@ -38,7 +39,6 @@ from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.monitor import feature_drift
 from levibot_pipelines.usecases.report import backtest_config, policy_config
 from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
-from levibot_pipelines.usecases.train import ensemble_weights_path
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from levibot_pipelines.adapters.prediction_files import MC_SEED, PublishedFileError, deep_model_dir
+from levibot_pipelines.adapters.home import deep_model_dir
+from levibot_pipelines.adapters.prediction_files import MC_SEED, PublishedFileError
 from levibot_pipelines.settings import Settings
 
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import polars as pl
 
-from levibot_pipelines.adapters.plots import (
-    backtest_plots,
-    reliability_diagram,
-    risk_coverage_plot,
-)
+from levibot_pipelines.adapters.home import report_dir
+from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
 from levibot_pipelines.adapters.reports import (
     BACKTEST_COLUMNS,
     backtest_rows,
@@ -76,11 +73,6 @@ class ReportResult:
     reliability_png: bytes  # the ensemble's reliability diagram
     risk_coverage_png: bytes
     backtest_pngs: dict[str, bytes] = field(default_factory=dict)  # equity.png, drawdown.png, ...
-
-
-def report_dir(home: Path | str, symbol: str) -> Path:
-    """``{home}/reports/{symbol}``: where ``report_symbol`` writes a symbol's report."""
-    return Path(home) / "reports" / symbol
 
 
 def metric_key(key: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.adapters.home import ensemble_weights_path, predictions_path
 from levibot_pipelines.adapters.plots import reliability_diagram
 from levibot_pipelines.adapters.registry import (
     deep_files,
@@ -63,18 +64,6 @@ class TrainResult:
     run_url: str
     reliability_png: bytes
     sizes: dict[str, int] = field(default_factory=dict)
-
-
-def models_dir(home: Path, symbol: str) -> Path:
-    return Path(home) / "models" / symbol
-
-
-def ensemble_weights_path(home: Path, symbol: str) -> Path:
-    return models_dir(home, symbol) / "ensemble.json"
-
-
-def predictions_path(home: Path, symbol: str, kind: str) -> Path:
-    return models_dir(home, symbol) / f"{kind}_test_predictions.parquet"
 
 
 def _layout(data: SymbolData, cfg: EvalConfig, tf_ms: int) -> dict[str, np.ndarray]:

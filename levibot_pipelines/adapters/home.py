@@ -1,0 +1,76 @@
+"""The layout of ``LEVIBOT_HOME``: every path the pipeline writes under it, in one place.
+
+These paths are part of the users' interface (services and people read the files), so each is
+built here once and nowhere else. Pure path arithmetic: nothing is created or read.
+
+```
+{home}/ohlcv/{SYMBOL}.parquet                          stored bars (adapters.store)
+{home}/features/cross_asset_features.parquet           the feature table
+{home}/warehouse.duckdb, {home}/dagster/               DuckDB views, the Dagster instance
+{home}/mlflow.db, {home}/mlartifacts/                  embedded MLflow store
+{home}/models/{SYMBOL}/ensemble.json                   the champions' ensemble weight
+{home}/models/{SYMBOL}/{kind}_test_predictions.parquet a retrain's test-window predictions
+{home}/reports/{SYMBOL}/report.json (.md, plots/)      model_report
+{home}/published/latest_predictions.json (.parquet)    what the API serves
+{home}/published/history/predictions-*.parquet         append-only prediction history
+{home}/published/models/{SYMBOL}/deep/                 the exported champion Transformer
+{home}/kill_switch.json, kill_switch_history.jsonl     the kill-switch (adapters.killswitch_store)
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def ohlcv_dir(home: Path | str) -> Path:
+    return Path(home) / "ohlcv"
+
+
+def features_path(home: Path | str) -> Path:
+    return Path(home) / "features" / "cross_asset_features.parquet"
+
+
+def mlartifacts_dir(home: Path | str) -> Path:
+    """Artifact root of the embedded MLflow store."""
+    return Path(home) / "mlartifacts"
+
+
+def models_dir(home: Path | str, symbol: str) -> Path:
+    return Path(home) / "models" / symbol
+
+
+def ensemble_weights_path(home: Path | str, symbol: str) -> Path:
+    return models_dir(home, symbol) / "ensemble.json"
+
+
+def predictions_path(home: Path | str, symbol: str, kind: str) -> Path:
+    """A retrain's test-window predictions of model ``kind`` (``lgbm`` or ``deep``)."""
+    return models_dir(home, symbol) / f"{kind}_test_predictions.parquet"
+
+
+def report_dir(home: Path | str, symbol: str) -> Path:
+    """Where ``model_report`` writes a symbol's report (``report.json``, ``report.md``, plots)."""
+    return Path(home) / "reports" / symbol
+
+
+def report_json(home: Path | str, symbol: str) -> Path:
+    return report_dir(home, symbol) / "report.json"
+
+
+def published_dir(home: Path | str) -> Path:
+    return Path(home) / "published"
+
+
+def history_dir(home: Path | str) -> Path:
+    return published_dir(home) / "history"
+
+
+def history_glob(home: Path | str) -> str:
+    """Glob (POSIX string) matching every history file, e.g. for a DuckDB ``read_parquet``."""
+    return (history_dir(home) / "predictions-*.parquet").as_posix()
+
+
+def deep_model_dir(home: Path | str, symbol: str) -> Path:
+    """The exported champion Transformer of ``symbol`` (what the API recomputes with)."""
+    return published_dir(home) / "models" / symbol / "deep"

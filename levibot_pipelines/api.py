@@ -5,7 +5,7 @@ publisher replaces the file atomically, so it is parsed once per publish, not on
 The live kill-switch (``home/"kill_switch.json"``) is read the same way. Nothing on this path
 imports torch, dagster or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from
 the published sample count imports torch (``usecases.recompute``), to rerun MC dropout on the
-exported champion. Response models: ``api_schema``.
+exported champion. Response bodies: ``api_responses``; their models: ``api_schema``.
 
 Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar_time, now, tf)``,
 0 while the row's bar is the newest closed bar. ``stale`` is staleness >
@@ -14,10 +14,8 @@ Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -25,29 +23,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.home import published_dir
-from levibot_pipelines.adapters.killswitch_store import (
-    STATE_FILE,
-    KillSwitchError,
-    KillSwitchStatus,
-    parse_status,
+from levibot_pipelines.adapters.killswitch_store import STATE_FILE, parse_status
+from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
+from levibot_pipelines.api_responses import (
+    Service,
+    deep_body,
+    deep_status_body,
+    ensemble_body,
+    health_body,
+    lgbm_body,
+    metrics_text,
+    recomputed_body,
 )
-from levibot_pipelines.adapters.prediction_files import (
-    LATEST_JSON,
-    LatestPredictions,
-    PublishedFileError,
-    parse_latest,
-)
-from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
-from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
-from levibot_pipelines.core.trading.killswitch import apply_state
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.recompute import DeepRecomputer, exported_version
-
-log = logging.getLogger(__name__)
-
+from levibot_pipelines.usecases.recompute import DeepRecomputer
 
 SymbolQuery = Annotated[
     str, Query(min_length=1, max_length=32, description="BTCUSDT, BTC/USDT or btcusdt")
@@ -60,18 +53,6 @@ SamplesQuery = Annotated[
 def normalize_symbol(raw: str) -> str:
     """``"btc/usdt"``, ``"BTC-USDT"``, ``" BTCUSDT "`` -> ``"BTCUSDT"``."""
     return "".join(ch for ch in raw.strip().upper() if ch not in "/-_ ")
-
-
-@dataclass(frozen=True)
-class Service:
-    """What the routes read: ``settings``, the published file and the live kill-switch (each
-    parsed once per version), the on-demand MC recomputer and the clock (now, ms UTC)."""
-
-    settings: Settings
-    latest_file: FileCache
-    kill_file: FileCache
-    recompute: DeepRecomputer
-    now_ms: Callable[[], int]
 
 
 def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> Service:
@@ -116,164 +97,6 @@ def row_for(svc: Service, raw: str) -> dict[str, Any]:
     return doc.rows[symbol]
 
 
-def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """The fields every prediction shares: the decision under the live kill-switch (cut when
-    it is stricter than at publish, ``core.trading.killswitch.apply_state``), data-time
-    staleness at ``now`` (ms UTC), times and regime."""
-    s = svc.settings
-    staleness = staleness_minutes(row["bar_time"], now, s.market.timeframe_ms)
-    published = (row["kill_switch"], row["kill_switch_reason"])
-    state, reason = _live_kill_switch(svc.kill_file) or published
-    # Halted or reduced after the publish: never serve the published entry at full size.
-    cut = apply_state(
-        row["signal"],
-        row["size"],
-        row["position"],
-        state,
-        s.trading.reducing_factor,
-        row["kill_switch"],
-    )
-    levels = cut.signal != "HOLD" or cut.position
-    return {
-        "symbol": row["symbol"],
-        "signal": cut.signal,
-        "as_of": utc_text(row["bar_close_time"], "milliseconds"),
-        "bar_time": row["bar_time"],
-        "stale": staleness > s.alerts.max_staleness_minutes,
-        "staleness_minutes": round(staleness, 3),
-        "source": row["source"],
-        "published_at": utc_text(row["published_at"], "milliseconds"),
-        "size": cut.size,
-        "position": cut.position,
-        "stop_loss": row["stop_loss"] if levels else None,
-        "take_profit": row["take_profit"] if levels else None,
-        "regime": row["regime"],
-        "kill_switch": state,
-        "kill_switch_reason": reason,
-        "kill_switch_applied": cut.applied,
-    }
-
-
-def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
-    """The published Transformer's uncertainty split (log-return units, ``api_schema``)."""
-    return {
-        "total": row["deep_sigma"],
-        "aleatoric": row["deep_aleatoric"],
-        "epistemic": row["deep_epistemic"],
-        "epistemic_p": row["deep_epistemic_p"],
-    }
-
-
-def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """``/ml/predict_deep`` as published."""
-    return {
-        **common(svc, row, now),
-        "model_type": "transformer_mc_dropout",
-        "p_up": row["deep_p_up"],
-        "mu": row["deep_mu"],
-        "uncertainty": deep_uncertainty(row),
-        "confidence": row["deep_confidence"],
-        "mc_samples": row["mc_samples"],
-        "model_version": row["deep_version"],
-        "recomputed": False,
-    }
-
-
-def recomputed_body(published: dict[str, Any], mc: dict[str, float], n_samples: int) -> dict:
-    """``/ml/predict_deep`` with ``n_samples`` fresh MC draws ``mc`` (``usecases.recompute``)."""
-    uncertainty = {k: mc[k] for k in ("total", "aleatoric", "epistemic", "epistemic_p")}
-    return {
-        **published,
-        "p_up": mc["p_up"],
-        "mu": mc["mu"],
-        "uncertainty": uncertainty,
-        "confidence": mc["confidence"],
-        "mc_samples": n_samples,
-        "recomputed": True,
-    }
-
-
-def ensemble_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """``/ml/predict_ensemble``: the ensemble's P(up), uncertainty from the deep member."""
-    return {
-        **common(svc, row, now),
-        "model_type": "ensemble",
-        "p_up": row["ensemble_p_up"],
-        "mu": row["deep_mu"],
-        "uncertainty": deep_uncertainty(row),
-        "confidence": row["ensemble_confidence"],
-        "mc_samples": row["mc_samples"],
-        "model_version": f"lgbm v{row['lgbm_version']} + deep v{row['deep_version']}",
-        "w_lgbm": row["w_lgbm"],
-        "uncertainty_source": "deep",
-    }
-
-
-def lgbm_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """``/ml/predict``: the calibrated LightGBM, without an uncertainty estimate."""
-    return {
-        **common(svc, row, now),
-        "model_type": "lightgbm_calibrated",
-        "p_up": row["lgbm_p_up"],
-        "mu": None,
-        "uncertainty": None,
-        "confidence": row["lgbm_confidence"],
-        "mc_samples": None,
-        "model_version": row["lgbm_version"],
-    }
-
-
-def deep_status_body(svc: Service) -> dict[str, Any]:
-    """``/ml/models/deep/status``: per symbol the published deep version, MC samples, bar,
-    staleness and whether its export is present; the live kill-switch."""
-    doc, now = latest(svc), svc.now_ms()
-    symbols: dict[str, dict[str, Any]] = {}
-    for symbol in svc.settings.market.symbols:
-        row = doc.rows.get(symbol)
-        if row is None:
-            symbols[symbol] = {"published": False}
-            continue
-        c = common(svc, row, now)
-        exported = exported_version(svc.settings.home, symbol) == row["deep_version"]
-        symbols[symbol] = {
-            "published": True,
-            "deep_version": row["deep_version"],
-            "mc_samples": row["mc_samples"],
-            "bar_time": row["bar_time"],
-            "as_of": c["as_of"],
-            "published_at": c["published_at"],
-            "stale": c["stale"],
-            "staleness_minutes": c["staleness_minutes"],
-            "model_exported": exported,
-        }
-    c = common(svc, next(iter(doc.rows.values())), now)
-    return {
-        "published_at": utc_text(doc.published_at, "milliseconds"),
-        "kill_switch": {"state": c["kill_switch"], "reason": c["kill_switch_reason"]},
-        "symbols": symbols,
-    }
-
-
-def metrics_text(svc: Service) -> bytes:
-    """Prometheus text format built from the published file (none when unreadable) and the
-    live kill-switch."""
-    try:
-        doc = svc.latest_file.get()
-    except PublishedFileError:
-        doc = None
-    live = _live_kill_switch(svc.kill_file)
-    return render_metrics(doc, svc.settings.market.symbols, svc.now_ms(), live[0] if live else None)
-
-
-def health_body(svc: Service) -> tuple[int, dict[str, Any]]:
-    """(status code, body) of ``/healthz``: 503 with ``reasons`` when unhealthy."""
-    body, reasons = _health(svc.settings, svc.latest_file, svc.kill_file, svc.now_ms())
-    body["status"] = "unhealthy" if reasons else "ok"
-    if reasons:
-        body["reasons"] = reasons
-    return (503 if reasons else 200), body
-
-
 def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> FastAPI:
     """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
     svc = open_service(settings, clock)
@@ -310,7 +133,7 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
     @app.get("/ml/models/deep/status")
     async def deep_status() -> dict:
         """Per symbol: published deep version, MC samples, bar, staleness, export present."""
-        return deep_status_body(svc)
+        return deep_status_body(svc, latest(svc))
 
     @app.get("/metrics/prom", response_class=Response)
     async def metrics() -> Response:
@@ -324,57 +147,6 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         return JSONResponse(body, status_code=status_code)
 
     return app
-
-
-def _live_kill_switch(kill_file: FileCache) -> tuple[str, str] | None:
-    """(state, reason) of the live switch; None when there is no file. An unreadable file
-    fails safe: HALTED, saying why (``adapters.killswitch_store`` never guesses ACTIVE either)."""
-    try:
-        live: KillSwitchStatus | None = kill_file.get()
-    except KillSwitchError as exc:
-        return "HALTED", f"kill-switch state unknown, treated as HALTED: {exc}"
-    return (live.state, live.reason()) if live else None
-
-
-def _health(
-    settings: Settings, latest_file: FileCache, kill_file: FileCache, now: int
-) -> tuple[dict[str, Any], list[str]]:
-    reasons: list[str] = []
-    body: dict[str, Any] = {}
-    try:
-        doc = latest_file.get()
-    except PublishedFileError as exc:
-        doc = None
-        reasons.append(f"published predictions are unreadable: {exc}")
-    else:
-        if doc is None:
-            reasons.append("no predictions published yet: run the pipeline (make demo)")
-    kill = _live_kill_switch(kill_file)  # (state, reason): the live file, else as published
-    if doc is not None:
-        body["published_at"] = utc_text(doc.published_at, "milliseconds")
-        missing = [s for s in settings.market.symbols if s not in doc.rows]
-        if missing:
-            reasons.append(f"no published prediction for {missing}")
-        body["symbols"] = {}
-        for symbol in [s for s in settings.market.symbols if s in doc.rows]:
-            row = doc.rows[symbol]
-            minutes = staleness_minutes(row["bar_time"], now, settings.market.timeframe_ms)
-            body["symbols"][symbol] = {"staleness_minutes": round(minutes, 3)}
-            if minutes > settings.alerts.fail_staleness_minutes:
-                reasons.append(
-                    f"{symbol} stale: {minutes:.1f} min in data time, newest bar closed "
-                    f"{utc_text(row['bar_close_time'], 'milliseconds')} "
-                    f"(limit {settings.alerts.fail_staleness_minutes:g} min)"
-                )
-        if kill is None and doc.rows:
-            first = next(iter(doc.rows.values()))
-            kill = (first["kill_switch"], first["kill_switch_reason"])
-    if kill is not None:
-        state, reason = kill
-        body["kill_switch"] = {"state": state, "reason": reason}
-        if state == "HALTED":
-            reasons.append(f"kill-switch HALTED: {reason or 'no reason given'}")
-    return body, reasons
 
 
 def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> None:

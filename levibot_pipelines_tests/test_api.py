@@ -20,13 +20,10 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
+from levibot_pipelines.adapters.exported_model import load_published_deep
 from levibot_pipelines.adapters.home import deep_model_dir, published_dir
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
-from levibot_pipelines.adapters.prediction_files import (
-    LatestPredictions,
-    load_published_deep,
-    write_published,
-)
+from levibot_pipelines.adapters.prediction_files import LatestPredictions, write_published
 from levibot_pipelines.adapters.prom import (
     KILL_SWITCH_CODES,
     METRIC_NAMES,

@@ -1,6 +1,6 @@
 """Champion promotion: the pure rule (``core.evaluation.champion``), checked on a table of
 hand-worked cases, and the use case that applies it to a real MLflow store
-(``usecases.train.promote_if_no_worse`` / ``promote_champion``)."""
+(``usecases.promote.promote_if_no_worse`` / ``promote_champion``)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from levibot_pipelines.adapters.tracking import RunInfo, Tracker, eval_tag  # noqa: E402
+from levibot_pipelines.adapters.model_versions import eval_tag, evaluation_tags  # noqa: E402
+from levibot_pipelines.adapters.run_log import RunInfo  # noqa: E402
+from levibot_pipelines.adapters.tracking import Tracker  # noqa: E402
 from levibot_pipelines.core.evaluation.champion import (  # noqa: E402
     Decision,
     champion_should_move,
 )
-from levibot_pipelines.usecases.train import (  # noqa: E402
+from levibot_pipelines.usecases.promote import (  # noqa: E402
     promote_champion,
     promote_if_no_worse,
 )
@@ -230,7 +232,7 @@ def test_different_window_is_not_compared_blindly(tracker: Tracker, reader: Mlfl
     assert reader.get_model_version(name, v2).tags["champion_value"] == ""
 
     # Once the champion is evaluated on window B too, the values are comparable.
-    tracker.record_evaluation(name, v1, metric="log_loss", window=WINDOW_B, value=0.68)
+    tracker.tag_version(name, v1, evaluation_tags(metric="log_loss", window=WINDOW_B, value=0.68))
     fair = promote_if_no_worse(tracker, name, v2, value=0.10, window=WINDOW_B, **kw)
     assert fair["promoted"] and fair["champion_value"] == 0.68
     assert tracker.champion(name)[0] == v2

@@ -1,12 +1,24 @@
-"""`levibot demo` and `levibot status` as a user runs them: a real process on a fresh home."""
+"""`levibot demo` and `levibot status` as a user runs them (a real process on a fresh home), the
+`evaluate` budget options and the summary texts over the status use case."""
 
 import os
 import subprocess
 import sys
 
 import duckdb
+import pytest
 
+from levibot_pipelines.adapters.home import ensemble_weights_path
+from levibot_pipelines.cli import (
+    backtest_summary,
+    build_parser,
+    main,
+    model_summary,
+    predictions_summary,
+)
+from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import SESSION_ENV, recent_start
+from levibot_pipelines_tests.test_status import write_json, write_report
 
 
 def run(args, home, **extra):
@@ -42,3 +54,41 @@ def test_bad_setting_fails_with_the_variable_name(tmp_path):
     out = run(["status"], tmp_path, LEVIBOT_SOURCE="kafka")
     assert out.returncode == 2
     assert "LEVIBOT_SOURCE='kafka' is not allowed" in out.stderr
+
+
+def test_evaluate_budget_defaults_and_their_help(capsys):
+    args = build_parser().parse_args(["evaluate", "--out", "x"])
+    budget = (args.purge, args.epochs, args.mc_samples, args.max_train_samples, args.seed)
+    assert budget == (130, 4, 20, 8000, 0)
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "separate from the LEVIBOT_* settings" in text
+    for flag, default in (("--purge PURGE", 130), ("--epochs EPOCHS", 4), ("--seed SEED", 0)):
+        assert flag in text and f"(default {default})" in text
+    assert "MC dropout draws per prediction (default 20)" in text
+    assert "per epoch (default 8000)" in text
+
+
+def test_summaries_print_the_status_use_case(tmp_path):
+    settings = Settings.from_env(env={"LEVIBOT_HOME": str(tmp_path)})
+    assert backtest_summary(settings) == "\npolicy backtest: no report yet"
+    assert predictions_summary(settings) == "\nlatest predictions: nothing published yet"
+    write_report(tmp_path, "BTCUSDT")
+    write_json(
+        ensemble_weights_path(tmp_path, "BTCUSDT"),
+        {"lgbm_version": "2", "deep_version": "3", "w_lgbm": 0.4},
+    )
+    write_report(tmp_path, "ETHUSDT")
+    lines = model_summary(settings).splitlines()
+    assert lines[1] == f"models (walk-forward test windows; MLflow store {settings.tracking_uri}):"
+    assert (
+        "BTCUSDT: 200 test bars in 1 fold(s); champions lgbm v2, deep v3, ensemble w_lgbm=0.40"
+        in lines
+    )
+    assert (
+        "ETHUSDT: 200 test bars in 1 fold(s); champions lgbm v?, deep v?, ensemble w_lgbm=nan"
+        in lines
+    )
+    assert lines[-1] == "SOLUSDT: no report yet"

@@ -15,7 +15,8 @@ from dagster_duckdb import DuckDBResource
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.defs.market import build_market_assets, build_market_checks
+from levibot_pipelines.defs.market import build_market_assets
+from levibot_pipelines.defs.market_checks import build_market_checks
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ingest import ingest_symbol

@@ -28,6 +28,16 @@ BACKTEST_KEYS = {
 TINY = TransformerConfig(window=16, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 
 
+def test_eval_config_takes_epochs_and_mc_samples_from_its_caller():
+    # No defaults to drift from the settings LEVIBOT_EPOCHS / LEVIBOT_MC_SAMPLES.
+    with pytest.raises(TypeError, match="epochs.*mc_samples"):
+        EvalConfig(transformer=TINY)
+    with pytest.raises(ValueError, match="mc_samples must be an integer >= 1, got 0"):
+        EvalConfig(transformer=TINY, epochs=1, mc_samples=0)
+    kwargs = EvalConfig(transformer=TINY, epochs=2, mc_samples=7).deep_kwargs(seed=1)
+    assert (kwargs["epochs"], kwargs["mc_samples"]) == (2, 7)
+
+
 def test_walk_forward_scores_every_model_on_the_same_out_of_sample_bars():
     features = build_features(synthetic_long(3200), tf_ms=TF_MS)
     data = symbol_data(features, "SOLUSDT")

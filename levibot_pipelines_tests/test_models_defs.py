@@ -11,7 +11,7 @@ import torch
 
 from levibot_pipelines.adapters.registry import model_name, register_model
 from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.usecases.train import promote_champion
+from levibot_pipelines.usecases.promote import promote_champion
 from levibot_pipelines_tests.conftest import SYMBOLS
 
 SYMBOL = "ETHUSDT"

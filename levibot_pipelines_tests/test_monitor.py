@@ -2,6 +2,7 @@
 before any champion), and the PASS/WARN/FAIL freshness decision."""
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
 from levibot_pipelines.core.data.timeframes import freshness_state
 from levibot_pipelines.core.trading.drift import drift_report
+from levibot_pipelines.settings import MarketSettings, ModelSettings, Settings, TradingSettings
 from levibot_pipelines.usecases.monitor import feature_drift, reference_windows
 from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS, synthetic_long
 
@@ -27,6 +29,15 @@ class FakeTracker:
         assert path == "model/meta.json" and version == "7"
         start, end = next(w for s, w in self.windows.items() if s in name)
         return json.dumps({"train_start_ms": start, "train_end_ms": end}).encode()
+
+
+def _settings(*, drift_window: int, walk=(600, 150, 150, 200), symbols=SYMBOLS) -> Settings:
+    return Settings(
+        home=Path("/nonexistent"),
+        market=MarketSettings(symbols=tuple(symbols)),
+        models=ModelSettings(walk=walk),
+        trading=TradingSettings(drift_window=drift_window, psi_warn=0.1, psi_error=0.25),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +68,7 @@ def test_feature_drift_matches_the_report_and_names_the_alarm(features):
         .alias(feature)
     )
     tracker = FakeTracker({})
-    out = feature_drift(
-        tracker, shifted, list(SYMBOLS), recent_bars=100, fallback_bars=600, warn=0.1, error=0.25
-    )
+    out = feature_drift(_settings(drift_window=100, walk=(600, 1, 1, 1)), tracker, shifted)
     windows, _ = reference_windows(tracker, shifted, list(SYMBOLS), 100, 600)
     report = drift_report(shifted, windows, 100, FEATURE_COLUMNS, 0.1, 0.25)
     assert out.report.equals(report) and out.level == "error"
@@ -77,10 +86,14 @@ def test_feature_drift_matches_the_report_and_names_the_alarm(features):
 def test_feature_drift_errors_name_the_symbol(features):
     ts = features.filter(pl.col("symbol") == "SOLUSDT")["timestamp"].sort()
     tracker = FakeTracker({"SOLUSDT": (int(ts[0]), int(ts[-1]))})  # trained up to the newest bar
+    s = _settings(drift_window=100, symbols=("SOLUSDT",))
     with pytest.raises(ValueError, match="SOLUSDT: .* and 0 current rows"):
-        feature_drift(
-            tracker, features, ["SOLUSDT"], recent_bars=100, fallback_bars=600, warn=0.1, error=0.25
-        )
+        feature_drift(s, tracker, features)
+
+
+def test_reference_windows_name_a_symbol_without_rows(features):
+    with pytest.raises(ValueError, match="no feature rows for XRPUSDT"):
+        reference_windows(FakeTracker({}), features, ["XRPUSDT"], 100, 600)
 
 
 @pytest.mark.parametrize(

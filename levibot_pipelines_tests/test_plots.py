@@ -9,11 +9,14 @@ import pytest
 from matplotlib.image import imread
 
 from levibot_pipelines.adapters.plots import (
+    backtest_plots,
     equity_plot,
+    plotted_drawdown,
     reliability_diagram,
     risk_coverage_plot,
 )
 from levibot_pipelines.core.metrics import risk_coverage
+from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -97,6 +100,26 @@ def test_equity_plot_errors() -> None:
         equity_plot({"policy": np.array([1.0, np.inf])})
     with pytest.raises(ValueError, match="non-empty 1-D"):
         equity_plot({"policy": np.ones((2, 2))})
+
+
+def test_plotted_drawdown_is_measured_from_the_starting_capital_and_clips_ruin() -> None:
+    np.testing.assert_allclose(plotted_drawdown([1.0, 1.2, 0.9, 1.5]), [0.0, 0.0, 0.25, 0.0])
+    # A ruined curve, even one that is <= 0 at its first point, is a drawdown of 1 there.
+    np.testing.assert_allclose(plotted_drawdown([-0.5, 0.0, 0.5]), [1.0, 1.0, 0.5])
+    with pytest.raises(ValueError, match="equity must be finite"):
+        plotted_drawdown([1.0, np.nan])
+
+
+def test_backtest_plots_draw_a_ruined_curve() -> None:
+    rng = np.random.default_rng(3)
+    healthy = np.exp(np.cumsum(rng.normal(0.0, 0.01, 500)))
+    ruined = np.r_[-0.01, np.linspace(-0.5, 0.2, 499)]  # <= 0 from its first point
+    equity = {"ensemble": ruined, "lgbm": healthy, "deep": healthy, "buy_and_hold": healthy}
+    bt = SymbolBacktest(report={}, equity=equity, timestamps=np.arange(500, dtype=np.int64))
+    plots = backtest_plots(bt, "BTCUSDT")
+    assert set(plots) == {"equity.png", "drawdown.png"}
+    for png in plots.values():
+        _assert_png(png)
 
 
 def test_plots_leave_no_pyplot_figures_open(forecasts: tuple[np.ndarray, np.ndarray]) -> None:

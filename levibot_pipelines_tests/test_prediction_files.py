@@ -12,12 +12,14 @@ import polars as pl
 import pytest
 import torch
 
-from levibot_pipelines.adapters.home import deep_model_dir, history_glob, published_dir
-from levibot_pipelines.adapters.prediction_files import (
+from levibot_pipelines.adapters.exported_model import (
     DEEP_MODEL_FILES,
-    PUBLISHED_SCHEMA,
     PublishedFileError,
     load_published_deep,
+)
+from levibot_pipelines.adapters.home import deep_model_dir, history_glob, published_dir
+from levibot_pipelines.adapters.prediction_files import (
+    PUBLISHED_SCHEMA,
     read_history,
     read_latest,
     write_published,

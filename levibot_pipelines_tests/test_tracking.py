@@ -15,14 +15,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from levibot_pipelines.adapters.tracking import (  # noqa: E402
-    MAX_PARAM_VALUE_LENGTH,
-    RunInfo,
-    Tracker,
+from levibot_pipelines.adapters.model_versions import (  # noqa: E402
     eval_tag,
-    flatten_params,
+    evaluation_tags,
     recorded_evaluation,
 )
+from levibot_pipelines.adapters.run_log import (  # noqa: E402
+    MAX_PARAM_VALUE_LENGTH,
+    RunInfo,
+    flatten_params,
+)
+from levibot_pipelines.adapters.tracking import Tracker  # noqa: E402
 
 WINDOW_A = "2025-01-01T00:00/2025-03-01T00:00"
 WINDOW_B = "2025-02-01T00:00/2025-04-01T00:00"
@@ -174,7 +177,7 @@ def test_alias_and_tags_are_read_back(tracker: Tracker, reader: MlflowClient) ->
     v1, v2 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(2))
     tracker.set_champion(name, v1)
     tracker.tag_version(name, v1, {"decision": "by hand", "promoted": "true"})
-    tracker.record_evaluation(name, v1, metric="log_loss", window=WINDOW_A, value=0.69)
+    tracker.tag_version(name, v1, evaluation_tags(metric="log_loss", window=WINDOW_A, value=0.69))
     version, tags = tracker.champion(name)
     assert version == v1 and tags["decision"] == "by hand" and tags["promoted"] == "true"
     assert recorded_evaluation(tags, metric="log_loss", window=WINDOW_A) == 0.69

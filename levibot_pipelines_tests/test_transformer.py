@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from levibot_pipelines.core.models.mc_dropout import MC_KEYS
 from levibot_pipelines.core.models.transformer import (
-    MC_KEYS,
     PROFILES,
     LevibotTransformer,
     TransformerConfig,
@@ -17,12 +17,8 @@ from levibot_pipelines.core.models.transformer import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from levibot_pipelines.core.models.transformer_training import (
-    evaluate_loss,
-    fit_scaler,
-    fit_transformer,
-    predict,
-)
+from levibot_pipelines.core.models.transformer_loss import evaluate_loss
+from levibot_pipelines.core.models.transformer_training import fit_scaler, fit_transformer, predict
 
 TINY = TransformerConfig(n_features=4, window=8, d_model=16, n_heads=2, n_layers=1, d_ff=32)
 
@@ -217,7 +213,7 @@ def test_training_learns_a_learnable_task():
     np.testing.assert_allclose(model.feature_mean.numpy(), X[:400].mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(std, X[:400].astype(np.float64).std(0))
     assert float(model.target_scale) == pytest.approx(fwd_ret[train_ends].std(), rel=1e-6)
-    p = predict(model, X, val_ends, batch_size=50)
+    p = predict(model, X, val_ends, n_samples=0, batch_size=50)
     assert np.mean((p["p_up"] > 0.5) == y_up[val_ends]) > 0.8
     mc = predict(model, X, val_ends[:20], n_samples=8)
     assert set(mc) == set(MC_KEYS) and mc["p_up"].shape == (20,)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,7 +19,9 @@ from matplotlib.figure import Figure
 from levibot_pipelines.core.checks import check_array, check_same_length
 from levibot_pipelines.core.metrics import reliability_bins
 from levibot_pipelines.core.trading.performance import drawdown
-from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
+
+if TYPE_CHECKING:
+    from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,15 @@ def equity_plot(curves: Mapping[str, np.ndarray], title: str = "", ylabel: str =
     return _png(fig)
 
 
+def plotted_drawdown(equity: object) -> np.ndarray:
+    """Drawdown of a backtest's equity curve for plotting, shape (n,): ``performance.drawdown``
+    measured from the starting capital 1.0 (as ``backtest_metrics``' ``max_drawdown``), with a
+    ruined curve (equity <= 0, even at its first point) clipped to 0, i.e. a drawdown of 1, so
+    plotting it never fails a report. Non-finite equity still raises ``ValueError``."""
+    eq = np.asarray(equity, dtype=np.float64)
+    return drawdown(np.r_[1.0, np.maximum(eq, 0.0)])[1:]
+
+
 def backtest_plots(bt: SymbolBacktest, symbol: str) -> dict[str, bytes]:
     """``equity.png`` and ``drawdown.png``: each policy (net of costs) and buy-and-hold."""
     curves = {f"policy ({m})": bt.equity[m] for m in ("ensemble", "lgbm", "deep")}
@@ -129,7 +141,7 @@ def backtest_plots(bt: SymbolBacktest, symbol: str) -> dict[str, bytes]:
     return {
         "equity.png": equity_plot(curves, title=f"{symbol} walk-forward test, net of costs"),
         "drawdown.png": equity_plot(
-            {k: -drawdown(np.asarray(v)) for k, v in curves.items()},
+            {k: -plotted_drawdown(v) for k, v in curves.items()},
             title=f"{symbol} drawdown (negative = below the running peak)",
             ylabel="drawdown",
         ),

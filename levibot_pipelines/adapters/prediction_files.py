@@ -6,9 +6,8 @@ Layout under ``home/"published"``:
   (``{"published_at": ms, "schema_version": 1, "rows": [{column: value}, ...]}``), one row per
   symbol, each replaced atomically (temporary sibling + ``os.replace``).
 - ``history/predictions-{published_at}-{uuid8}.parquet``: one file per publish, never rewritten.
-- ``models/{SYMBOL}/deep/``: ``state_dict.pt``, ``config.json``, ``calibrator.json`` and
-  ``meta.json`` (``{"version": "3", "name": "levibot-deep-BTCUSDT"}``) of the Transformer the
-  rows were computed with, so the API can rerun MC dropout without MLflow or DuckDB.
+- ``models/{SYMBOL}/deep/``: the Transformer the rows were computed with
+  (``adapters.exported_model``), so the API can rerun MC dropout without MLflow or DuckDB.
 
 Write order: model files (``meta.json`` last), then the history file, then the Parquet, then the
 JSON (what the API reads). A reader that finds a row therefore also finds its model; a reader
@@ -30,7 +29,12 @@ from typing import Any
 
 import polars as pl
 
-from levibot_pipelines.adapters.home import deep_model_dir, published_dir
+from levibot_pipelines.adapters.exported_model import (
+    PublishedFileError,
+    check_exported_models,
+    write_exported_model,
+)
+from levibot_pipelines.adapters.home import published_dir
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,6 @@ LATEST_JSON = "latest_predictions.json"
 LATEST_PARQUET = "latest_predictions.parquet"
 # MC dropout seed of the published draws and of the API's recomputes: the published T reproduces.
 MC_SEED = 0
-DEEP_MODEL_FILES: tuple[str, ...] = ("state_dict.pt", "config.json", "calibrator.json", "meta.json")
 
 F64, I64, STR = pl.Float64(), pl.Int64(), pl.String()
 PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
@@ -106,10 +109,6 @@ ALLOWED: dict[str, tuple[Any, ...]] = {
     "signal": ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD"),
     "kill_switch": ("ACTIVE", "REDUCING", "HALTED"),
 }
-
-
-class PublishedFileError(ValueError):
-    """A published file exists but cannot be used: half-written, corrupt, or another schema."""
 
 
 @dataclass(frozen=True)
@@ -187,44 +186,22 @@ def _check_bounds(df: pl.DataFrame) -> None:
             )
 
 
-def _check_models(rows: pl.DataFrame, deep_models: dict[str, dict[str, bytes]]) -> None:
-    """Every row's symbol has all ``DEEP_MODEL_FILES`` and its meta names the row's version."""
-    for sym, version in rows.select("symbol", "deep_version").iter_rows():
-        files = deep_models.get(sym)
-        if files is None:
-            raise ValueError(
-                f"no exported deep model for {sym}; got models for {list(deep_models)}"
-            )
-        absent = [f for f in DEEP_MODEL_FILES if f not in files]
-        unknown = [f for f in files if f not in DEEP_MODEL_FILES]
-        if absent or unknown:
-            raise ValueError(
-                f"deep model files for {sym}: missing {absent}, unexpected {unknown}; "
-                f"expected {list(DEEP_MODEL_FILES)}"
-            )
-        meta = json.loads(files["meta.json"])
-        if str(meta.get("version")) != version:
-            raise ValueError(
-                f"{sym}: meta.json names version {meta.get('version')!r} but the row's "
-                f"deep_version is {version!r}"
-            )
-
-
 def write_published(
     home: Path | str, rows: pl.DataFrame, deep_models: dict[str, dict[str, bytes]]
 ) -> Path:
     """Validate and publish ``rows`` (one per symbol, ``PUBLISHED_SCHEMA``) with their models.
 
-    ``deep_models``: symbol -> {file name in ``DEEP_MODEL_FILES``: bytes}. Writes model files,
-    the history file, the Parquet and the JSON, in that order, each atomically; model files
-    whose bytes are unchanged are left alone. Returns the path of ``latest_predictions.json``.
-    Raises ``ValueError`` (nothing written) when the rows or the models are invalid.
+    ``deep_models``: symbol -> {file name in ``exported_model.DEEP_MODEL_FILES``: bytes}. Writes
+    model files, the history file, the Parquet and the JSON, in that order, each atomically;
+    model files whose bytes are unchanged are left alone. Returns the path of
+    ``latest_predictions.json``. Raises ``ValueError`` (nothing written) when the rows or the
+    models are invalid.
     """
     df = validate_rows(rows)
-    _check_models(df, deep_models)
+    check_exported_models(df, deep_models)
     out = published_dir(home)
     for sym in df.get_column("symbol").to_list():
-        _write_model(deep_model_dir(home, sym), deep_models[sym])
+        write_exported_model(home, sym, deep_models[sym])
     published_at = int(df.get_column("published_at")[0])
     history = out / "history" / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
     write_parquet_atomic(df, history)
@@ -234,21 +211,6 @@ def write_published(
     write_text_atomic(json.dumps(doc, allow_nan=False), path)
     log.info("published %d rows at %d to %s", df.height, published_at, path)
     return path
-
-
-def _write_model(directory: Path, files: dict[str, bytes]) -> None:
-    # meta.json goes last: a reader that sees the new version sees its other files too.
-    for name in DEEP_MODEL_FILES:
-        path = directory / name
-        if path.exists() and path.read_bytes() == files[name]:
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(files[name])
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def parse_latest(text: str, source: str = LATEST_JSON) -> LatestPredictions:
@@ -301,39 +263,3 @@ def read_history(home: Path | str) -> pl.DataFrame:
     if not files:
         return pl.DataFrame(schema=PUBLISHED_SCHEMA)
     return pl.read_parquet(files).cast(PUBLISHED_SCHEMA).sort("published_at", "symbol")
-
-
-def read_deep_files(home: Path | str, symbol: str) -> dict[str, bytes]:
-    """The exported model files of ``symbol``; ``PublishedFileError`` when any is missing or the
-    model was replaced while being read."""
-    directory = deep_model_dir(home, symbol)
-    missing = [f for f in DEEP_MODEL_FILES if not (directory / f).exists()]
-    if missing:
-        raise PublishedFileError(
-            f"no exported deep model for {symbol}: {directory} lacks {missing}"
-        )
-    meta = (directory / "meta.json").read_bytes()
-    files = {f: (directory / f).read_bytes() for f in DEEP_MODEL_FILES}
-    if files["meta.json"] != meta:
-        raise PublishedFileError(f"the deep model of {symbol} was replaced while reading; retry")
-    return files
-
-
-def load_published_deep(home: Path | str, symbol: str):
-    """-> ``(LevibotTransformer, Calibrator, version)`` exported for ``symbol``.
-
-    Weights load with ``weights_only=True`` (no pickle). Imports torch, so only call it where
-    torch is wanted (the API imports this module without it).
-    """
-    from levibot_pipelines.core.models.calibration import Calibrator
-    from levibot_pipelines.core.models.transformer import load_model, state_dict_from_bytes
-
-    files = read_deep_files(home, symbol)
-    try:
-        config = json.loads(files["config.json"])
-        calibrator = Calibrator.from_dict(json.loads(files["calibrator.json"]))
-        meta = json.loads(files["meta.json"])
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise PublishedFileError(f"exported deep model of {symbol} is corrupt: {exc}") from None
-    model = load_model(state_dict_from_bytes(files["state_dict.pt"]), config)
-    return model, calibrator, str(meta["version"])

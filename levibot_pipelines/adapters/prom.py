@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
@@ -47,70 +48,114 @@ def build_registry(
     ``METRIC_NAMES``.
     """
     reg = CollectorRegistry(auto_describe=True)
-
-    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-        return Gauge(name, doc, labels, registry=reg)
-
-    available = gauge(
+    available = Gauge(
         "levibot_predictions_available",
         "1 when a readable latest_predictions.json exists, else 0.",
+        registry=reg,
     )
     available.set(0 if latest is None else 1)
     if latest is None:
         return reg
-    sym = ("symbol",)
-    unc = gauge(
-        "levibot_ml_uncertainty",
-        "Deep model total predictive std of the log return, sqrt(aleatoric + epistemic).",
-        sym,
-    )
-    ratio = gauge(
-        "levibot_ml_cross_asset_ratio", "Raw price ratio of a pair, e.g. BTC/ETH.", ("pair",)
-    )
-    regime = gauge("levibot_ml_regime_state", "Regime: trend +1, neutral 0, meanrev -1.", sym)
-    p_up = gauge(
-        "levibot_ml_p_up", "Calibrated P(close(t+h) > close(t)) per model.", ("symbol", "model")
-    )
-    signal = gauge(
-        "levibot_ml_signal",
-        "Decision at the bar close: ENTRY_LONG 1, ENTRY_SHORT -1, HOLD 0, EXIT 2.",
-        sym,
-    )
-    position = gauge("levibot_ml_position", "Signed position size held after the decision.", sym)
-    lag = gauge(
-        "levibot_data_lag_seconds", "Seconds since the close of the newest predicted bar.", sym
-    )
-    age = gauge(
-        "levibot_prediction_age_seconds", "Seconds since the prediction was published.", sym
-    )
-    drawdown = gauge("levibot_paper_drawdown", "Paper-trading drawdown from the equity peak.", sym)
-    kill = gauge("levibot_kill_switch_state", "Kill-switch: ACTIVE 0, REDUCING 1, HALTED 2.")
-    published = gauge(
-        "levibot_predictions_published_timestamp_seconds",
-        "Unix time (s) of the latest publish.",
-    )
-    published.set(latest.published_at / 1000)
+    gauges = _Gauges.declare(reg)
+    gauges.published.set(latest.published_at / 1000)
     rows = [latest.rows[s] for s in symbols if s in latest.rows]
     for row in rows:
-        s = row["symbol"]
-        unc.labels(s).set(row["deep_sigma"])
-        regime.labels(s).set(row["regime_state"])
-        for model, col in P_UP_COLUMNS.items():
-            p_up.labels(s, model).set(row[col])
-        signal.labels(s).set(SIGNAL_CODES[row["signal"]])
-        position.labels(s).set(row["position"])
-        lag.labels(s).set((now_ms - row["bar_close_time"]) / 1000)
-        age.labels(s).set((now_ms - row["published_at"]) / 1000)
-        drawdown.labels(s).set(row["paper_drawdown"])
+        gauges.set_symbol(row, now_ms)
     # Every row carries the same raw ratios; take them from the first row that has them.
     for pair, col in RATIO_COLUMNS.items():
         value = next((r[col] for r in rows if r[col] is not None), None)
         if value is not None:
-            ratio.labels(pair).set(value)
+            gauges.ratio.labels(pair).set(value)
     state = kill_switch if kill_switch is not None else _published_state(rows)
     if state is not None:
-        kill.set(KILL_SWITCH_CODES[state])
+        gauges.kill.set(KILL_SWITCH_CODES[state])
     return reg
+
+
+@dataclass(frozen=True)
+class _Gauges:
+    """The gauges of a registry with predictions (all of ``METRIC_NAMES`` but
+    ``levibot_predictions_available``)."""
+
+    unc: Gauge
+    ratio: Gauge
+    regime: Gauge
+    p_up: Gauge
+    signal: Gauge
+    position: Gauge
+    lag: Gauge
+    age: Gauge
+    drawdown: Gauge
+    kill: Gauge
+    published: Gauge
+
+    @classmethod
+    def declare(cls, reg: CollectorRegistry) -> _Gauges:
+        """Register every gauge on ``reg``, in ``METRIC_NAMES`` order."""
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=reg)
+
+        sym = ("symbol",)
+        return cls(
+            unc=gauge(
+                "levibot_ml_uncertainty",
+                "Deep model total predictive std of the log return, sqrt(aleatoric + epistemic).",
+                sym,
+            ),
+            ratio=gauge(
+                "levibot_ml_cross_asset_ratio",
+                "Raw price ratio of a pair, e.g. BTC/ETH.",
+                ("pair",),
+            ),
+            regime=gauge(
+                "levibot_ml_regime_state", "Regime: trend +1, neutral 0, meanrev -1.", sym
+            ),
+            p_up=gauge(
+                "levibot_ml_p_up",
+                "Calibrated P(close(t+h) > close(t)) per model.",
+                ("symbol", "model"),
+            ),
+            signal=gauge(
+                "levibot_ml_signal",
+                "Decision at the bar close: ENTRY_LONG 1, ENTRY_SHORT -1, HOLD 0, EXIT 2.",
+                sym,
+            ),
+            position=gauge(
+                "levibot_ml_position", "Signed position size held after the decision.", sym
+            ),
+            lag=gauge(
+                "levibot_data_lag_seconds",
+                "Seconds since the close of the newest predicted bar.",
+                sym,
+            ),
+            age=gauge(
+                "levibot_prediction_age_seconds",
+                "Seconds since the prediction was published.",
+                sym,
+            ),
+            drawdown=gauge(
+                "levibot_paper_drawdown", "Paper-trading drawdown from the equity peak.", sym
+            ),
+            kill=gauge("levibot_kill_switch_state", "Kill-switch: ACTIVE 0, REDUCING 1, HALTED 2."),
+            published=gauge(
+                "levibot_predictions_published_timestamp_seconds",
+                "Unix time (s) of the latest publish.",
+            ),
+        )
+
+    def set_symbol(self, row: dict, now_ms: int) -> None:
+        """One published ``row``'s per-symbol values; ages in seconds against ``now_ms``."""
+        s = row["symbol"]
+        self.unc.labels(s).set(row["deep_sigma"])
+        self.regime.labels(s).set(row["regime_state"])
+        for model, col in P_UP_COLUMNS.items():
+            self.p_up.labels(s, model).set(row[col])
+        self.signal.labels(s).set(SIGNAL_CODES[row["signal"]])
+        self.position.labels(s).set(row["position"])
+        self.lag.labels(s).set((now_ms - row["bar_close_time"]) / 1000)
+        self.age.labels(s).set((now_ms - row["published_at"]) / 1000)
+        self.drawdown.labels(s).set(row["paper_drawdown"])
 
 
 def _published_state(rows: list[dict]) -> str | None:

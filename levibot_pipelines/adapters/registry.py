@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 
-from levibot_pipelines.adapters.tracking import RunInfo, Tracker
+from levibot_pipelines.adapters.run_log import RunInfo
+from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.models.calibration import Calibrator
 from levibot_pipelines.core.models.lgbm import booster_from_text, booster_to_text
 from levibot_pipelines.core.models.transformer import (
@@ -96,7 +97,7 @@ def register_model(
 ) -> Registered:
     """Log the training run (``params``, ``metrics``, ``epoch_metrics``, ``files``, ``tags``) and
     register its ``model/`` directory as a new version of ``name``, tagged with the test
-    ``window`` it was scored on. The champion alias is not touched (see ``usecases.train``)."""
+    ``window`` it was scored on. The champion alias is not touched (see ``usecases.promote``)."""
     run = tracker.log_training_run(
         run_name=run_name,
         params=params,

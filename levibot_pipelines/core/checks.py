@@ -51,6 +51,14 @@ def check_int_array(x: object, name: str, *, allow_empty: bool = False) -> np.nd
     return arr.astype(np.int64)
 
 
+def require_all(ok: np.ndarray, what: str, values: np.ndarray) -> None:
+    """Raise ``ValueError`` ``"{what}, got {value} at index {i}"`` naming the first index ``i``
+    where the boolean array ``ok`` is False (``values``: the array checked, same shape)."""
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise ValueError(f"{what}, got {values[i]} at index {i}")
+
+
 def check_int(name: str, value: object, minimum: int) -> int:
     """``value`` as an ``int`` when it is an integer (not a bool) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from levibot_pipelines.adapters.home import predictions_path, report_json
-from levibot_pipelines.defs.market import symbol_partitions
+from levibot_pipelines.defs.common import symbol_partitions
 from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.defs.resources import Models
 from levibot_pipelines.settings import Settings

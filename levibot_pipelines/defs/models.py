@@ -11,10 +11,10 @@ import polars as pl
 
 from levibot_pipelines.adapters.reports import backtest_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
-from levibot_pipelines.defs.market import markdown_table, symbol_partitions
+from levibot_pipelines.defs.common import markdown_table, symbol_partitions
 from levibot_pipelines.defs.resources import Market, Models, Trading
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases import train as model_ops
+from levibot_pipelines.usecases import train
 from levibot_pipelines.usecases.report import ReportResult, report_symbol
 
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -27,7 +27,7 @@ def image_md(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def _train_metadata(res: model_ops.TrainResult) -> dict:
+def _train_metadata(res: train.TrainResult) -> dict:
     m = res.metrics
     return {
         "mlflow_run": dg.MetadataValue.url(res.run_url),
@@ -88,7 +88,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
     def lgbm_model(
         context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
-        return _train(model_ops.train_lgbm, context, market, models)
+        return _train(train.train_lgbm, context, market, models)
 
     @dg.asset(
         name="deep_tfm_model",
@@ -101,7 +101,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
     def deep_tfm_model(
         context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
-        return _train(model_ops.train_deep, context, market, models)
+        return _train(train.train_deep, context, market, models)
 
     return [lgbm_model, deep_tfm_model]
 
@@ -120,7 +120,7 @@ def _ensemble_asset(common: dict, members: list[dg.AssetsDefinition]) -> dg.Asse
     ) -> dg.MaterializeResult:
         _, cfg = models.eval_config()
         tf_ms = market.settings.market.timeframe_ms
-        res = model_ops.fit_champion_ensemble(
+        res = train.fit_champion_ensemble(
             models.tracker(), Path(models.settings.home), _data(context, market), cfg, tf_ms=tf_ms
         )
         return dg.MaterializeResult(

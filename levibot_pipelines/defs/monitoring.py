@@ -8,8 +8,8 @@ import polars as pl
 
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
-from levibot_pipelines.defs.market import markdown_table
-from levibot_pipelines.defs.resources import Models, Trading
+from levibot_pipelines.defs.common import markdown_table
+from levibot_pipelines.defs.resources import Models
 from levibot_pipelines.usecases.monitor import feature_drift as compute_drift
 from levibot_pipelines.usecases.risk import risk_limits
 
@@ -23,19 +23,9 @@ from levibot_pipelines.usecases.risk import risk_limits
     "the training window is what sets the kill-switch's drift trigger (REDUCING) at the next "
     "publish; the check itself changes nothing.",
 )
-def feature_drift(
-    context: dg.AssetCheckExecutionContext, trading: Trading, models: Models
-) -> dg.AssetCheckResult:
-    s = trading.settings
-    drift = compute_drift(
-        models.tracker(),
-        ParquetStore(s.home).read_features(),
-        list(s.market.symbols),
-        recent_bars=s.trading.drift_window,
-        fallback_bars=models.settings.models.walk[0],
-        warn=s.trading.psi_warn,
-        error=s.trading.psi_error,
-    )
+def feature_drift(context: dg.AssetCheckExecutionContext, models: Models) -> dg.AssetCheckResult:
+    s = models.settings
+    drift = compute_drift(s, models.tracker(), ParquetStore(s.home).read_features())
     inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)
     trigger, reason = automatic_triggers(inputs, risk_limits(s))["drift"]
     if drift.level != "ok":

@@ -11,7 +11,7 @@ from levibot_pipelines.adapters.home import history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET, read_latest
 from levibot_pipelines.adapters.prom import push_metrics
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.defs.market import WAREHOUSE_POOL, markdown_table, now_ms
+from levibot_pipelines.defs.common import WAREHOUSE_POOL, markdown_table, now_ms
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.publish import missing_models, publish_latest

@@ -1,8 +1,11 @@
-"""Monitoring: feature drift (PSI of the newest bars against the champion's training window).
+"""Monitoring: feature drift (PSI of the newest bars against the champion's training window)
+and the feature table's data-time freshness.
 
-Observation only: :func:`feature_drift` returns what it sees; the ``feature_drift`` asset check
-reports it, and the kill-switch's drift trigger is set from it by ``usecases.risk`` (called by
-the publisher, which runs after every feature build).
+:func:`feature_drift` only observes: the ``feature_drift`` asset check reports it, and the
+publisher (which runs after every feature build once every symbol has trained models) hands it
+to ``usecases.risk``, which sets the kill-switch's drift trigger. :func:`watch_freshness` is the
+``feature_freshness_alert`` sensor's use case: it evaluates the staleness trigger through
+``usecases.risk`` and says whether the PASS/WARN/FAIL state changed since the last look.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.registry import model_name
+from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
+from levibot_pipelines.core.data.timeframes import freshness_state, staleness_minutes
 from levibot_pipelines.core.trading.drift import drift_alarm, drift_report, max_level
-from levibot_pipelines.core.trading.killswitch import PsiReading
+from levibot_pipelines.core.trading.killswitch import PsiReading, RiskInputs
+from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
+
+FEATURES = "cross_asset_features"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ def reference_windows(
             described[symbol] = f"{name} v{champ[0]} training window"
             continue
         ts = features.filter(pl.col("symbol") == symbol).get_column("timestamp").sort()
+        if ts.is_empty():
+            raise ValueError(f"no feature rows for {symbol}: no reference window for its drift")
         end = max(len(ts) - recent - 1, 0)
         start = max(end - fallback + 1, 0)
         windows[symbol] = (int(ts[start]), int(ts[end]))
@@ -64,22 +76,16 @@ def _reading(row: dict) -> PsiReading:
     )
 
 
-def feature_drift(
-    tracker: Tracker,
-    features: pl.DataFrame,
-    symbols: list[str],
-    *,
-    recent_bars: int,
-    fallback_bars: int,
-    warn: float,
-    error: float,
-) -> DriftResult:
-    """PSI of each model feature, the newest ``recent_bars`` bars (settings ``drift_window``)
-    against each symbol's reference window (:func:`reference_windows`; ``fallback_bars`` before
-    any champion, the walk-forward training length), leveled by ``warn``/``error`` (settings
-    ``psi_warn`` 0.1, ``psi_error`` 0.25). Raises ``ValueError`` naming the symbol when a
-    window is empty (``core.trading.drift.drift_report``)."""
-    windows, described = reference_windows(tracker, features, symbols, recent_bars, fallback_bars)
+def feature_drift(s: Settings, tracker: Tracker, features: pl.DataFrame) -> DriftResult:
+    """PSI of each model feature, the newest ``drift_window`` bars against each symbol's
+    reference window (:func:`reference_windows`; before any champion, the walk-forward training
+    length ``walk[0]`` of bars), leveled by ``psi_warn``/``psi_error`` (settings defaults 0.1 and
+    0.25). Raises ``ValueError`` naming the symbol when a window is empty."""
+    recent_bars, symbols = s.trading.drift_window, list(s.market.symbols)
+    warn, error = s.trading.psi_warn, s.trading.psi_error
+    windows, described = reference_windows(
+        tracker, features, symbols, recent_bars, s.models.walk[0]
+    )
     report = drift_report(features, windows, recent_bars, FEATURE_COLUMNS, warn=warn, error=error)
     worst = report.sort("psi", descending=True).row(0, named=True)
     # The kill-switch reacts only to features past the ERROR level AND more unusual than any
@@ -93,3 +99,49 @@ def feature_drift(
         alarm=None if top is None else _reading(top),
         reference=described,
     )
+
+
+@dataclass(frozen=True)
+class FreshnessWatch:
+    """The feature table's data-time ``staleness`` (minutes; ``inf`` without data), its
+    ``state`` (PASS/WARN/FAIL), whether that ``changed`` from the previous look, and the alert
+    ``message`` and webhook ``payload`` for a change."""
+
+    staleness: float
+    last_bar: int | None
+    state: str
+    previous: str
+    message: str
+    payload: dict
+
+    @property
+    def changed(self) -> bool:
+        return self.state != self.previous
+
+
+def watch_freshness(
+    s: Settings, store: ParquetStore, switch: KillSwitch, previous: str, now_ms: int, by: str
+) -> FreshnessWatch:
+    """Data-time staleness of the feature table at ``now_ms`` (ms UTC): sets the kill-switch's
+    staleness trigger through ``usecases.risk`` (attributed to ``by``) and compares the
+    PASS/WARN/FAIL state (``max_staleness_minutes``/``fail_staleness_minutes``) with
+    ``previous``."""
+    limits = s.alerts
+    last = store.features_last_timestamp()
+    stale = staleness_minutes(last, now_ms, s.market.timeframe_ms)
+    inputs = RiskInputs(staleness_minutes=stale, staleness_subject=FEATURES)
+    evaluate_kill_switch(switch, inputs, risk_limits(s), by=by, now_ms=now_ms)
+    state = freshness_state(stale, limits.max_staleness_minutes, limits.fail_staleness_minutes)
+    message = (
+        f"{FEATURES} freshness {previous} -> {state}: staleness {stale:.1f} min "
+        f"(warn > {limits.max_staleness_minutes}, fail > {limits.fail_staleness_minutes})"
+    )
+    payload = {
+        "asset": FEATURES,
+        "state": state,
+        "previous_state": previous,
+        "staleness_minutes": None if last is None else stale,
+        "last_bar_ms": last,
+        "message": message,
+    }
+    return FreshnessWatch(stale, last, state, previous, message, payload)

@@ -27,7 +27,7 @@ from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.data.timeframes import staleness_minutes
 from levibot_pipelines.core.data.windows import window_ends
-from levibot_pipelines.core.evaluation.walk_forward import symbol_data
+from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
 from levibot_pipelines.core.models.inference import (
     ensemble_outputs,
     lgbm_outputs,
@@ -81,25 +81,9 @@ def _predict(
     bar_time = int(data.timestamps[row])
     lg_v, dp_v = _champion(tracker, "lgbm", symbol), _champion(tracker, "deep", symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
-    deep_files = download_deep(tracker, model_name("deep", symbol), dp_v)
-    model, cal_d = deep_from_files(deep_files)
-    ends = window_ends(data.timestamps, model.config.window, s.market.timeframe_ms)
-    if len(ends) == 0 or ends[-1] != row:
-        raise ValueError(
-            f"{symbol}: the {model.config.window} bars ending at {bar_time} are not contiguous "
-            "(a gap in the feature table); no prediction until the window refills"
-        )
-    deep = transformer_outputs(
-        model, cal_d, data.X, np.array([row]), n_samples=s.models.mc_samples, seed=MC_SEED
-    )
+    deep, deep_files = _deep_on_newest_bar(s, tracker, data, dp_v)
     p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
-    weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
-    if (weights.get("lgbm_version"), weights.get("deep_version")) != (lg_v, dp_v):
-        notes.append(
-            f"{symbol}: ensemble weight was fitted for lgbm v{weights.get('lgbm_version')} / deep "
-            f"v{weights.get('deep_version')}, champions are v{lg_v} / v{dp_v}"
-        )
-    w = float(weights["w_lgbm"])
+    w = _ensemble_weight(s, symbol, lg_v, dp_v, notes)
     p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], w)
     newest = features.filter((pl.col("symbol") == symbol) & (pl.col("timestamp") == bar_time)).row(
         0, named=True
@@ -132,6 +116,42 @@ def _predict(
     }
     meta = {"version": dp_v, "name": model_name("deep", symbol)}
     return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
+
+
+def _deep_on_newest_bar(
+    s: Settings, tracker: Tracker, data: SymbolData, version: str
+) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
+    """The deep model ``version``'s MC-dropout outputs (``transformer_outputs``, one value per
+    key) on the newest bar of ``data``, and the model's registered files. ``ValueError`` when the
+    window ending at that bar is not contiguous."""
+    deep_files = download_deep(tracker, model_name("deep", data.symbol), version)
+    model, calibrator = deep_from_files(deep_files)
+    row = len(data.timestamps) - 1
+    ends = window_ends(data.timestamps, model.config.window, s.market.timeframe_ms)
+    if len(ends) == 0 or ends[-1] != row:
+        raise ValueError(
+            f"{data.symbol}: the {model.config.window} bars ending at {int(data.timestamps[row])} "
+            "are not contiguous (a gap in the feature table); no prediction until the window "
+            "refills"
+        )
+    deep = transformer_outputs(
+        model, calibrator, data.X, np.array([row]), n_samples=s.models.mc_samples, seed=MC_SEED
+    )
+    return deep, deep_files
+
+
+def _ensemble_weight(
+    s: Settings, symbol: str, lgbm_version: str, deep_version: str, notes: list[str]
+) -> float:
+    """The fitted ensemble weight ``w_lgbm`` of ``symbol``; a note when it was fitted for other
+    versions than the champions ``lgbm_version`` / ``deep_version`` (it is used anyway)."""
+    weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
+    if (weights.get("lgbm_version"), weights.get("deep_version")) != (lgbm_version, deep_version):
+        notes.append(
+            f"{symbol}: ensemble weight was fitted for lgbm v{weights.get('lgbm_version')} / deep "
+            f"v{weights.get('deep_version')}, champions are v{lgbm_version} / v{deep_version}"
+        )
+    return float(weights["w_lgbm"])
 
 
 def _decide(
@@ -191,15 +211,7 @@ def _market_risk(
     newest = int(features.get_column("timestamp").max())
     stale = staleness_minutes(newest, now_ms, s.market.timeframe_ms)
     try:
-        drift = feature_drift(
-            tracker,
-            features,
-            list(s.market.symbols),
-            recent_bars=s.trading.drift_window,
-            fallback_bars=s.models.walk[0],
-            warn=s.trading.psi_warn,
-            error=s.trading.psi_error,
-        )
+        drift = feature_drift(s, tracker, features)
     except ValueError as exc:
         notes.append(f"feature drift not evaluated, drift trigger left as it is: {exc}")
         return RiskInputs(staleness_minutes=stale)

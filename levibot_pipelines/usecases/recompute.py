@@ -15,8 +15,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from levibot_pipelines.adapters.exported_model import PublishedFileError, load_published_deep
 from levibot_pipelines.adapters.home import deep_model_dir
-from levibot_pipelines.adapters.prediction_files import MC_SEED, PublishedFileError
+from levibot_pipelines.adapters.prediction_files import MC_SEED
 from levibot_pipelines.settings import Settings
 
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
@@ -41,8 +42,6 @@ class DeepRecomputer:
             return self.results[key]
 
     def _model(self, symbol: str, version: str):
-        from levibot_pipelines.adapters.prediction_files import load_published_deep
-
         cached = self.models.get(symbol)
         if cached is None or cached[0] != version:
             model, calibrator, exported = load_published_deep(self.settings.home, symbol)

@@ -1,11 +1,7 @@
 """Retraining operations behind the model assets: fit on the newest walk-forward layout, score
-on its test window, package, register in MLflow, and move the champion like for like.
-
-Champion promotion: the new version's ``log_loss`` on its test window is compared with the
-champion's on that same window (the champion is scored there first when it never was); the rule
-is ``core.evaluation.champion.champion_should_move``, the tracker only reads and writes the
-alias and the version tags (the decision and the values compared).
-"""
+on its test window, package, register in MLflow, and move the champion like for like
+(``usecases.promote``: the new version's ``log_loss`` on its test window against the champion's
+on that same window)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,8 +25,7 @@ from levibot_pipelines.adapters.registry import (
     register_model,
 )
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
-from levibot_pipelines.adapters.tracking import WINDOW_TAG, Tracker, recorded_evaluation
-from levibot_pipelines.core.evaluation.champion import champion_should_move
+from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.evaluation.fitting import (
     fit_deep_rows,
     fit_lgbm_rows,
@@ -46,15 +40,18 @@ from levibot_pipelines.core.models.inference import (
     lgbm_outputs,
     transformer_outputs,
 )
+from levibot_pipelines.usecases.promote import DECISION_METRIC, promote_champion
 
 log = logging.getLogger(__name__)
-# Lower log loss on the same test window is what a champion has to beat.
-DECISION_METRIC = "log_loss"
 ENSEMBLE_FORMULA = "w_t = w c_lgbm / (w c_lgbm + (1 - w) c_deep); p = w_t p_lgbm + (1 - w_t) p_deep"
 
 
 @dataclass
 class TrainResult:
+    """One retrained model version: its test-window ``metrics`` (``core.metrics.summarize``),
+    the promotion ``decision`` (``usecases.promote``), its MLflow run page, its reliability
+    diagram (PNG bytes) and the row count of each part of the layout (``sizes``)."""
+
     symbol: str
     kind: str
     version: str
@@ -90,32 +87,25 @@ def _finish(
     score_version: Callable[[str], float],
     epoch_metrics: list[dict] | None = None,
 ) -> TrainResult:
+    """Score ``p_test`` (the fitted model's calibrated P(up) on ``rows["test"]``), keep those
+    test predictions, register the version with ``files`` and its reliability diagram, and move
+    the champion like for like (``score_version``: see ``usecases.promote.promote_champion``)."""
     y_test = data.y_up[rows["test"]]
-    base = float(data.y_up[rows["train"]].mean())
-    metrics = summarize(y_test, p_test, base_rate=base)
+    metrics = summarize(y_test, p_test, base_rate=float(data.y_up[rows["train"]].mean()))
     window = window_label(data.timestamps, rows)
+    sizes = {k: int(len(v)) for k, v in rows.items()}
     png = reliability_diagram(y_test, p_test, title=f"{data.symbol} {kind} (test window)")
     write_parquet_atomic(
         pl.DataFrame({"timestamp": data.timestamps[rows["test"]], "y_up": y_test, "p": p_test}),
         predictions_path(home, data.symbol, kind),
     )
-    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    flat |= {f"acc_at_{c}": v for c, v in metrics["acc_at_coverage"].items()}
-    sizes = {k: int(len(v)) for k, v in rows.items()}
     name = model_name(kind, data.symbol)
     registered = register_model(
         tracker,
         name=name,
         run_name=f"{kind}-{data.symbol}",
-        params={
-            "symbol": data.symbol,
-            "kind": kind,
-            "window": window,
-            "train_window": window_label(data.timestamps, {"test": rows["train"]}),
-            "sizes": sizes,
-            "config": cfg.to_dict(),
-        },
-        metrics=flat,
+        params=_run_params(data, cfg, kind, rows, sizes),
+        metrics=_flat_metrics(metrics),
         files={**files, "plots/reliability.png": png},
         window=window,
         epoch_metrics=epoch_metrics,
@@ -140,6 +130,30 @@ def _finish(
         reliability_png=png,
         sizes=sizes,
     )
+
+
+def _run_params(
+    data: SymbolData,
+    cfg: EvalConfig,
+    kind: str,
+    rows: dict[str, np.ndarray],
+    sizes: dict[str, int],
+) -> dict:
+    """The training run's params: what was fitted, on which windows, with which config."""
+    return {
+        "symbol": data.symbol,
+        "kind": kind,
+        "window": window_label(data.timestamps, rows),
+        "train_window": window_label(data.timestamps, {"test": rows["train"]}),
+        "sizes": sizes,
+        "config": cfg.to_dict(),
+    }
+
+
+def _flat_metrics(metrics: dict) -> dict[str, float]:
+    """``summarize``'s metrics as MLflow scalars: ``acc_at_coverage`` becomes ``acc_at_{c}``."""
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    return flat | {f"acc_at_{c}": v for c, v in metrics["acc_at_coverage"].items()}
 
 
 def _meta(data: SymbolData, rows: dict[str, np.ndarray]) -> dict:
@@ -250,113 +264,3 @@ def fit_champion_ensemble(
     }
     write_text_atomic(json.dumps(result, indent=2), ensemble_weights_path(home, data.symbol))
     return result
-
-
-def promote_champion(
-    tracker: Tracker,
-    name: str,
-    version: str,
-    *,
-    value: float,
-    window: str,
-    score_version: Callable[[str], float],
-) -> dict[str, Any]:
-    """Move ``champion`` of ``name`` to ``version`` only if its ``log_loss`` ``value`` on test
-    ``window`` is no worse than the champion's on that same window.
-
-    ``score_version(version)`` computes a registered version's log loss on ``window`` (the
-    caller loads it and predicts the same bars); the champion is scored here when it has no
-    value recorded for this window yet, so the comparison is always like for like.
-    """
-    current = tracker.champion(name)
-    if current is not None and current[0] != version:
-        champion_version, champion_tags = current
-        if recorded_evaluation(champion_tags, metric=DECISION_METRIC, window=window) is None:
-            tracker.record_evaluation(
-                name,
-                champion_version,
-                metric=DECISION_METRIC,
-                window=window,
-                value=score_version(champion_version),
-            )
-    decision = promote_if_no_worse(
-        tracker,
-        name,
-        version,
-        metric=DECISION_METRIC,
-        value=value,
-        higher_is_better=False,
-        window=window,
-    )
-    log.info("%s v%s: %s", name, version, decision["reason"])
-    return decision
-
-
-def promote_if_no_worse(
-    tracker: Tracker,
-    model_name: str,
-    version: str,
-    *,
-    metric: str,
-    value: float,
-    higher_is_better: bool,
-    window: str,
-) -> dict[str, Any]:
-    """Record ``version``'s ``metric`` ``value`` on test ``window`` and move ``champion`` to it
-    when ``champion_should_move`` says so (the champion's value must be recorded on the same
-    window; see ``core.evaluation.champion``).
-
-    The value is recorded on the version (tags ``window`` and ``eval_tag(metric, window)``), and
-    so is the decision: tags ``decision``, ``promoted``, ``compared_to_version``,
-    ``champion_value`` and ``new_value`` (``""`` when absent). Returns ``{promoted, reason,
-    champion_version, new_version, champion_value, new_value}``, where ``champion_version`` and
-    ``champion_value`` describe the champion compared against (``None`` when there was none).
-    """
-    version, value = str(version), float(value)
-    tracker.record_evaluation(model_name, version, metric=metric, window=window, value=value)
-    tracker.tag_version(model_name, version, {WINDOW_TAG: window})
-    current = tracker.champion(model_name)
-    champion_version: str | None = None
-    champion_value: float | None = None
-    if current is not None and current[0] != version:
-        champion_version, champion_tags = current
-        champion_value = recorded_evaluation(champion_tags, metric=metric, window=window)
-        if champion_value is None:
-            log.info(
-                "%s: champion v%s has no %s on window %s (its window: %s)",
-                model_name,
-                champion_version,
-                metric,
-                window,
-                champion_tags.get(WINDOW_TAG),
-            )
-    decision = champion_should_move(
-        value,
-        champion_value,
-        metric=metric,
-        higher_is_better=higher_is_better,
-        new_version=version,
-        champion_version=None if current is None else current[0],
-    )
-    if decision.promoted:
-        tracker.set_champion(model_name, version)
-    tracker.tag_version(
-        model_name,
-        version,
-        {
-            "decision": decision.reason,
-            "promoted": str(decision.promoted).lower(),
-            "compared_to_version": champion_version or "",
-            "champion_value": "" if champion_value is None else repr(champion_value),
-            "new_value": repr(value),
-        },
-    )
-    log.info("%s v%s on %s: %s", model_name, version, window, decision.reason)
-    return {
-        "promoted": decision.promoted,
-        "reason": decision.reason,
-        "champion_version": champion_version,
-        "new_version": version,
-        "champion_value": champion_value,
-        "new_value": value,
-    }

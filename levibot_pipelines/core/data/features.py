@@ -92,45 +92,8 @@ def build_features(
     Returns:
         ``FEATURE_SCHEMA`` columns sorted by ``symbol, timestamp``.
     """
-    missing_cols = {"symbol", "timestamp", "high", "low", "close"} - set(bars.columns)
-    if missing_cols:
-        raise SchemaError(f"bars lack columns {sorted(missing_cols)}")
-    if horizon < 1:
-        raise ValueError(f"horizon must be >= 1 bar, got {horizon}")
-    if warmup < MIN_WARMUP:
-        raise ValueError(
-            f"warmup must be >= {MIN_WARMUP} bars (20-bar windows of returns), got {warmup}"
-        )
-    present = set(bars.get_column("symbol").unique().to_list())
-    absent = required_symbols() - present
-    if absent:
-        raise ValueError(
-            f"cross-asset features need symbols {sorted(required_symbols())}; "
-            f"missing {sorted(absent)} (have {sorted(present)})"
-        )
-    symbols = sorted(present)
-    per_symbol = [
-        bars.filter(pl.col("symbol") == sym).select(
-            "timestamp",
-            *(pl.col(c).cast(pl.Float64).alias(f"{c}_{sym}") for c in ("high", "low", "close")),
-        )
-        for sym in symbols
-    ]
-    wide = per_symbol[0]
-    for one in per_symbol[1:]:
-        wide = wide.join(one, on="timestamp", how="inner")
-    wide = wide.sort("timestamp").with_columns(
-        seg=(pl.col("timestamp").diff().fill_null(tf_ms) != tf_ms).cum_sum()
-    )
-    idx = pl.int_range(pl.len())
-    wide = wide.with_columns(
-        _row=idx
-        - pl.when(pl.col("seg") != pl.col("seg").shift(1).fill_null(-1))
-        .then(idx)
-        .otherwise(None)
-        .forward_fill(),
-        _same_seg_ahead=pl.col("seg").shift(-horizon) == pl.col("seg"),
-    ).with_columns(**_cross_features())
+    symbols = _checked_symbols(bars, horizon, warmup)
+    wide = _wide_frame(bars, symbols, tf_ms, horizon).with_columns(**_cross_features())
     frames = [
         wide.lazy()
         .select(
@@ -147,6 +110,57 @@ def build_features(
         for sym in symbols
     ]
     return pl.concat(pl.collect_all(frames)).cast(FEATURE_SCHEMA)
+
+
+def _checked_symbols(bars: pl.DataFrame, horizon: int, warmup: int) -> list[str]:
+    """The sorted symbols of ``bars``; ``SchemaError`` / ``ValueError`` when a column, a
+    symbol the cross-asset features need, or a valid ``horizon`` / ``warmup`` is missing."""
+    missing_cols = {"symbol", "timestamp", "high", "low", "close"} - set(bars.columns)
+    if missing_cols:
+        raise SchemaError(f"bars lack columns {sorted(missing_cols)}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 bar, got {horizon}")
+    if warmup < MIN_WARMUP:
+        raise ValueError(
+            f"warmup must be >= {MIN_WARMUP} bars (20-bar windows of returns), got {warmup}"
+        )
+    present = set(bars.get_column("symbol").unique().to_list())
+    absent = required_symbols() - present
+    if absent:
+        raise ValueError(
+            f"cross-asset features need symbols {sorted(required_symbols())}; "
+            f"missing {sorted(absent)} (have {sorted(present)})"
+        )
+    return sorted(present)
+
+
+def _wide_frame(bars: pl.DataFrame, symbols: list[str], tf_ms: int, horizon: int) -> pl.DataFrame:
+    """One row per timestamp common to all ``symbols``, sorted, with ``high_{sym}``,
+    ``low_{sym}``, ``close_{sym}`` (float64), the gap-free segment id ``seg``, the row's index
+    ``_row`` inside its segment and ``_same_seg_ahead`` (row ``t + horizon`` is in the same
+    segment, so the label does not span a gap)."""
+    per_symbol = [
+        bars.filter(pl.col("symbol") == sym).select(
+            "timestamp",
+            *(pl.col(c).cast(pl.Float64).alias(f"{c}_{sym}") for c in ("high", "low", "close")),
+        )
+        for sym in symbols
+    ]
+    wide = per_symbol[0]
+    for one in per_symbol[1:]:
+        wide = wide.join(one, on="timestamp", how="inner")
+    wide = wide.sort("timestamp").with_columns(
+        seg=(pl.col("timestamp").diff().fill_null(tf_ms) != tf_ms).cum_sum()
+    )
+    idx = pl.int_range(pl.len())
+    return wide.with_columns(
+        _row=idx
+        - pl.when(pl.col("seg") != pl.col("seg").shift(1).fill_null(-1))
+        .then(idx)
+        .otherwise(None)
+        .forward_fill(),
+        _same_seg_ahead=pl.col("seg").shift(-horizon) == pl.col("seg"),
+    )
 
 
 def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:

@@ -76,14 +76,40 @@ def validate_ohlcv(
         raise SchemaError(f"OHLCV frame for {symbol} lacks columns {missing}; got {raw.columns}")
     if tf_ms <= 0:
         raise ValueError(f"tf_ms must be positive, got {tf_ms}")
+    df = _numeric(raw, symbol).with_columns(_reason=_reject_reason(tf_ms, last_closed_ms))
+    df = df.with_row_index("_row")
+    ok = df.filter(pl.col("_reason").is_null())
+    dup = ok.select(pl.col("timestamp").is_duplicated() & ~pl.col("timestamp").is_first_distinct())
+    n_dup = int(dup.to_series().sum())
+    ok = ok.filter(~dup.to_series())
+
+    counts = dict(df.filter(pl.col("_reason").is_not_null()).group_by("_reason").len().iter_rows())
+    rejected = {r: int(counts.get(r, 0)) for r in REJECT_REASONS if r != "duplicate_timestamp"}
+    rejected["duplicate_timestamp"] = n_dup
+    bars = ok.sort("timestamp").select(
+        pl.lit(symbol, dtype=pl.String).alias("symbol"),
+        "timestamp",
+        *RAW_COLUMNS[1:],
+        pl.lit(source, dtype=pl.String).alias("source"),
+    )
+    return ValidationResult(bars=bars, rejected={k: v for k, v in rejected.items() if v})
+
+
+def _numeric(raw: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    """``RAW_COLUMNS`` of ``raw``: ``timestamp`` as Int64, the rest as Float64; ``SchemaError``
+    when a value cannot be cast."""
     try:
-        df = raw.select(
+        return raw.select(
             pl.col("timestamp").cast(pl.Int64),
             *(pl.col(c).cast(pl.Float64) for c in RAW_COLUMNS[1:]),
         )
     except pl.exceptions.InvalidOperationError as exc:
         raise SchemaError(f"OHLCV frame for {symbol} has non-numeric values: {exc}") from None
 
+
+def _reject_reason(tf_ms: int, last_closed_ms: int | None) -> pl.Expr:
+    """Per bar, the first of ``REJECT_REASONS`` it fails (a null check counts as failed), or
+    null for a good bar; ``duplicate_timestamp`` is found afterwards, among the good bars."""
     values = [pl.col(c) for c in RAW_COLUMNS[1:]]
     checks = {
         "nan": pl.col("timestamp").is_null()
@@ -100,22 +126,7 @@ def validate_ohlcv(
     reason = pl.lit(None, dtype=pl.String)
     for name, cond in reversed(list(checks.items())):
         reason = pl.when(cond.fill_null(True)).then(pl.lit(name)).otherwise(reason)
-    df = df.with_columns(_reason=reason).with_row_index("_row")
-    ok = df.filter(pl.col("_reason").is_null())
-    dup = ok.select(pl.col("timestamp").is_duplicated() & ~pl.col("timestamp").is_first_distinct())
-    n_dup = int(dup.to_series().sum())
-    ok = ok.filter(~dup.to_series())
-
-    counts = dict(df.filter(pl.col("_reason").is_not_null()).group_by("_reason").len().iter_rows())
-    rejected = {r: int(counts.get(r, 0)) for r in REJECT_REASONS if r != "duplicate_timestamp"}
-    rejected["duplicate_timestamp"] = n_dup
-    bars = ok.sort("timestamp").select(
-        pl.lit(symbol, dtype=pl.String).alias("symbol"),
-        "timestamp",
-        *RAW_COLUMNS[1:],
-        pl.lit(source, dtype=pl.String).alias("source"),
-    )
-    return ValidationResult(bars=bars, rejected={k: v for k, v in rejected.items() if v})
+    return reason
 
 
 def count_gaps(timestamps: pl.Series, tf_ms: int) -> tuple[int, int]:

@@ -7,11 +7,15 @@ row-``i`` label (``y_up[i]``, ``fwd_ret[i]``: close(i) -> close(i + h)), which i
 the window. A window never spans a gap in the bar grid: ``window_ends`` only returns rows whose
 ``length`` bars are consecutive. Because a window only looks backwards, the window ending at the
 newest bar is the same whether the array stops there (live) or runs on (backtest).
+``covered_rows`` marks the rows inside a set of windows; ``check_training_arrays`` and
+``check_training_ends`` validate what a model is trained on (shapes, labels, finite windows).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from levibot_pipelines.core.checks import check_int_array
 
 
 def window_ends(timestamps: np.ndarray, length: int, tf_ms: int) -> np.ndarray:
@@ -83,6 +87,14 @@ def gather_windows(X: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
     return X[rows]  # (B, length) row indices -> (B, length, F)
 
 
+def covered_rows(n: int, ends: np.ndarray, length: int) -> np.ndarray:
+    """``(n,)`` bool mask of rows inside at least one window of ``length`` ending at ``ends``."""
+    ends = np.asarray(ends, dtype=np.int64)
+    # +1 where a window starts, -1 after it ends; a running sum > 0 marks covered rows.
+    delta = np.bincount(ends - length + 1, minlength=n + 1) - np.bincount(ends + 1, minlength=n + 1)
+    return np.cumsum(delta)[:n] > 0  # (n + 1,) -> (n,)
+
+
 def labeled_ends(ends: np.ndarray, *labels: np.ndarray) -> np.ndarray:
     """Keep the ends whose labels are all known (finite; nulls arrive as NaN).
 
@@ -101,3 +113,48 @@ def labeled_ends(ends: np.ndarray, *labels: np.ndarray) -> np.ndarray:
             )
         keep &= np.isfinite(y[ends])
     return ends[keep]
+
+
+def check_training_arrays(
+    X: np.ndarray, y_up: np.ndarray, fwd_ret: np.ndarray, n_features: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X`` as float32 ``(n, n_features)`` and the labels ``y_up`` / ``fwd_ret`` as float64
+    ``(n,)``, else ``ValueError`` naming the bad shape."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"X must have shape (n, {n_features}), got {X.shape}")
+    y_up, fwd_ret = np.asarray(y_up, np.float64), np.asarray(fwd_ret, np.float64)
+    for name, arr in (("y_up", y_up), ("fwd_ret", fwd_ret)):
+        if arr.shape != (X.shape[0],):
+            raise ValueError(f"{name} must have shape ({X.shape[0]},), got {arr.shape}")
+    return X, y_up, fwd_ret
+
+
+def check_training_ends(
+    ends: np.ndarray,
+    name: str,
+    X: np.ndarray,
+    y_up: np.ndarray,
+    fwd_ret: np.ndarray,
+    length: int,
+) -> np.ndarray:
+    """``ends`` (named ``name`` in errors) as int64 when every window of ``length`` rows ending
+    there lies inside ``X`` ``(n, F)`` and holds only finite values, and every end is labeled
+    (``y_up`` 0/1, ``fwd_ret`` finite); else ``ValueError`` with the counts."""
+    ends = check_int_array(ends, name)
+    if ends.min() < length - 1 or ends.max() >= X.shape[0]:
+        raise ValueError(
+            f"{name} must lie in [{length - 1}, {X.shape[0] - 1}] "
+            f"(window={length}), got [{ends.min()}, {ends.max()}]"
+        )
+    bad_y = int(np.sum(~np.isin(y_up[ends], (0.0, 1.0))))
+    bad_r = int(np.sum(~np.isfinite(fwd_ret[ends])))
+    if bad_y or bad_r:
+        raise ValueError(
+            f"{name}: y_up is not 0/1 at {bad_y} ends and fwd_ret is not finite at {bad_r} ends; "
+            "drop unlabeled rows with windows.labeled_ends"
+        )
+    bad_x = int(np.sum(~np.isfinite(X[covered_rows(X.shape[0], ends, length)])))
+    if bad_x:
+        raise ValueError(f"{name}: X has {bad_x} non-finite values inside the windows")
+    return ends

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.core.checks import check_int
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
 from levibot_pipelines.core.data.windows import labeled_ends, window_ends
 from levibot_pipelines.core.evaluation.fitting import (
@@ -53,26 +54,34 @@ RET_1 = FEATURE_COLUMNS.index("ret_1")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Everything the walk-forward fits with, fixed before the data is seen."""
+    """Everything the walk-forward fits with, fixed before the data is seen.
+
+    ``epochs`` (maximum Transformer epochs per fold) and ``mc_samples`` (MC-dropout draws per
+    bar, >= 1) have no default and are keyword-only: the callers pass the configured values
+    (settings ``LEVIBOT_EPOCHS``, ``LEVIBOT_MC_SAMPLES``)."""
 
     transformer: TransformerConfig
     walk: WalkForwardConfig = field(default_factory=WalkForwardConfig)
     lgbm: LGBMConfig = field(default_factory=LGBMConfig)
     horizon: int = 1
-    epochs: int = 4
+    epochs: int = field(kw_only=True)
     batch_size: int = 256
     lr: float = 1e-3
     patience: int = 2
     max_train_samples: int | None = 8_000
-    mc_samples: int = 30
+    mc_samples: int = field(kw_only=True)
     max_folds: int | None = None  # evaluate only the most recent folds (None: all)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("mc_samples", self.mc_samples, 1)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def deep_kwargs(self, seed: int) -> dict:
-        """Keyword arguments of ``training.fit_deep_rows`` from this configuration."""
+        """Keyword arguments of ``core.evaluation.fitting.fit_deep_rows`` from this
+        configuration."""
         return {
             "epochs": self.epochs,
             "batch_size": self.batch_size,

@@ -20,7 +20,8 @@ from levibot_pipelines.core.models.lgbm import predict_proba
 from levibot_pipelines.core.models.transformer import LevibotTransformer
 from levibot_pipelines.core.models.transformer_training import predict
 
-# What ``transformer_outputs`` returns, each a float64 ``(m,)`` array.
+# What ``calibrated_outputs`` and ``transformer_outputs`` return, in this order, each a float64
+# ``(m,)`` array.
 TRANSFORMER_KEYS = (
     "p_up",
     "mu",
@@ -42,7 +43,7 @@ def margin(p_calibrated: np.ndarray) -> np.ndarray:
 def deep_confidence(p_calibrated: np.ndarray, epistemic_p: np.ndarray) -> np.ndarray:
     """``|2p - 1| * clip(1 - 2 std_p, 0, 1)`` on the calibrated probability (as ``mc_predict``
     defines it on the raw one): the margin, shrunk as the MC draws disagree."""
-    return np.abs(2 * p_calibrated - 1) * np.clip(1 - 2 * np.sqrt(epistemic_p), 0, 1)
+    return margin(p_calibrated) * np.clip(1 - 2 * np.sqrt(epistemic_p), 0, 1)
 
 
 def lgbm_outputs(
@@ -63,11 +64,9 @@ def calibrated_outputs(mc: dict[str, np.ndarray], calibrator: Calibrator) -> dic
     are the pass's; ``sigma = sqrt(total)`` is the predictive standard deviation of the return.
     """
     p = calibrator.transform(mc["p_up"])
-    out = {k: mc[k] for k in ("mu", "aleatoric", "epistemic", "epistemic_p", "total")}
-    out["p_up"] = p
-    out["sigma"] = np.sqrt(mc["total"])
-    out["confidence"] = deep_confidence(p, mc["epistemic_p"])
-    return out
+    sigma, confidence = np.sqrt(mc["total"]), deep_confidence(p, mc["epistemic_p"])
+    out = {**mc, "p_up": p, "sigma": sigma, "confidence": confidence}
+    return {k: out[k] for k in TRANSFORMER_KEYS}
 
 
 def transformer_outputs(

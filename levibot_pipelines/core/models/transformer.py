@@ -228,9 +228,10 @@ class LevibotTransformer(nn.Module):
         return self.ln_f(h[:, -1, :])  # (B, T or 1, C) -> (B, C)
 
     def mc_predict(
-        self, x: Tensor, n_samples: int = 50, chunk_size: int = 8192, *, seed: int = 0
+        self, x: Tensor, n_samples: int, chunk_size: int = 8192, *, seed: int = 0
     ) -> dict[str, np.ndarray]:
-        """MC-dropout prediction for ``x`` ``(B, window, n_features)``, ``n_samples`` draws per bar.
+        """MC-dropout prediction for ``x`` ``(B, window, n_features)``, ``n_samples`` draws per bar
+        (no default: callers pass the configured count, setting ``LEVIBOT_MC_SAMPLES``).
 
         The draws run as one batched pass (``x`` repeated ``n_samples`` times on the batch axis),
         split so that at most ``chunk_size`` rows go through the network at once. Draws use a
@@ -259,7 +260,7 @@ class LevibotTransformer(nn.Module):
         return out
 
     def mc_predict_loop(
-        self, x: Tensor, n_samples: int = 50, chunk_size: int = 8192, *, seed: int = 0
+        self, x: Tensor, n_samples: int, chunk_size: int = 8192, *, seed: int = 0
     ) -> dict[str, np.ndarray]:
         """``mc_predict``'s outputs from ``n_samples`` separate passes (benchmark reference)."""
         check_mc_args(n_samples, chunk_size)

@@ -20,8 +20,13 @@ from enum import IntEnum
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.checks import check_int_array
-from levibot_pipelines.core.trading.trade_loop import END, walk_trades
+from levibot_pipelines.core.checks import check_int_array, require_all
+from levibot_pipelines.core.trading.trade_loop import (
+    TradeLegs,
+    held_trade_ids,
+    trade_legs,
+    walk_trades,
+)
 
 
 class Action(IntEnum):
@@ -133,28 +138,21 @@ class BacktestResult:
     open_position_at_end: bool
 
 
-def _require(ok: np.ndarray, what: str, values: np.ndarray) -> None:
-    """Raise ``ValueError`` naming the first index where ``ok`` is False and its value."""
-    if not ok.all():
-        i = int(np.argmin(ok))
-        raise ValueError(f"{what}, got {values[i]} at index {i}")
-
-
 def _check_prices(
     timestamps: object, open_: object, high: object, low: object, close: object
 ) -> tuple[np.ndarray, ...]:
     ts = check_int_array(timestamps, "timestamps")
-    _require(np.r_[True, np.diff(ts) > 0], "timestamps must be strictly increasing", ts)
+    require_all(np.r_[True, np.diff(ts) > 0], "timestamps must be strictly increasing", ts)
     out = []
     for name, x in {"open": open_, "high": high, "low": low, "close": close}.items():
         arr = np.asarray(x, dtype=np.float64)
         if arr.shape != ts.shape:
             raise ValueError(f"{name} has shape {arr.shape}, expected {ts.shape} like timestamps")
-        _require(np.isfinite(arr) & (arr > 0), f"{name} must be finite and > 0", arr)
+        require_all(np.isfinite(arr) & (arr > 0), f"{name} must be finite and > 0", arr)
         out.append(arr)
     o, h, lo, c = out
-    _require(h >= np.maximum(o, c), "high must be >= max(open, close)", h)
-    _require(lo <= np.minimum(o, c), "low must be <= min(open, close)", lo)
+    require_all(h >= np.maximum(o, c), "high must be >= max(open, close)", h)
+    require_all(lo <= np.minimum(o, c), "low must be <= min(open, close)", lo)
     return ts, o, h, lo, c
 
 
@@ -167,12 +165,12 @@ def _check_signals(s: Signals, n: int) -> None:
             want = {"i": "signed integer", "f": "float", "b": "bool"}[kind]
             raise ValueError(f"signals.{name} must be a {want} array of shape ({n},), got {got}")
     side, size = s.entry_side, s.size
-    _require(np.isin(side, (-1, 0, 1)), "signals.entry_side must be in {-1, 0, 1}", side)
-    _require(~(size < 0), "signals.size must be >= 0", size)
-    _require((side == 0) | np.isfinite(size), "signals.size must be finite at entries", size)
+    require_all(np.isin(side, (-1, 0, 1)), "signals.entry_side must be in {-1, 0, 1}", side)
+    require_all(~(size < 0), "signals.size must be >= 0", size)
+    require_all((side == 0) | np.isfinite(size), "signals.size must be finite at entries", size)
     for name in ("stop_pct", "take_profit_pct"):
         arr = getattr(s, name)
-        _require(~(arr <= 0), f"signals.{name} must be > 0 or NaN (none)", arr)
+        require_all(~(arr <= 0), f"signals.{name} must be > 0 or NaN (none)", arr)
 
 
 def run_backtest(
@@ -218,73 +216,81 @@ def run_backtest(
     fee_rate, slip = cfg.costs.fee_bps * 1e-4, cfg.costs.slippage_bps * 1e-4
     lag = 1 if cfg.fill == "next_open" else 0
     cols, entry_act, exit_act = walk_trades(o, h, lo, c, signals, lag, slip)
-
-    t = np.asarray(cols["t"], dtype=np.int64)
-    fb, eb = (np.asarray(cols[k], dtype=np.int64) for k in ("fb", "eb"))
-    raw_in, raw_out = (np.asarray(cols[k], dtype=np.float64) for k in ("raw_in", "raw_out"))
-    reason = np.asarray(cols["reason"], dtype=np.int64)
-    side = signals.entry_side[t].astype(np.int64)
-    size = signals.size[t].astype(np.float64)
-    w, fee, end, same = side * size, fee_rate * size, reason == END, eb == fb
-    fill_in = raw_in * (1 + side * slip)
-    fill_out = np.where(end, raw_out, raw_out * (1 - side * slip))
-
-    # Trade id held at each close (0 = flat); ranges [fb, eb) are disjoint except that a
-    # trade may start where the previous one ends, so an integer cumsum is exact.
-    ids = np.arange(1, t.size + 1, dtype=np.float64)
-    until = np.where(end, n, eb)
-    delta = np.bincount(fb, ids, minlength=n + 1) - np.bincount(until, ids, minlength=n + 1)
-    tid = np.rint(np.cumsum(delta[:n])).astype(np.int64)
-    position = np.r_[0.0, w][tid]
-
-    r = np.zeros(n)
-    r[1:] = position[:-1] * (c[1:] / c[:-1] - 1.0)
-    r[eb[~same]] = 0.0  # exit bars get their own formula below
-    log_wealth = np.r_[0.0, np.cumsum(np.log1p(r))]
-    inner = np.where(same, 0.0, log_wealth[eb] - log_wealth[np.minimum(fb + 1, n)])
-
-    prev_close = c[np.maximum(eb - 1, 0)]
-    ref, ref_raw = np.where(same, fill_in, prev_close), np.where(same, raw_in, prev_close)
-    fee_out = np.where(end, 0.0, fee) + np.where(same, fee, 0.0)
-    entry_c, entry_g = w * (c[fb] / fill_in - 1) - fee, w * (c[fb] / raw_in - 1)
-    exit_c, exit_g = w * (fill_out / ref - 1) - fee_out, w * (raw_out / ref_raw - 1)
-    r += np.bincount(fb[~same], entry_c[~same], minlength=n)
-    r += np.bincount(eb, exit_c, minlength=n)
-    net = np.where(same, exit_c, (1 + entry_c) * np.exp(inner) * (1 + exit_c) - 1)
-    gross = np.where(same, exit_g, (1 + entry_g) * np.exp(inner) * (1 + exit_g) - 1)
-    costs = size * (fee_rate + slip) * np.where(end, 1, 2)
-
-    action = np.zeros(n, dtype=np.int8)
-    action[np.asarray(exit_act, dtype=np.int64)] = Action.EXIT
-    ent = np.asarray(entry_act, dtype=np.int64)
-    action[ent] = np.where(signals.entry_side[ent] > 0, Action.ENTRY_LONG, Action.ENTRY_SHORT)
-
-    trades = pl.DataFrame(
-        {
-            "entry_ts": ts[fb],
-            "exit_ts": ts[eb],
-            "side": side.astype(np.int8),
-            "size": size,
-            "entry_price": fill_in,
-            "exit_price": fill_out,
-            "exit_reason": pl.Series(reason).replace_strict(
-                dict(enumerate(EXIT_REASONS)), return_dtype=pl.String
-            ),
-            "gross_return": gross,
-            "costs": costs,
-            "net_return": net,
-            "bars_held": np.where(end, n - fb, eb - fb),
-        }
-    )
+    legs = trade_legs(cols, signals, slip)
+    tid = held_trade_ids(legs, n)
+    position = np.r_[0.0, legs.w][tid]
+    r, net, gross = _returns(c, position, legs, fee_rate)
+    costs = legs.size * (fee_rate + slip) * np.where(legs.end, 1, 2)
     return BacktestResult(
         timestamps=ts,
         returns=r,
         equity=np.cumprod(1.0 + r),
         position=position,
-        action=action,
-        stop_level=np.r_[np.nan, np.asarray(cols["stop"], dtype=np.float64)][tid],
-        take_profit_level=np.r_[np.nan, np.asarray(cols["tp"], dtype=np.float64)][tid],
-        trades=trades,
+        action=_actions(n, signals.entry_side, entry_act, exit_act),
+        stop_level=np.r_[np.nan, legs.stop][tid],
+        take_profit_level=np.r_[np.nan, legs.tp][tid],
+        trades=_trades_frame(ts, legs, gross, costs, net),
         costs_paid=float(costs.sum()),
         open_position_at_end=bool(position[-1] != 0.0),
+    )
+
+
+def _returns(
+    c: np.ndarray, position: np.ndarray, legs: TradeLegs, fee_rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Net per-bar returns ``r`` (n,) and each trade's ``net`` and ``gross`` returns (m,) (see
+    ``run_backtest``) from the closes ``c`` and the signed ``position`` held at each close (n,);
+    ``fee_rate``: fee per leg as a fraction of the traded size."""
+    n = c.size
+    fb, eb, w, end, same = legs.fb, legs.eb, legs.w, legs.end, legs.same
+    fee = fee_rate * legs.size
+    r = np.zeros(n)
+    r[1:] = position[:-1] * (c[1:] / c[:-1] - 1.0)
+    r[eb[~same]] = 0.0  # exit bars get their own formula below
+    # Held bars between the fill bar and the exit bar compound to exp(inner).
+    log_wealth = np.r_[0.0, np.cumsum(np.log1p(r))]
+    inner = np.where(same, 0.0, log_wealth[eb] - log_wealth[np.minimum(fb + 1, n)])
+    prev_close = c[np.maximum(eb - 1, 0)]
+    ref, ref_raw = np.where(same, legs.fill_in, prev_close), np.where(same, legs.raw_in, prev_close)
+    fee_out = np.where(end, 0.0, fee) + np.where(same, fee, 0.0)
+    entry_c, entry_g = w * (c[fb] / legs.fill_in - 1) - fee, w * (c[fb] / legs.raw_in - 1)
+    exit_c = w * (legs.fill_out / ref - 1) - fee_out
+    exit_g = w * (legs.raw_out / ref_raw - 1)
+    r += np.bincount(fb[~same], entry_c[~same], minlength=n)
+    r += np.bincount(eb, exit_c, minlength=n)
+    net = np.where(same, exit_c, (1 + entry_c) * np.exp(inner) * (1 + exit_c) - 1)
+    gross = np.where(same, exit_g, (1 + entry_g) * np.exp(inner) * (1 + exit_g) - 1)
+    return r, net, gross
+
+
+def _actions(n: int, side: np.ndarray, entries: list[int], exits: list[int]) -> np.ndarray:
+    """int8 ``Action`` per bar (n,): HOLD, EXIT at the signal-exit decision bars ``exits``,
+    ENTRY_LONG / ENTRY_SHORT (by ``side``, the signals' entry side) at the bars ``entries``."""
+    action = np.zeros(n, dtype=np.int8)
+    action[np.asarray(exits, dtype=np.int64)] = Action.EXIT
+    ent = np.asarray(entries, dtype=np.int64)
+    action[ent] = np.where(side[ent] > 0, Action.ENTRY_LONG, Action.ENTRY_SHORT)
+    return action
+
+
+def _trades_frame(
+    ts: np.ndarray, legs: TradeLegs, gross: np.ndarray, costs: np.ndarray, net: np.ndarray
+) -> pl.DataFrame:
+    """One row per trade, the ``trades`` columns of ``run_backtest``."""
+    return pl.DataFrame(
+        {
+            "entry_ts": ts[legs.fb],
+            "exit_ts": ts[legs.eb],
+            "side": legs.side.astype(np.int8),
+            "size": legs.size,
+            "entry_price": legs.fill_in,
+            "exit_price": legs.fill_out,
+            "exit_reason": pl.Series(legs.reason).replace_strict(
+                dict(enumerate(EXIT_REASONS)), return_dtype=pl.String
+            ),
+            "gross_return": gross,
+            "costs": costs,
+            "net_return": net,
+            "bars_held": np.where(legs.end, ts.size - legs.fb, legs.eb - legs.fb),
+        }
     )

@@ -160,33 +160,50 @@ def drift_report(
         "features", features.columns, ["symbol", "timestamp", *columns], "feature columns"
     )
     rows = []
-    for symbol, (start, end) in symbol_windows.items():
-        if start > end:
-            raise ValueError(f"{symbol}: reference window start {start} > end {end}")
-        own = features.filter(pl.col("symbol") == symbol).sort("timestamp")
-        if own.height == 0:
-            raise ValueError(
-                f"{symbol}: no rows in features (symbols: {features['symbol'].unique().to_list()})"
-            )
-        inside = pl.col("timestamp").is_between(start, end)
-        reference = own.filter(inside)
-        current = own.tail(recent_bars).filter(~inside)
-        if reference.height == 0 or current.height == 0:
-            raise ValueError(
-                f"{symbol}: {reference.height} reference rows in [{start}, {end}] and "
-                f"{current.height} current rows among the newest {recent_bars} outside it; "
-                "expected both > 0"
-            )
+    for symbol, window in symbol_windows.items():
+        reference, current = _samples(features, symbol, window, recent_bars)
         m = current.height
         for feature, value in feature_psi(reference, current, columns, label=symbol).items():
             level = psi_level(value, warn, error)
-            ref = reference.get_column(feature).to_numpy()
-            windows = [ref[i : i + m] for i in range(0, len(ref) - m + 1, m)]
-            null = max((psi(ref, w) for w in windows), default=float("nan"))
-            null = null if len(windows) >= 2 else float("nan")
+            null = _psi_in_training(reference.get_column(feature).to_numpy(), m)
             beyond = bool(value > null) if null == null else False
             rows.append((symbol, feature, value, reference.height, m, level, null, beyond))
     return pl.DataFrame(rows, schema=REPORT_SCHEMA, orient="row")
+
+
+def _samples(
+    features: pl.DataFrame, symbol: str, window: tuple[int, int], recent_bars: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(reference, current)`` rows of ``symbol``: those inside the inclusive bar-open window
+    ``(start_ms, end_ms)``, and its newest ``recent_bars`` rows outside it; ``ValueError``
+    naming the symbol when either is empty."""
+    start, end = window
+    if start > end:
+        raise ValueError(f"{symbol}: reference window start {start} > end {end}")
+    own = features.filter(pl.col("symbol") == symbol).sort("timestamp")
+    if own.height == 0:
+        raise ValueError(
+            f"{symbol}: no rows in features (symbols: {features['symbol'].unique().to_list()})"
+        )
+    inside = pl.col("timestamp").is_between(start, end)
+    reference = own.filter(inside)
+    current = own.tail(recent_bars).filter(~inside)
+    if reference.height == 0 or current.height == 0:
+        raise ValueError(
+            f"{symbol}: {reference.height} reference rows in [{start}, {end}] and "
+            f"{current.height} current rows among the newest {recent_bars} outside it; "
+            "expected both > 0"
+        )
+    return reference, current
+
+
+def _psi_in_training(reference: np.ndarray, m: int) -> float:
+    """The largest :func:`psi` of any non-overlapping ``m``-row window of ``reference`` (shape
+    (n,), in time order) against the whole of it: how far a window of ``m`` rows strays with
+    no drift at all. NaN when ``reference`` holds fewer than two such windows."""
+    windows = [reference[i : i + m] for i in range(0, len(reference) - m + 1, m)]
+    null = max((psi(reference, w) for w in windows), default=float("nan"))
+    return null if len(windows) >= 2 else float("nan")
 
 
 def max_level(report: pl.DataFrame) -> str:

@@ -126,13 +126,14 @@ def drift_trigger(max_psi: float, warn: float, error: float) -> str | None:
 
 @dataclass(frozen=True)
 class RiskLimits:
-    """Limits of the automatic triggers (settings ``kill_staleness_minutes``,
-    ``kill_max_drawdown``, ``psi_warn``, ``psi_error``; defaults as in settings)."""
+    """Limits of the automatic triggers: the settings ``kill_staleness_minutes``,
+    ``kill_max_drawdown``, ``psi_warn`` and ``psi_error`` (no defaults here: the settings hold
+    the one default of each, see ``usecases.risk.risk_limits``)."""
 
-    staleness_minutes: float = 60.0
-    max_drawdown: float = 0.2
-    psi_warn: float = 0.1
-    psi_error: float = 0.25
+    staleness_minutes: float
+    max_drawdown: float
+    psi_warn: float
+    psi_error: float
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 The paper portfolio is the backtest of what was actually published: each published decision
 (``ENTRY_LONG``, ``ENTRY_SHORT``, ``EXIT``, ``HOLD``, with its size, stop and take-profit) is
 replayed through ``core.trading.backtest`` on the real candles, fills at the next open, stops
-inside the
-bars, costs on both legs. The newest bar's decision depends on that position (an entry only from
-flat, an exit only when holding), so the replay runs up to the newest bar with the policy's
-intent for it (from ``core.trading.policy``); the engine's action there is what gets published. The
-replay's equity is the live paper P&L whose drawdown can halt trading (``core.trading.killswitch``).
+inside the bars, costs on both legs. The newest bar's decision depends on that position (an entry
+only from flat, an exit only when holding), so the replay runs up to the newest bar with the
+policy's intent for it (from ``core.trading.policy``); the engine's action there is what gets
+published. The replay's equity is the live paper P&L whose drawdown can halt trading
+(``core.trading.killswitch``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,15 @@ import polars as pl
 
 from levibot_pipelines.core.checks import check_columns
 from levibot_pipelines.core.trading.adaptive import REGIME_NAMES
-from levibot_pipelines.core.trading.backtest import Action, BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.trading.backtest import (
+    Action,
+    BacktestConfig,
+    BacktestResult,
+    Signals,
+    run_backtest,
+)
 from levibot_pipelines.core.trading.performance import current_drawdown
-from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
+from levibot_pipelines.core.trading.policy import PolicyConfig, PolicyOutput, policy_signals
 
 HISTORY_COLUMNS = ("bar_time", "signal", "size", "close", "stop_loss", "take_profit")
 
@@ -92,6 +98,35 @@ def live_decision(
     ``size_multiplier``: the kill-switch's (1 ACTIVE, <1 REDUCING, 0 HALTED).
     """
     check_columns("history", history.columns, HISTORY_COLUMNS)
+    candles, ts, feats = _up_to(candles, features, bar_time)
+    out = _newest_intent(feats, p, confidence, uncertainty, policy, size_multiplier)
+    # The newest bar's intent, placed on the candle grid's last row.
+    last = Signals(*(np.asarray(getattr(out.signals, k))[-1:] for k in _FIELDS))
+    result = _replay(candles, ts, history, bar_time, last, cfg)
+    action = Action(int(result.action[-1]))
+    close = float(candles.get_column("close").to_numpy()[-1])
+    entry_size, position, stop_loss, take_profit = _position_and_levels(action, last, result, close)
+    equity = np.asarray(result.equity)
+    regime_state = int(out.regime[-1])
+    return LiveDecision(
+        signal=action.name,
+        size=entry_size,
+        position=position,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        entry_threshold=float(out.threshold[-1]),
+        regime=REGIME_NAMES[regime_state],
+        regime_state=regime_state,
+        paper_equity=float(equity[-1]),
+        paper_drawdown=current_drawdown(equity),
+    )
+
+
+def _up_to(
+    candles: pl.DataFrame, features: pl.DataFrame, bar_time: int
+) -> tuple[pl.DataFrame, np.ndarray, pl.DataFrame]:
+    """``(candles, their timestamps as int64, feature rows)`` sorted and cut at ``bar_time``
+    (ms UTC, inclusive); ``ValueError`` unless both end exactly at ``bar_time``."""
     candles = candles.sort("timestamp").filter(pl.col("timestamp") <= bar_time)
     ts = candles.get_column("timestamp").to_numpy().astype(np.int64)
     if len(ts) == 0 or ts[-1] != bar_time:
@@ -99,6 +134,19 @@ def live_decision(
     feats = features.sort("timestamp").filter(pl.col("timestamp") <= bar_time)
     if feats.is_empty() or feats.get_column("timestamp")[-1] != bar_time:
         raise ValueError(f"no feature row at bar_time {bar_time}")
+    return candles, ts, feats
+
+
+def _newest_intent(
+    feats: pl.DataFrame,
+    p: float,
+    confidence: float,
+    uncertainty: float | None,
+    policy: PolicyConfig,
+    size_multiplier: float,
+) -> PolicyOutput:
+    """The policy over the feature rows (``vol_20``, ``ret_1``) with the ensemble's output at
+    the newest row only (NaN before it: the past is replayed from what was published)."""
     n_f = feats.height
     p_arr = np.full(n_f, np.nan)
     conf_arr = np.full(n_f, np.nan)
@@ -107,7 +155,7 @@ def live_decision(
     if uncertainty is not None:
         unc = np.full(n_f, np.nan)
         unc[-1] = uncertainty
-    out = policy_signals(
+    return policy_signals(
         p_arr,
         conf_arr,
         feats.get_column("vol_20").to_numpy(),
@@ -116,18 +164,33 @@ def live_decision(
         uncertainty=unc,
         size_multiplier=size_multiplier,
     )
+
+
+def _replay(
+    candles: pl.DataFrame,
+    ts: np.ndarray,
+    history: pl.DataFrame,
+    bar_time: int,
+    last: Signals,
+    cfg: BacktestConfig,
+) -> BacktestResult:
+    """The backtest of the decisions published before ``bar_time`` and the intent ``last`` at
+    it, over the candles from the first published bar (only the newest when none was)."""
     past = history.filter(pl.col("bar_time") < bar_time).sort("bar_time")
     first = int(past.get_column("bar_time").min()) if past.height else bar_time
     span = ts >= first
     ts_span = ts[span]
-    # The newest bar's intent, placed on the candle grid's last row.
-    last = Signals(*(np.asarray(getattr(out.signals, k))[-1:] for k in _FIELDS))
     signals = _replayed_signals(ts_span, past, last)
     prices = [candles.get_column(c).to_numpy()[span] for c in ("open", "high", "low", "close")]
-    result = run_backtest(ts_span, *prices, signals, cfg)
-    action = Action(int(result.action[-1]))
-    held = float(result.position[-1])
-    close = float(prices[3][-1])
+    return run_backtest(ts_span, *prices, signals, cfg)
+
+
+def _position_and_levels(
+    action: Action, last: Signals, result: BacktestResult, close: float
+) -> tuple[float, float, float | None, float | None]:
+    """``(entry size, position, stop_loss, take_profit)`` after the newest decision ``action``:
+    a new entry's size and its levels estimated from the newest ``close`` (the fill is the next
+    open), else the replay's position and the levels it holds (None when flat or not finite)."""
     side = {Action.ENTRY_LONG: 1, Action.ENTRY_SHORT: -1}.get(action, 0)
     entry_size = float(last.size[0]) if side else 0.0
     if action is Action.EXIT:
@@ -135,7 +198,7 @@ def live_decision(
     elif side:
         position = side * entry_size
     else:
-        position = held
+        position = float(result.position[-1])
     stop_loss = take_profit = None
     if side:
         stop_loss = close * (1 - side * float(last.stop_pct[0]))
@@ -143,20 +206,7 @@ def live_decision(
     elif position != 0.0:
         stop_loss = _level(result.stop_level[-1])
         take_profit = _level(result.take_profit_level[-1])
-    equity = np.asarray(result.equity)
-    regime_state = int(out.regime[-1])
-    return LiveDecision(
-        signal=action.name,
-        size=entry_size,
-        position=position,
-        stop_loss=_finite(stop_loss),
-        take_profit=_finite(take_profit),
-        entry_threshold=float(out.threshold[-1]),
-        regime=REGIME_NAMES[regime_state],
-        regime_state=regime_state,
-        paper_equity=float(equity[-1]),
-        paper_drawdown=current_drawdown(equity),
-    )
+    return entry_size, position, _finite(stop_loss), _finite(take_profit)
 
 
 _FIELDS = ("entry_side", "size", "stop_pct", "take_profit_pct", "exit_long", "exit_short")

@@ -101,6 +101,11 @@ def drawdown(equity: object) -> np.ndarray:
     eq = check_array(eq, "equity")
     if eq[0] == 0:
         raise ValueError("equity must start > 0 (the first running peak), got 0.0")
+    return _below_peak(eq)
+
+
+def _below_peak(eq: np.ndarray) -> np.ndarray:
+    """``1 - eq / cummax(eq)`` of an equity curve already checked by the caller."""
     return 1.0 - eq / np.maximum.accumulate(eq)
 
 
@@ -113,7 +118,7 @@ def max_drawdown(equity: object) -> float:
     if (eq <= 0).any():
         i = int(np.argmax(eq <= 0))
         raise ValueError(f"equity must be > 0, got {eq[i]} at index {i}")
-    return float(np.max(drawdown(eq)))
+    return float(np.max(_below_peak(eq)))
 
 
 def current_drawdown(equity: object) -> float:

@@ -114,6 +114,30 @@ def policy_signals(
     exit_threshold`` (or NaN ``p``), never on a bar entering that side. Causal: bar ``t``
     depends on rows ``<= t`` only.
     """
+    pa, conf, vol_abs, ret, unc = _checked_inputs(
+        p, confidence, volatility, ret_1, uncertainty, size_multiplier
+    )
+    rel_vol = relative_volatility(vol_abs, cfg.vol_lookback)
+    regime = classify_regimes(ret, cfg.regime_lookback, rel_vol)
+    thr = adaptive_entry_threshold(cfg.base_threshold, regime, rel_vol)
+    size = _sizes(conf, rel_vol, unc, cfg) * size_multiplier
+    side, blocked = _entry_sides(pa, thr, size, unc, cfg)
+    return PolicyOutput(
+        _signals(pa, side, size, rel_vol, cfg), np.asarray(thr), regime, rel_vol, blocked
+    )
+
+
+def _checked_inputs(
+    p: object,
+    confidence: object,
+    volatility: object,
+    ret_1: object,
+    uncertainty: object | None,
+    size_multiplier: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(p, confidence, volatility, ret_1, uncertainty)`` as float64 arrays of one shape (n,)
+    (``uncertainty`` may stay None), in the ranges ``policy_signals`` states, else
+    ``ValueError``."""
     check_range(size_multiplier, "size_multiplier", 0.0, 1.0)
     pa = check_range(p, "p", 0.0, 1.0, nan_ok=True)
     if pa.ndim != 1 or pa.size == 0:
@@ -130,12 +154,16 @@ def policy_signals(
     shapes = {k: v.shape for k, v in named.items() if v is not None}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"inputs must have one shape (n,), got {shapes}")
+    return pa, conf, vol_abs, ret, unc
 
-    rel_vol = relative_volatility(vol_abs, cfg.vol_lookback)
-    regime = classify_regimes(ret, cfg.regime_lookback, rel_vol)
-    thr = adaptive_entry_threshold(cfg.base_threshold, regime, rel_vol)
-    known_unc = np.zeros_like(pa) if unc is None else np.nan_to_num(unc, nan=0.0)
-    size = size_from_confidence(
+
+def _sizes(
+    conf: np.ndarray, rel_vol: np.ndarray, unc: np.ndarray | None, cfg: PolicyConfig
+) -> np.ndarray:
+    """Entry size per bar (n,) before the kill-switch's cut: ``size_from_confidence`` with a
+    NaN confidence as 0 and a NaN (or absent) uncertainty as 0."""
+    known_unc = np.zeros_like(conf) if unc is None else np.nan_to_num(unc, nan=0.0)
+    return size_from_confidence(
         np.nan_to_num(conf, nan=0.0),
         rel_vol,
         1.0,
@@ -145,7 +173,14 @@ def policy_signals(
         min_confidence=cfg.min_confidence,
         uncertainty_scale=cfg.uncertainty_scale,
     )
-    size = size * size_multiplier
+
+
+def _entry_sides(
+    pa: np.ndarray, thr: np.ndarray, size: np.ndarray, unc: np.ndarray | None, cfg: PolicyConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(side, blocked)`` per bar (n,): int8 +1 where ``p >= thr``, -1 where ``allow_short``
+    and ``p <= 1 - thr``, else 0, and 0 where the size is 0 or the uncertainty is above the
+    cap; ``blocked``: True where only the uncertainty cap stopped an entry."""
     side = np.where(pa >= thr, 1, 0)  # NaN p compares False
     if cfg.allow_short:
         side = np.where(pa <= 1.0 - thr, -1, side)
@@ -153,8 +188,16 @@ def policy_signals(
     if cfg.max_uncertainty is not None and unc is not None:
         blocked = (side != 0) & ~(unc <= cfg.max_uncertainty)  # NaN uncertainty blocks
     side = np.where(blocked | ~(size > 0), 0, side).astype(np.int8)
+    return side, blocked
+
+
+def _signals(
+    pa: np.ndarray, side: np.ndarray, size: np.ndarray, rel_vol: np.ndarray, cfg: PolicyConfig
+) -> Signals:
+    """The backtest's ``Signals``: sizes at entries only, stop and take-profit distances from
+    ``stop_distance_pct``, exits where ``p`` crosses the exit threshold or is NaN."""
     no_p = np.isnan(pa)
-    signals = Signals(
+    return Signals(
         entry_side=side,
         size=np.where(side != 0, size, 0.0),
         stop_pct=np.asarray(stop_distance_pct(cfg.base_stop_pct, rel_vol), dtype=np.float64),
@@ -164,4 +207,3 @@ def policy_signals(
         exit_long=(no_p | (pa < cfg.exit_threshold)) & (side != 1),
         exit_short=(no_p | (pa > 1.0 - cfg.exit_threshold)) & (side != -1),
     )
-    return PolicyOutput(signals, np.asarray(thr), regime, rel_vol, blocked)

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from levibot_pipelines.core.checks import check_columns
+from levibot_pipelines.core.models.inference import margin
 from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals
 from levibot_pipelines.core.trading.baselines import compare
 from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
@@ -96,12 +97,14 @@ def align_bars(pred: pl.DataFrame, bars: pl.DataFrame, features: pl.DataFrame) -
 
 
 def _inputs(frame: pl.DataFrame, model: str) -> dict[str, np.ndarray | None]:
+    """``policy_signals`` inputs of ``model`` (a ``POLICY_MODELS`` key), shape (n,) each, NaN
+    where there is no prediction: ``p``, ``confidence`` (the model's, or the margin
+    ``|2p - 1|``) and ``uncertainty`` (``sqrt(epistemic_p)``, the std of the MC ``p``, for the
+    models that use it, else None)."""
     p_col, conf_col, uses_deep = POLICY_MODELS[model]
     p = frame.get_column(p_col).fill_null(np.nan).to_numpy()
     conf = (
-        np.abs(2 * p - 1)
-        if conf_col is None
-        else frame.get_column(conf_col).fill_null(np.nan).to_numpy()
+        margin(p) if conf_col is None else frame.get_column(conf_col).fill_null(np.nan).to_numpy()
     )
     unc = (
         np.sqrt(frame.get_column("epistemic_p").fill_null(np.nan).to_numpy()) if uses_deep else None
@@ -122,36 +125,21 @@ def backtest_predictions(
     next to buy-and-hold, flat, a random policy with the same turnover, and 2x costs."""
     frame = align_bars(pred, bars, features)
     ts = frame.get_column("timestamp").to_numpy().astype(np.int64)
-    first, last = int(pred.get_column("timestamp").min()), int(pred.get_column("timestamp").max())
-    start = int(np.searchsorted(ts, first))
-    stop = min(int(np.searchsorted(ts, last)) + 2, len(ts))  # + the bar the last signal fills in
+    start, stop = _test_span(ts, pred)
     prices = [frame.get_column(c).to_numpy()[start:stop] for c in ("open", "high", "low", "close")]
     span_ts = ts[start:stop]
-    vol = frame.get_column("vol_20").to_numpy()
-    ret_1 = frame.get_column("ret_1").to_numpy()
-
     report: dict = {}
     equity: dict[str, np.ndarray] = {}
     for model in POLICY_MODELS:
-        inputs = _inputs(frame, model)
         out = policy_signals(
-            inputs["p"],
-            inputs["confidence"],
-            vol,
-            ret_1,
-            policy,
-            uncertainty=inputs["uncertainty"],
+            **_inputs(frame, model),
+            volatility=frame.get_column("vol_20").to_numpy(),
+            ret_1=frame.get_column("ret_1").to_numpy(),
+            cfg=policy,
         )
-        signals = slice_signals(out.signals, start, stop)
-        cmp = compare(span_ts, *prices, signals, cfg, seed=seed)
+        cmp = compare(span_ts, *prices, slice_signals(out.signals, start, stop), cfg, seed=seed)
         equity[model] = cmp["policy"].result.equity
-        report[model] = {
-            **_pick(cmp["policy"].metrics),
-            "random_same_turnover": _pick(cmp["random"].metrics),
-            "at_2x_costs": _pick(cmp["policy_2x_costs"].metrics),
-            "gross_of_costs": _pick(cmp["policy_gross"].metrics),
-            "blocked_by_uncertainty": int(out.blocked_uncertain[start:stop].sum()),
-        }
+        report[model] = _model_report(cmp, int(out.blocked_uncertain[start:stop].sum()))
         if "buy_and_hold" not in report:  # the same for every model: kept from the first
             report["buy_and_hold"] = _pick(cmp["buy_and_hold"].metrics)
             report["flat"] = _pick(cmp["flat"].metrics)
@@ -171,6 +159,28 @@ def backtest_predictions(
         equity=equity,
         timestamps=span_ts,
     )
+
+
+def _test_span(ts: np.ndarray, pred: pl.DataFrame) -> tuple[int, int]:
+    """Row range ``[start, stop)`` of the candle timestamps ``ts`` (sorted, ms) from the first
+    prediction bar to the bar after the last one, where its signal fills (cut at the end)."""
+    first, last = int(pred.get_column("timestamp").min()), int(pred.get_column("timestamp").max())
+    start = int(np.searchsorted(ts, first))
+    stop = min(int(np.searchsorted(ts, last)) + 2, len(ts))  # + the bar the last signal fills in
+    return start, stop
+
+
+def _model_report(cmp: dict, blocked: int) -> dict:
+    """One model's policy metrics next to the random policy of the same turnover, the policy
+    at 2x costs and gross of costs (``baselines.compare``'s ``cmp``), and the count of entries
+    ``blocked`` by the uncertainty cap."""
+    return {
+        **_pick(cmp["policy"].metrics),
+        "random_same_turnover": _pick(cmp["random"].metrics),
+        "at_2x_costs": _pick(cmp["policy_2x_costs"].metrics),
+        "gross_of_costs": _pick(cmp["policy_gross"].metrics),
+        "blocked_by_uncertainty": blocked,
+    }
 
 
 def _pick(metrics: dict) -> dict:

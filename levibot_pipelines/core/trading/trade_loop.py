@@ -1,6 +1,7 @@
 """The event loop of ``core.trading.backtest``: one step per trade, each exit found with
 vectorized searches (the signal-exit flags by a "next index" table, stop and take-profit
-touches by ``_first_touch``), so the Python loop runs over trades, not bars.
+touches by ``_first_touch``), so the Python loop runs over trades, not bars. Its per-trade
+columns become arrays (``trade_legs``) and the trade held at each close (``held_trade_ids``).
 
 Time alignment as in ``core.trading.backtest``: a decision at the close of ``t`` fills at
 ``open(t+1)`` (``lag`` 1); stops and take-profits are checked inside every held bar, adverse
@@ -10,7 +11,7 @@ first.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -115,3 +116,68 @@ def walk_trades(
             append(v)
         t = next_entry[t_next]
     return cols, entry_act, exit_act
+
+
+class TradeLegs(NamedTuple):
+    """Per-trade arrays of shape (m,), in trade order: decision bar ``t``, fill bar ``fb`` and
+    exit bar ``eb`` (int64 bar indices), ``side`` (+1/-1, int64) and ``size`` (fraction of
+    equity) of the entry decision, ``reason`` (int64 code, index into ``EXIT_REASONS``), the
+    raw prices ``raw_in`` / ``raw_out`` and the fills with slippage ``fill_in`` / ``fill_out``
+    (an ``END`` exit is marked to the last close, no slippage), and the ``stop`` / ``tp`` price
+    levels (NaN: none)."""
+
+    t: np.ndarray
+    fb: np.ndarray
+    eb: np.ndarray
+    side: np.ndarray
+    size: np.ndarray
+    reason: np.ndarray
+    raw_in: np.ndarray
+    raw_out: np.ndarray
+    fill_in: np.ndarray
+    fill_out: np.ndarray
+    stop: np.ndarray
+    tp: np.ndarray
+
+    @property
+    def w(self) -> np.ndarray:
+        """Signed size ``side * size``, the fraction of equity held long (+) or short (-)."""
+        return self.side * self.size
+
+    @property
+    def end(self) -> np.ndarray:
+        """True where the trade is still open at the last close (exit reason ``END``)."""
+        return self.reason == END
+
+    @property
+    def same(self) -> np.ndarray:
+        """True where the trade exits inside its fill bar (``eb == fb``)."""
+        return self.eb == self.fb
+
+
+def trade_legs(cols: dict[str, list], s: Signals, slip: float) -> TradeLegs:
+    """``walk_trades``' per-trade columns as arrays, with the entry side and size taken from
+    the signals at each decision bar and slippage ``slip`` (a fraction, 2 bps = 2e-4) applied
+    adversely to both fills."""
+    t = np.asarray(cols["t"], dtype=np.int64)
+    fb, eb = (np.asarray(cols[k], dtype=np.int64) for k in ("fb", "eb"))
+    raw_in, raw_out = (np.asarray(cols[k], dtype=np.float64) for k in ("raw_in", "raw_out"))
+    reason = np.asarray(cols["reason"], dtype=np.int64)
+    side = s.entry_side[t].astype(np.int64)
+    fill_in = raw_in * (1 + side * slip)
+    fill_out = np.where(reason == END, raw_out, raw_out * (1 - side * slip))
+    stop, tp = (np.asarray(cols[k], dtype=np.float64) for k in ("stop", "tp"))
+    size = s.size[t].astype(np.float64)
+    return TradeLegs(t, fb, eb, side, size, reason, raw_in, raw_out, fill_in, fill_out, stop, tp)
+
+
+def held_trade_ids(legs: TradeLegs, n: int) -> np.ndarray:
+    """Trade id held at each of the ``n`` closes, shape (n,) int64: ``i + 1`` for
+    ``legs[i]``, 0 when flat. Trade ``i`` is held at the closes ``[fb, eb)``, to the end for an
+    ``END`` exit."""
+    # The ranges are disjoint except that a trade may start where the previous one ends, so an
+    # integer cumsum of +id at each start and -id after each end is exact.
+    ids = np.arange(1, legs.t.size + 1, dtype=np.float64)
+    until = np.where(legs.end, n, legs.eb)
+    delta = np.bincount(legs.fb, ids, minlength=n + 1) - np.bincount(until, ids, minlength=n + 1)
+    return np.rint(np.cumsum(delta[:n])).astype(np.int64)

@@ -1,0 +1,122 @@
+"""MLflow model registry: registered model versions, their tags and the ``champion`` alias.
+
+Promotion (decided by ``core.evaluation.champion``, carried out by ``usecases.promote``) is
+guarded by evaluations recorded as model-version tags: ``window`` holds the test window a version
+was evaluated on, and ``eval_tag(metric, window)`` the value of ``metric`` on that window
+(``evaluation_tags`` writes it, ``recorded_evaluation`` reads it back). MLflow tag keys may not
+contain ``@``, so the ``metric@window`` key is spelled ``metric/window`` (see ``eval_tag``).
+Artifacts are fetched back as bytes: nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from levibot_pipelines.adapters.run_log import RunInfo, relative_artifact_path
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+WINDOW_TAG = "window"
+_BAD_TAG_CHARS = re.compile(r"[^\w.\-/ ]")
+
+
+def eval_tag(metric: str, window: str) -> str:
+    """Model-version tag key for the value of ``metric`` on test ``window``.
+
+    ``f"{metric}/{window}"`` with every character MLflow refuses in a tag key (anything but
+    alphanumerics, ``_ . - /`` and space; ``:`` is refused on Windows) replaced by ``_``, e.g.
+    ``eval_tag("ece", "2025-01-01T00:00/2025-03-01T00:00") ==
+    "ece/2025-01-01T00_00/2025-03-01T00_00"``.
+    """
+    if not metric or not window:
+        raise ValueError(f"metric and window must be non-empty, got {metric!r} and {window!r}")
+    return _BAD_TAG_CHARS.sub("_", f"{metric}/{window}")
+
+
+def evaluation_tags(*, metric: str, window: str, value: float) -> dict[str, str]:
+    """The version tag that records ``value`` of ``metric`` on test ``window``
+    (``{eval_tag(metric, window): repr(float(value))}``), for ``VersionRegistry.tag_version``."""
+    return {eval_tag(metric, window): repr(float(value))}
+
+
+def recorded_evaluation(tags: Mapping[str, str], *, metric: str, window: str) -> float | None:
+    """The value of ``metric`` on ``window`` recorded in a version's ``tags``, or ``None``."""
+    recorded = tags.get(eval_tag(metric, window))
+    return None if recorded is None else float(recorded)
+
+
+class VersionRegistry:
+    """Registered model versions, their tags and the ``champion`` alias: the half of
+    ``adapters.tracking.Tracker`` that registers. It reads and writes; whether the alias should
+    move is decided elsewhere (``core.evaluation.champion``)."""
+
+    client: MlflowClient
+
+    def register_version(
+        self,
+        model_name: str,
+        run: RunInfo,
+        artifact_path: str = "model",
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Register ``run``'s ``artifact_path`` directory as a new version of ``model_name``.
+
+        Creates the registered model on first use. Returns the version string (``"1"``, ...).
+        """
+        try:
+            self.client.create_registered_model(model_name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        rel = relative_artifact_path(artifact_path)
+        version = self.client.create_model_version(
+            model_name,
+            source=f"{run.artifact_uri.rstrip('/')}/{rel}",
+            run_id=run.run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+        )
+        log.info("registered %s version %s from run %s", model_name, version.version, run.run_id)
+        return str(version.version)
+
+    def tag_version(self, model_name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set ``tags`` (string values) on ``model_name`` version ``version``."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, str(version), key, value)
+
+    def champion(self, model_name: str) -> tuple[str, dict[str, str]] | None:
+        """The version holding the ``champion`` alias and its tags, or ``None``."""
+        try:
+            registered = self.client.get_registered_model(model_name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        version = registered.aliases.get(CHAMPION_ALIAS)
+        if version is None:
+            return None
+        return str(version), dict(self.client.get_model_version(model_name, str(version)).tags)
+
+    def set_champion(self, model_name: str, version: str) -> None:
+        """Point the ``champion`` alias of ``model_name`` at ``version``."""
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+
+    def download_file(self, model_name: str, version: str, path: str) -> bytes:
+        """Bytes of artifact ``path`` (relative to the run root, e.g. ``"model/state_dict.pt"``)
+        of the run that produced ``model_name`` version ``version``."""
+        rel = relative_artifact_path(path)
+        model_version = self.client.get_model_version(model_name, str(version))
+        if not model_version.run_id:
+            raise ValueError(f"{model_name} version {version} has no run to download from")
+        with tempfile.TemporaryDirectory(prefix="levibot-dl-") as tmp:
+            local = Path(self.client.download_artifacts(model_version.run_id, str(rel), tmp))
+            if not local.is_file():
+                raise ValueError(f"{path!r} of {model_name} version {version} is not a file")
+            return local.read_bytes()

@@ -40,7 +40,7 @@ from levibot_pipelines.api_responses import (
 )
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.recompute import DeepRecomputer
+from levibot_pipelines.usecases.recompute import TransformerRecomputer
 
 SymbolQuery = Annotated[
     str, Query(min_length=1, max_length=32, description="BTCUSDT, BTC/USDT or btcusdt")
@@ -62,7 +62,7 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
         settings=settings,
         latest_file=FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest),
         kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path)),
-        recompute=DeepRecomputer(settings),
+        recompute=TransformerRecomputer(settings),
         now_ms=clock or (lambda: int(time.time() * 1000)),
     )
 

@@ -20,7 +20,7 @@ from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 from levibot_pipelines.core.trading.killswitch import apply_state
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.recompute import DeepRecomputer, exported_version
+from levibot_pipelines.usecases.recompute import TransformerRecomputer, exported_version
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Service:
     settings: Settings
     latest_file: FileCache
     kill_file: FileCache
-    recompute: DeepRecomputer
+    recompute: TransformerRecomputer
     now_ms: Callable[[], int]
 
 
@@ -91,7 +91,7 @@ def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "p_up": row["deep_p_up"],
         "mu": row["deep_mu"],
         "uncertainty": deep_uncertainty(row),
-        "confidence": row["deep_confidence"],
+        "confidence": row["transformer_confidence"],
         "mc_samples": row["mc_samples"],
         "model_version": row["deep_version"],
         "recomputed": False,

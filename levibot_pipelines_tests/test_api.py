@@ -20,8 +20,8 @@ import requests
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from levibot_pipelines.adapters.exported_model import load_published_deep
-from levibot_pipelines.adapters.home import deep_model_dir, published_dir
+from levibot_pipelines.adapters.exported_model import load_exported_transformer
+from levibot_pipelines.adapters.home import exported_transformer_dir, published_dir
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.prediction_files import LatestPredictions, write_published
 from levibot_pipelines.adapters.prom import (
@@ -36,7 +36,7 @@ from levibot_pipelines.api import create_app, normalize_symbol
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
 from levibot_pipelines.core.data.timeframes import last_closed_bar
 from levibot_pipelines.core.data.windows import window_ends
-from levibot_pipelines.core.models.inference import deep_confidence
+from levibot_pipelines.core.models.inference import transformer_confidence
 from levibot_pipelines.core.models.transformer_training import predict
 from levibot_pipelines.settings import ModelSettings, Settings
 from levibot_pipelines_tests.conftest import synthetic_long
@@ -141,7 +141,7 @@ def test_predict_endpoints_serve_the_published_row(api, home):
             "epistemic": row["deep_epistemic"],
             "epistemic_p": row["deep_epistemic_p"],
         }
-        assert deep["confidence"] == row["deep_confidence"] and deep["mc_samples"] == 5
+        assert deep["confidence"] == row["transformer_confidence"] and deep["mc_samples"] == 5
         assert deep["model_version"] == "3" and deep["signal"] == row["signal"]
         assert deep["bar_time"] == home["bar_time"] and deep["source"] == "synthetic"
         assert (deep["size"], deep["stop_loss"], deep["take_profit"]) == (
@@ -204,7 +204,7 @@ def test_other_n_samples_reruns_mc_dropout_on_the_exported_model(api, home):
     again = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=7).json()
     assert again == body
     # The same computation done here, independently of the server.
-    model, calibrator, _ = load_published_deep(home["home"], "BTCUSDT")
+    model, calibrator, _ = load_exported_transformer(home["home"], "BTCUSDT")
     feats = home["features"].filter(pl.col("symbol") == "BTCUSDT").sort("timestamp")
     ts = feats["timestamp"].to_numpy()
     ends = window_ends(ts, TINY.window, TF_MS)
@@ -216,7 +216,7 @@ def test_other_n_samples_reruns_mc_dropout_on_the_exported_model(api, home):
     assert body["mu"] == pytest.approx(mc["mu"][0], abs=1e-12)
     total = np.sqrt(mc["aleatoric"][0] + mc["epistemic"][0])
     assert body["uncertainty"]["total"] == pytest.approx(total, rel=1e-9)
-    expected_conf = deep_confidence(p, mc["epistemic_p"])[0]
+    expected_conf = transformer_confidence(p, mc["epistemic_p"])[0]
     assert body["confidence"] == pytest.approx(expected_conf, abs=1e-12)
 
 
@@ -227,13 +227,13 @@ def test_recompute_without_model_or_window_is_503(api, home):
     r = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=9)
     assert r.status_code == 503 and "no gap-free window of 8 feature rows" in r.json()["detail"]
     publish(home)
-    moved = deep_model_dir(home["home"], "ETHUSDT").with_name("deep-away")
-    deep_model_dir(home["home"], "ETHUSDT").rename(moved)
+    moved = exported_transformer_dir(home["home"], "ETHUSDT").with_name("deep-away")
+    exported_transformer_dir(home["home"], "ETHUSDT").rename(moved)
     try:
         r = get(base, "/ml/predict_deep", symbol="ETHUSDT", n_samples=9)
         assert r.status_code == 503 and "no exported deep model for ETHUSDT" in r.json()["detail"]
     finally:
-        moved.rename(deep_model_dir(home["home"], "ETHUSDT"))
+        moved.rename(exported_transformer_dir(home["home"], "ETHUSDT"))
 
 
 def test_no_file_and_corrupt_file_are_503(api, home):

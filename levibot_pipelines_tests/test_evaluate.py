@@ -34,7 +34,7 @@ def test_eval_config_takes_epochs_and_mc_samples_from_its_caller():
         EvalConfig(transformer=TINY)
     with pytest.raises(ValueError, match="mc_samples must be an integer >= 1, got 0"):
         EvalConfig(transformer=TINY, epochs=1, mc_samples=0)
-    kwargs = EvalConfig(transformer=TINY, epochs=2, mc_samples=7).deep_kwargs(seed=1)
+    kwargs = EvalConfig(transformer=TINY, epochs=2, mc_samples=7).transformer_kwargs(seed=1)
     assert (kwargs["epochs"], kwargs["mc_samples"]) == (2, 7)
 
 

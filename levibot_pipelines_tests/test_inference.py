@@ -10,9 +10,9 @@ from levibot_pipelines.core.models.ensemble import combine
 from levibot_pipelines.core.models.inference import (
     TRANSFORMER_KEYS,
     calibrated_outputs,
-    deep_confidence,
     ensemble_outputs,
     margin,
+    transformer_confidence,
     transformer_outputs,
 )
 from levibot_pipelines.core.models.transformer import LevibotTransformer, TransformerConfig
@@ -24,7 +24,7 @@ TINY = TransformerConfig(n_features=10, window=8, d_model=8, n_heads=2, n_layers
 def test_margin_and_deep_confidence_by_hand():
     np.testing.assert_allclose(margin(np.array([0.5, 0.8, 0.1])), [0.0, 0.6, 0.8])
     # std_p = 0.1 -> shrink 0.8; std_p = 0.3 -> shrink 0.4; std_p = 0.5 -> 0.
-    got = deep_confidence(np.array([0.8, 0.8, 0.8]), np.array([0.01, 0.09, 0.25]))
+    got = transformer_confidence(np.array([0.8, 0.8, 0.8]), np.array([0.01, 0.09, 0.25]))
     np.testing.assert_allclose(got, [0.6 * 0.8, 0.6 * 0.4, 0.0], atol=1e-15)
 
 
@@ -72,7 +72,7 @@ def test_transformer_outputs_are_the_models_mc_pass_calibrated():
         np.testing.assert_array_equal(out[k], mc[k])
     np.testing.assert_array_equal(out["sigma"], np.sqrt(mc["aleatoric"] + mc["epistemic"]))
     np.testing.assert_array_equal(
-        out["confidence"], deep_confidence(out["p_up"], mc["epistemic_p"])
+        out["confidence"], transformer_confidence(out["p_up"], mc["epistemic_p"])
     )
     with pytest.raises(ValueError, match="n_samples must be >= 1"):
         transformer_outputs(model, cal, X, ends, n_samples=0, seed=3)

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from levibot_pipelines.adapters.exported_model import (
-    DEEP_MODEL_FILES,
+    TRANSFORMER_EXPORT_FILES,
     PublishedFileError,
-    load_published_deep,
+    load_exported_transformer,
 )
-from levibot_pipelines.adapters.home import deep_model_dir, history_glob, published_dir
+from levibot_pipelines.adapters.home import exported_transformer_dir, history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import (
     PUBLISHED_SCHEMA,
     read_history,
@@ -54,7 +54,7 @@ def make_row(symbol: str, bar_time: int = BAR, published_at: int | None = None, 
         "deep_aleatoric": 2.4e-5,
         "deep_epistemic": 1.0e-6,
         "deep_epistemic_p": 4.0e-4,
-        "deep_confidence": 0.2 - 0.05 * i,
+        "transformer_confidence": 0.2 - 0.05 * i,
         "mc_samples": 5,
         "deep_version": "3",
         "lgbm_p_up": 0.55,
@@ -250,7 +250,7 @@ def test_history_is_append_only(tmp_path, models):
 
 def test_unchanged_model_files_are_not_rewritten(tmp_path, models):
     write_published(tmp_path, make_rows(), models)
-    path = deep_model_dir(tmp_path, "BTCUSDT") / "state_dict.pt"
+    path = exported_transformer_dir(tmp_path, "BTCUSDT") / "state_dict.pt"
     inode = os.stat(path).st_ino
     write_published(tmp_path, make_rows(bar_time=BAR + TF_MS), models)
     assert os.stat(path).st_ino == inode
@@ -262,10 +262,10 @@ def test_unchanged_model_files_are_not_rewritten(tmp_path, models):
 
 def test_load_published_deep_round_trip(tmp_path, models):
     write_published(tmp_path, make_rows(), models)
-    assert sorted(p.name for p in deep_model_dir(tmp_path, "ETHUSDT").iterdir()) == sorted(
-        DEEP_MODEL_FILES
-    )
-    model, calibrator, version = load_published_deep(tmp_path, "ETHUSDT")
+    assert sorted(
+        p.name for p in exported_transformer_dir(tmp_path, "ETHUSDT").iterdir()
+    ) == sorted(TRANSFORMER_EXPORT_FILES)
+    model, calibrator, version = load_exported_transformer(tmp_path, "ETHUSDT")
     original = tiny_model()
     assert version == "3" and calibrator == Calibrator()
     assert model.config == TINY
@@ -280,11 +280,11 @@ def test_load_published_deep_round_trip(tmp_path, models):
 
 def test_load_published_deep_names_what_is_missing(tmp_path, models):
     with pytest.raises(PublishedFileError, match=r"no exported deep model for BTCUSDT"):
-        load_published_deep(tmp_path, "BTCUSDT")
+        load_exported_transformer(tmp_path, "BTCUSDT")
     write_published(tmp_path, make_rows(), models)
-    (deep_model_dir(tmp_path, "BTCUSDT") / "calibrator.json").unlink()
+    (exported_transformer_dir(tmp_path, "BTCUSDT") / "calibrator.json").unlink()
     with pytest.raises(PublishedFileError, match=r"lacks \['calibrator.json'\]"):
-        load_published_deep(tmp_path, "BTCUSDT")
-    (deep_model_dir(tmp_path, "ETHUSDT") / "config.json").write_text("{not json")
+        load_exported_transformer(tmp_path, "BTCUSDT")
+    (exported_transformer_dir(tmp_path, "ETHUSDT") / "config.json").write_text("{not json")
     with pytest.raises(PublishedFileError, match=r"ETHUSDT is corrupt"):
-        load_published_deep(tmp_path, "ETHUSDT")
+        load_exported_transformer(tmp_path, "ETHUSDT")

@@ -71,6 +71,6 @@ def history_glob(home: Path | str) -> str:
     return (history_dir(home) / "predictions-*.parquet").as_posix()
 
 
-def deep_model_dir(home: Path | str, symbol: str) -> Path:
+def exported_transformer_dir(home: Path | str, symbol: str) -> Path:
     """The exported champion Transformer of ``symbol`` (what the API recomputes with)."""
     return published_dir(home) / "models" / symbol / "deep"

@@ -59,7 +59,7 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
     "deep_aleatoric": F64,
     "deep_epistemic": F64,
     "deep_epistemic_p": F64,
-    "deep_confidence": F64,
+    "transformer_confidence": F64,
     "mc_samples": I64,
     "deep_version": STR,
     "lgbm_p_up": F64,
@@ -87,7 +87,7 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
 NULLABLE: frozenset[str] = frozenset({"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol"})
 UNIT_INTERVAL: tuple[str, ...] = (
     "deep_p_up",
-    "deep_confidence",
+    "transformer_confidence",
     "lgbm_p_up",
     "lgbm_confidence",
     "ensemble_p_up",
@@ -187,21 +187,22 @@ def _check_bounds(df: pl.DataFrame) -> None:
 
 
 def write_published(
-    home: Path | str, rows: pl.DataFrame, deep_models: dict[str, dict[str, bytes]]
+    home: Path | str, rows: pl.DataFrame, transformer_exports: dict[str, dict[str, bytes]]
 ) -> Path:
     """Validate and publish ``rows`` (one per symbol, ``PUBLISHED_SCHEMA``) with their models.
 
-    ``deep_models``: symbol -> {file name in ``exported_model.DEEP_MODEL_FILES``: bytes}. Writes
-    model files, the history file, the Parquet and the JSON, in that order, each atomically;
+    ``transformer_exports``: symbol -> {file name in ``exported_model.TRANSFORMER_EXPORT_FILES``:
+    bytes}. Writes model files, the history file, the Parquet and the JSON, in that order, each
+    atomically;
     model files whose bytes are unchanged are left alone. Returns the path of
     ``latest_predictions.json``. Raises ``ValueError`` (nothing written) when the rows or the
     models are invalid.
     """
     df = validate_rows(rows)
-    check_exported_models(df, deep_models)
+    check_exported_models(df, transformer_exports)
     out = published_dir(home)
     for sym in df.get_column("symbol").to_list():
-        write_exported_model(home, sym, deep_models[sym])
+        write_exported_model(home, sym, transformer_exports[sym])
     published_at = int(df.get_column("published_at")[0])
     history = out / "history" / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
     write_parquet_atomic(df, history)

@@ -35,7 +35,7 @@ def lgbm_files(booster: lgb.Booster, calibrator: Calibrator, meta: dict) -> dict
     }
 
 
-def deep_files(model: LevibotTransformer, calibrator: Calibrator, meta: dict) -> dict:
+def transformer_files(model: LevibotTransformer, calibrator: Calibrator, meta: dict) -> dict:
     state, config = save_model(model)
     return {
         "model/state_dict.pt": state_dict_to_bytes(state),
@@ -55,19 +55,21 @@ def load_lgbm(tracker: Tracker, name: str, version: str) -> tuple[lgb.Booster, C
     return booster_from_text(text), calibrator
 
 
-def load_deep(tracker: Tracker, name: str, version: str) -> tuple[LevibotTransformer, Calibrator]:
-    return deep_from_files(download_deep(tracker, name, version))
+def load_transformer(
+    tracker: Tracker, name: str, version: str
+) -> tuple[LevibotTransformer, Calibrator]:
+    return transformer_from_files(download_transformer(tracker, name, version))
 
 
 DEEP_FILES = ("state_dict.pt", "config.json", "calibrator.json")
 
 
-def download_deep(tracker: Tracker, name: str, version: str) -> dict[str, bytes]:
+def download_transformer(tracker: Tracker, name: str, version: str) -> dict[str, bytes]:
     """The registered Transformer's files, by name: ``DEEP_FILES``."""
     return {f: tracker.download_file(name, version, f"model/{f}") for f in DEEP_FILES}
 
 
-def deep_from_files(files: dict[str, bytes]) -> tuple[LevibotTransformer, Calibrator]:
+def transformer_from_files(files: dict[str, bytes]) -> tuple[LevibotTransformer, Calibrator]:
     """Rebuild the Transformer (``weights_only`` load) and its calibrator from ``DEEP_FILES``."""
     model = load_model(
         state_dict_from_bytes(files["state_dict.pt"]), json.loads(files["config.json"])

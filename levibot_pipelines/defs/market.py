@@ -21,7 +21,10 @@ from levibot_pipelines.usecases.ingest import ingest_symbol
 
 
 def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
-    partitions = symbol_partitions(s)
+    return [_ohlcv_asset(symbol_partitions(s)), cross_asset_features]
+
+
+def _ohlcv_asset(partitions: dg.StaticPartitionsDefinition) -> dg.AssetsDefinition:
 
     @dg.asset(
         name="ohlcv",
@@ -58,48 +61,47 @@ def build_market_assets(s: Settings) -> list[dg.AssetsDefinition]:
             }
         )
 
-    @dg.asset(
-        name="cross_asset_features",
-        deps=[ohlcv],
-        group_name="features",
-        kinds={"parquet", "polars", "duckdb"},
-        pool=WAREHOUSE_POOL,
-        description="One row per (symbol, timestamp) on the grid common to all symbols: the ten "
-        "scale-free features of core.data.features plus labels fwd_ret and y_up (horizon "
-        "LEVIBOT_LABEL_HORIZON bars). DuckDB view: cross_asset_features.",
-    )
-    def cross_asset_features(
-        context: dg.AssetExecutionContext, market: Market, warehouse: DuckDBResource
-    ) -> dg.MaterializeResult:
-        settings, store = market.settings, market.store()
-        built = rebuild_features(
-            store,
-            settings.market.symbols,
-            tf_ms=settings.market.timeframe_ms,
-            horizon=settings.models.label_horizon,
-        )
-        with warehouse.get_connection() as conn:
-            views = refresh_views(conn, store)
-        features, last = built.features, built.last_bar
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": features.height,
-                "rows_per_symbol": dg.MetadataValue.json(built.rows_per_symbol),
-                "first_bar": _ts(built.first_bar),
-                "last_bar": _ts(last),
-                "staleness_minutes": staleness_minutes(
-                    last, now_ms(), settings.market.timeframe_ms
-                ),
-                "features": dg.MetadataValue.json(list(FEATURE_COLUMNS)),
-                "duckdb_views": dg.MetadataValue.json(views),
-                "path": dg.MetadataValue.path(str(store.features_path)),
-                "newest_rows": dg.MetadataValue.md(
-                    markdown_table(features.group_by("symbol").tail(1).sort("symbol"))
-                ),
-            }
-        )
+    return ohlcv
 
-    return [ohlcv, cross_asset_features]
+
+@dg.asset(
+    name="cross_asset_features",
+    deps=[dg.AssetKey("ohlcv")],
+    group_name="features",
+    kinds={"parquet", "polars", "duckdb"},
+    pool=WAREHOUSE_POOL,
+    description="One row per (symbol, timestamp) on the grid common to all symbols: the ten "
+    "scale-free features of core.data.features plus labels fwd_ret and y_up (horizon "
+    "LEVIBOT_LABEL_HORIZON bars). DuckDB view: cross_asset_features.",
+)
+def cross_asset_features(
+    context: dg.AssetExecutionContext, market: Market, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    settings, store = market.settings, market.store()
+    built = rebuild_features(
+        store,
+        settings.market.symbols,
+        tf_ms=settings.market.timeframe_ms,
+        horizon=settings.models.label_horizon,
+    )
+    with warehouse.get_connection() as conn:
+        views = refresh_views(conn, store)
+    features, last = built.features, built.last_bar
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": features.height,
+            "rows_per_symbol": dg.MetadataValue.json(built.rows_per_symbol),
+            "first_bar": _ts(built.first_bar),
+            "last_bar": _ts(last),
+            "staleness_minutes": staleness_minutes(last, now_ms(), settings.market.timeframe_ms),
+            "features": dg.MetadataValue.json(list(FEATURE_COLUMNS)),
+            "duckdb_views": dg.MetadataValue.json(views),
+            "path": dg.MetadataValue.path(str(store.features_path)),
+            "newest_rows": dg.MetadataValue.md(
+                markdown_table(features.group_by("symbol").tail(1).sort("symbol"))
+            ),
+        }
+    )
 
 
 @dg.definitions

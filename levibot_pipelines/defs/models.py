@@ -101,7 +101,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
     def deep_tfm_model(
         context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
-        return _train(train.train_deep, context, market, models)
+        return _train(train.train_transformer, context, market, models)
 
     return [lgbm_model, deep_tfm_model]
 

@@ -18,10 +18,10 @@ from levibot_pipelines.adapters.home import ensemble_weights_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.prediction_files import MC_SEED, read_history, write_published
 from levibot_pipelines.adapters.registry import (
-    deep_from_files,
-    download_deep,
+    download_transformer,
     load_lgbm,
     model_name,
+    transformer_from_files,
 )
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
@@ -81,7 +81,7 @@ def _predict(
     bar_time = int(data.timestamps[row])
     lg_v, dp_v = _champion(tracker, "lgbm", symbol), _champion(tracker, "deep", symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
-    deep, deep_files = _deep_on_newest_bar(s, tracker, data, dp_v)
+    deep, transformer_files = _transformer_on_newest_bar(s, tracker, data, dp_v)
     p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
     w = _ensemble_weight(s, symbol, lg_v, dp_v, notes)
     p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], w)
@@ -101,7 +101,7 @@ def _predict(
         "deep_aleatoric": float(deep["aleatoric"][0]),
         "deep_epistemic": float(deep["epistemic"][0]),
         "deep_epistemic_p": float(deep["epistemic_p"][0]),
-        "deep_confidence": float(deep["confidence"][0]),
+        "transformer_confidence": float(deep["confidence"][0]),
         "mc_samples": s.models.mc_samples,
         "deep_version": dp_v,
         "lgbm_p_up": float(p_l[0]),
@@ -115,17 +115,17 @@ def _predict(
         "data_lag_s": (now_ms - bar_time - s.market.timeframe_ms) / 1000.0,
     }
     meta = {"version": dp_v, "name": model_name("deep", symbol)}
-    return out, {**deep_files, "meta.json": json.dumps(meta).encode()}
+    return out, {**transformer_files, "meta.json": json.dumps(meta).encode()}
 
 
-def _deep_on_newest_bar(
+def _transformer_on_newest_bar(
     s: Settings, tracker: Tracker, data: SymbolData, version: str
 ) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
     """The deep model ``version``'s MC-dropout outputs (``transformer_outputs``, one value per
     key) on the newest bar of ``data``, and the model's registered files. ``ValueError`` when the
     window ending at that bar is not contiguous."""
-    deep_files = download_deep(tracker, model_name("deep", data.symbol), version)
-    model, calibrator = deep_from_files(deep_files)
+    transformer_files = download_transformer(tracker, model_name("deep", data.symbol), version)
+    model, calibrator = transformer_from_files(transformer_files)
     row = len(data.timestamps) - 1
     ends = window_ends(data.timestamps, model.config.window, s.market.timeframe_ms)
     if len(ends) == 0 or ends[-1] != row:
@@ -137,7 +137,7 @@ def _deep_on_newest_bar(
     deep = transformer_outputs(
         model, calibrator, data.X, np.array([row]), n_samples=s.models.mc_samples, seed=MC_SEED
     )
-    return deep, deep_files
+    return deep, transformer_files
 
 
 def _ensemble_weight(

@@ -15,15 +15,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from levibot_pipelines.adapters.exported_model import PublishedFileError, load_published_deep
-from levibot_pipelines.adapters.home import deep_model_dir
+from levibot_pipelines.adapters.exported_model import PublishedFileError, load_exported_transformer
+from levibot_pipelines.adapters.home import exported_transformer_dir
 from levibot_pipelines.adapters.prediction_files import MC_SEED
 from levibot_pipelines.settings import Settings
 
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
 
 
-class DeepRecomputer:
+class TransformerRecomputer:
     """On-demand MC dropout on the exported champion; torch is imported on first use only."""
 
     def __init__(self, settings: Settings) -> None:
@@ -44,7 +44,7 @@ class DeepRecomputer:
     def _model(self, symbol: str, version: str):
         cached = self.models.get(symbol)
         if cached is None or cached[0] != version:
-            model, calibrator, exported = load_published_deep(self.settings.home, symbol)
+            model, calibrator, exported = load_exported_transformer(self.settings.home, symbol)
             if exported != version:
                 raise PublishedFileError(
                     f"the exported deep model of {symbol} is v{exported} but the published row "
@@ -98,6 +98,10 @@ class DeepRecomputer:
 def exported_version(home: Path, symbol: str) -> str | None:
     """Version of the exported champion Transformer of ``symbol``; None when absent/unreadable."""
     try:
-        return str(json.loads((deep_model_dir(home, symbol) / "meta.json").read_text())["version"])
+        return str(
+            json.loads((exported_transformer_dir(home, symbol) / "meta.json").read_text())[
+                "version"
+            ]
+        )
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return None

@@ -17,18 +17,18 @@ import polars as pl
 from levibot_pipelines.adapters.home import ensemble_weights_path, predictions_path
 from levibot_pipelines.adapters.plots import reliability_diagram
 from levibot_pipelines.adapters.registry import (
-    deep_files,
     lgbm_files,
-    load_deep,
     load_lgbm,
+    load_transformer,
     model_name,
     register_model,
+    transformer_files,
 )
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.evaluation.fitting import (
-    fit_deep_rows,
     fit_lgbm_rows,
+    fit_transformer_rows,
     latest_rows,
     window_label,
 )
@@ -184,24 +184,24 @@ def train_lgbm(
     return _finish(tracker, home, data, cfg, "lgbm", rows, fit.p["test"], files, score)
 
 
-def train_deep(
+def train_transformer(
     tracker: Tracker, home: Path, data: SymbolData, cfg: EvalConfig, *, tf_ms: int
 ) -> TrainResult:
     rows = _layout(data, cfg, tf_ms)
-    fit = fit_deep_rows(
-        data.X, data.y_up, data.fwd_ret, rows, cfg.transformer, **cfg.deep_kwargs(cfg.seed)
+    fit = fit_transformer_rows(
+        data.X, data.y_up, data.fwd_ret, rows, cfg.transformer, **cfg.transformer_kwargs(cfg.seed)
     )
     y_test = data.y_up[rows["test"]]
 
     def score(version: str) -> float:
-        model, calibrator = load_deep(tracker, model_name("deep", data.symbol), version)
+        model, calibrator = load_transformer(tracker, model_name("deep", data.symbol), version)
         out = transformer_outputs(
             model, calibrator, data.X, rows["test"], n_samples=cfg.mc_samples, seed=cfg.seed
         )
         return log_loss(y_test, out["p_up"])
 
     meta = _meta(data, rows)
-    files = deep_files(fit.model, fit.calibrator, meta)
+    files = transformer_files(fit.model, fit.calibrator, meta)
     return _finish(
         tracker,
         home,
@@ -237,7 +237,7 @@ def fit_champion_ensemble(
     rows = _layout(data, cfg, tf_ms)
     versions = _champion_versions(tracker, data.symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", data.symbol), versions["lgbm"])
-    model, cal_d = load_deep(tracker, model_name("deep", data.symbol), versions["deep"])
+    model, cal_d = load_transformer(tracker, model_name("deep", data.symbol), versions["deep"])
     p, conf = {}, {}
     for part in ("val", "test"):
         p_l, c_l = lgbm_outputs(booster, cal_l, data.X[rows[part]])

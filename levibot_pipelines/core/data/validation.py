@@ -5,6 +5,7 @@ Bad bars are rejected with a count per reason, never silently dropped or repaire
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -139,3 +140,12 @@ def count_gaps(timestamps: pl.Series, tf_ms: int) -> tuple[int, int]:
     step = timestamps.diff().drop_nulls()
     holes = step.filter(step > tf_ms)
     return int(holes.len()), int(((holes // tf_ms) - 1).sum())
+
+
+def non_finite_counts(df: pl.DataFrame, columns: Sequence[str]) -> dict[str, int]:
+    """Per column of ``columns`` in ``df``, how many values are null, NaN or infinite; only the
+    columns with at least one are listed (``{}`` when every value is finite)."""
+    counts = df.select(
+        (pl.col(c).is_null() | pl.col(c).is_nan() | pl.col(c).is_infinite()).sum() for c in columns
+    ).row(0, named=True)
+    return {c: int(n) for c, n in counts.items() if n}

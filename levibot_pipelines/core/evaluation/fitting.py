@@ -59,7 +59,7 @@ class LgbmFit:
 
 
 @dataclass
-class DeepFit:
+class TransformerFit:
     model: LevibotTransformer
     history: list[dict]
     calibrator: Calibrator
@@ -91,7 +91,7 @@ def fit_lgbm_rows(
     return LgbmFit(booster, calibrator, {k: calibrator.transform(v) for k, v in raw.items()})
 
 
-def fit_deep_rows(
+def fit_transformer_rows(
     X: np.ndarray,
     y: np.ndarray,
     fwd_ret: np.ndarray,
@@ -106,7 +106,7 @@ def fit_deep_rows(
     mc_samples: int,
     seed: int,
     on_epoch=None,
-) -> DeepFit:
+) -> TransformerFit:
     model, history = fit_transformer(
         X,
         y,
@@ -125,7 +125,7 @@ def fit_deep_rows(
     mc = {k: predict(model, X, rows[k], n_samples=mc_samples, seed=seed) for k in SCORED}
     calibrator = fit_calibrator(mc["calib"]["p_up"], y[rows["calib"]])
     outputs = {k: calibrated_outputs(v, calibrator) for k, v in mc.items()}
-    return DeepFit(model, history, calibrator, outputs)
+    return TransformerFit(model, history, calibrator, outputs)
 
 
 def latest_rows(

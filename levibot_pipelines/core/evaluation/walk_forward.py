@@ -30,10 +30,10 @@ from levibot_pipelines.core.checks import check_int
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
 from levibot_pipelines.core.data.windows import labeled_ends, window_ends
 from levibot_pipelines.core.evaluation.fitting import (
-    DeepFit,
     LgbmFit,
-    fit_deep_rows,
+    TransformerFit,
     fit_lgbm_rows,
+    fit_transformer_rows,
     fold_rows,
 )
 from levibot_pipelines.core.evaluation.splits import (
@@ -79,8 +79,8 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def deep_kwargs(self, seed: int) -> dict:
-        """Keyword arguments of ``core.evaluation.fitting.fit_deep_rows`` from this
+    def transformer_kwargs(self, seed: int) -> dict:
+        """Keyword arguments of ``core.evaluation.fitting.fit_transformer_rows`` from this
         configuration."""
         return {
             "epochs": self.epochs,
@@ -136,7 +136,7 @@ def _fold_predictions(
     fold_index: int,
     rows: dict[str, np.ndarray],
     lg: LgbmFit,
-    dp: DeepFit,
+    dp: TransformerFit,
     w: float,
 ) -> pl.DataFrame:
     """One row per test bar of a fold: label, every model's p (``MODELS``), the Transformer's
@@ -175,7 +175,12 @@ def _fold_predictions(
 
 
 def _fold_summary(
-    data: SymbolData, fold: Fold, rows: dict[str, np.ndarray], lg: LgbmFit, dp: DeepFit, w: float
+    data: SymbolData,
+    fold: Fold,
+    rows: dict[str, np.ndarray],
+    lg: LgbmFit,
+    dp: TransformerFit,
+    w: float,
 ) -> dict:
     """What was fitted in a fold (trees, calibration methods, epochs, weight) and its test span."""
     return {
@@ -215,7 +220,9 @@ def evaluate_symbol(
         rows = fold_rows(samples, fold)
         seed = cfg.seed + fold.index
         lg = fit_lgbm_rows(X, y, rows, cfg.lgbm, seed=seed)
-        dp = fit_deep_rows(X, y, data.fwd_ret, rows, cfg.transformer, **cfg.deep_kwargs(seed))
+        dp = fit_transformer_rows(
+            X, y, data.fwd_ret, rows, cfg.transformer, **cfg.transformer_kwargs(seed)
+        )
         w = fit_ensemble_weight(lg.p["val"], dp.p["val"], y[rows["val"]])
         parts_out.append(_fold_predictions(data, fold.index, rows, lg, dp, w))
         info = _fold_summary(data, fold, rows, lg, dp, w)

@@ -17,21 +17,13 @@ import numpy as np
 from levibot_pipelines.core.models.calibration import Calibrator
 from levibot_pipelines.core.models.ensemble import bar_weights, combine
 from levibot_pipelines.core.models.lgbm import predict_proba
+from levibot_pipelines.core.models.mc_dropout import MC_KEYS
 from levibot_pipelines.core.models.transformer import LevibotTransformer
 from levibot_pipelines.core.models.transformer_training import predict
 
-# What ``calibrated_outputs`` and ``transformer_outputs`` return, in this order, each a float64
-# ``(m,)`` array.
-TRANSFORMER_KEYS = (
-    "p_up",
-    "mu",
-    "aleatoric",
-    "epistemic",
-    "epistemic_p",
-    "total",
-    "sigma",
-    "confidence",
-)
+# What ``calibrated_outputs`` and ``transformer_outputs`` return, each a float64 ``(m,)`` array:
+# the MC-dropout statistics (p_up and confidence recomputed on the calibrated p) plus ``sigma``.
+TRANSFORMER_KEYS = (*MC_KEYS, "sigma")
 
 
 def margin(p_calibrated: np.ndarray) -> np.ndarray:
@@ -40,7 +32,7 @@ def margin(p_calibrated: np.ndarray) -> np.ndarray:
     return np.abs(2 * np.asarray(p_calibrated) - 1)
 
 
-def deep_confidence(p_calibrated: np.ndarray, epistemic_p: np.ndarray) -> np.ndarray:
+def transformer_confidence(p_calibrated: np.ndarray, epistemic_p: np.ndarray) -> np.ndarray:
     """``|2p - 1| * clip(1 - 2 std_p, 0, 1)`` on the calibrated probability (as ``mc_predict``
     defines it on the raw one): the margin, shrunk as the MC draws disagree."""
     return margin(p_calibrated) * np.clip(1 - 2 * np.sqrt(epistemic_p), 0, 1)
@@ -59,12 +51,12 @@ def calibrated_outputs(mc: dict[str, np.ndarray], calibrator: Calibrator) -> dic
     """``TRANSFORMER_KEYS`` from one MC pass ``mc`` (``mc_predict``'s outputs, ``(m,)`` each).
 
     ``p_up`` is the calibrated MC-mean probability and ``confidence`` is taken on it
-    (``deep_confidence``); ``mu`` (log return), ``aleatoric`` (mean sigma^2), ``epistemic``
+    (``transformer_confidence``); ``mu`` (log return), ``aleatoric`` (mean sigma^2), ``epistemic``
     (variance of mu), ``epistemic_p`` (variance of p) and ``total`` (aleatoric + epistemic)
     are the pass's; ``sigma = sqrt(total)`` is the predictive standard deviation of the return.
     """
     p = calibrator.transform(mc["p_up"])
-    sigma, confidence = np.sqrt(mc["total"]), deep_confidence(p, mc["epistemic_p"])
+    sigma, confidence = np.sqrt(mc["total"]), transformer_confidence(p, mc["epistemic_p"])
     out = {**mc, "p_up": p, "sigma": sigma, "confidence": confidence}
     return {k: out[k] for k in TRANSFORMER_KEYS}
 

@@ -49,9 +49,10 @@ def summarise_draws(logit: Tensor, mu: Tensor, sigma: Tensor) -> dict[str, np.nd
     aleatoric = (sigma**2).mean(dim=0)
     epistemic = ((mu - mu_mean) ** 2).mean(dim=0)
     epistemic_p = ((p - p_up) ** 2).mean(dim=0)
-    # The rule of ``core.models.inference.deep_confidence`` (the margin ``|2p - 1|`` shrunk as the
-    # draws disagree), here on the raw MC-mean p in float64 torch; inference applies it again to
-    # the calibrated p. Not shared: inference depends on this module, and torch keeps the numbers.
+    # The rule of ``core.models.inference.transformer_confidence`` (the margin ``|2p - 1|``
+    # shrunk as the draws disagree), here on the raw MC-mean p in float64 torch; inference
+    # applies it again to the calibrated p. Not shared: inference depends on this module, and
+    # torch keeps the numbers.
     confidence = (2 * p_up - 1).abs() * (1 - 2 * epistemic_p.sqrt()).clamp(0.0, 1.0)
     stats = {
         "p_up": p_up,

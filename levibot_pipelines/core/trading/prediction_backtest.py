@@ -101,13 +101,15 @@ def _inputs(frame: pl.DataFrame, model: str) -> dict[str, np.ndarray | None]:
     where there is no prediction: ``p``, ``confidence`` (the model's, or the margin
     ``|2p - 1|``) and ``uncertainty`` (``sqrt(epistemic_p)``, the std of the MC ``p``, for the
     models that use it, else None)."""
-    p_col, conf_col, uses_deep = POLICY_MODELS[model]
+    p_col, conf_col, uses_transformer = POLICY_MODELS[model]
     p = frame.get_column(p_col).fill_null(np.nan).to_numpy()
     conf = (
         margin(p) if conf_col is None else frame.get_column(conf_col).fill_null(np.nan).to_numpy()
     )
     unc = (
-        np.sqrt(frame.get_column("epistemic_p").fill_null(np.nan).to_numpy()) if uses_deep else None
+        np.sqrt(frame.get_column("epistemic_p").fill_null(np.nan).to_numpy())
+        if uses_transformer
+        else None
     )
     return {"p": p, "confidence": conf, "uncertainty": unc}
 

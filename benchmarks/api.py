@@ -68,7 +68,7 @@ def build_home(home: Path) -> None:
                 "deep_aleatoric": 2.5e-5,
                 "deep_epistemic": 1.0e-6,
                 "deep_epistemic_p": 3.0e-4,
-                "transformer_confidence": 0.12,
+                "deep_confidence": 0.12,
                 "mc_samples": 50,
                 "deep_version": "3",
                 "lgbm_p_up": 0.54,

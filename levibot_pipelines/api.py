@@ -25,8 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
-from levibot_pipelines.adapters.home import published_dir
-from levibot_pipelines.adapters.killswitch_store import STATE_FILE, parse_status
+from levibot_pipelines.adapters.home import kill_switch_path, published_dir
+from levibot_pipelines.adapters.killswitch_store import parse_status
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
 from levibot_pipelines.api_responses import (
     Service,
@@ -57,7 +57,7 @@ def normalize_symbol(raw: str) -> str:
 
 def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> Service:
     """The :class:`Service` over ``settings.home``; ``clock`` defaults to the wall clock."""
-    kill_path = settings.home / STATE_FILE
+    kill_path = kill_switch_path(settings.home)
     return Service(
         settings=settings,
         latest_file=FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest),

@@ -91,7 +91,7 @@ def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "p_up": row["deep_p_up"],
         "mu": row["deep_mu"],
         "uncertainty": deep_uncertainty(row),
-        "confidence": row["transformer_confidence"],
+        "confidence": row["deep_confidence"],
         "mc_samples": row["mc_samples"],
         "model_version": row["deep_version"],
         "recomputed": False,

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from levibot_pipelines.adapters.home import dagster_dir, mlflow_tracking_uri, warehouse_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import utc_text
@@ -33,7 +34,7 @@ EVALUATE_BUDGET: tuple[tuple[str, int, str], ...] = (
 def open_instance(settings: Settings) -> dg.DagsterInstance:
     """The persistent Dagster instance under ``$LEVIBOT_HOME/dagster`` (the one ``make dev``
     uses), created from the project's ``dagster.yaml`` on first use."""
-    home = settings.dagster_home
+    home = dagster_dir(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
@@ -79,7 +80,7 @@ def print_demo_tables(settings: Settings, now_ms: int) -> None:
     """The data, newest features, models, backtest and published predictions under the home."""
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_rows=20, tbl_cols=20, tbl_width_chars=120):
         print(status_table(settings, now_ms))
-        newest = status.newest_feature_rows(settings.warehouse_path)
+        newest = status.newest_feature_rows(warehouse_path(settings.home))
         print("newest feature rows (DuckDB view cross_asset_features):")
         print(newest)
         print(model_summary(settings))
@@ -100,7 +101,7 @@ def cmd_demo(settings: Settings) -> int:
     print(
         "\nNext:\n"
         f"  make dev                 Dagster UI at http://127.0.0.1:3000 on this same instance "
-        f"({settings.dagster_home})\n"
+        f"({dagster_dir(settings.home)})\n"
         f"  .venv/bin/levibot serve  the read-only API at {base} (docs at {base}/docs), e.g.\n"
         f"    curl '{base}/ml/predict_ensemble?symbol=BTCUSDT'\n"
         f"    curl {base}/metrics/prom\n"
@@ -129,7 +130,8 @@ def predictions_summary(settings: Settings) -> str:
 
 def model_summary(settings: Settings) -> str:
     """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
-    lines = ["\nmodels (walk-forward test windows; MLflow store " + settings.tracking_uri + "):"]
+    store = mlflow_tracking_uri(settings.home, settings.models.mlflow_tracking_uri)
+    lines = [f"\nmodels (walk-forward test windows; MLflow store {store}):"]
     for symbol, m in status.model_status(settings.home, settings.market.symbols).items():
         if m is None:
             lines.append(f"{symbol}: no report yet")

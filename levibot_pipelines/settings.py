@@ -120,19 +120,6 @@ class Settings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
-    @property
-    def tracking_uri(self) -> str:
-        """MLflow tracking URI: LEVIBOT_MLFLOW_TRACKING_URI, else sqlite under the home."""
-        return self.models.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
-
-    @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
-
-    @property
-    def warehouse_path(self) -> Path:
-        return self.home / "warehouse.duckdb"
-
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None

@@ -141,7 +141,7 @@ def test_predict_endpoints_serve_the_published_row(api, home):
             "epistemic": row["deep_epistemic"],
             "epistemic_p": row["deep_epistemic_p"],
         }
-        assert deep["confidence"] == row["transformer_confidence"] and deep["mc_samples"] == 5
+        assert deep["confidence"] == row["deep_confidence"] and deep["mc_samples"] == 5
         assert deep["model_version"] == "3" and deep["signal"] == row["signal"]
         assert deep["bar_time"] == home["bar_time"] and deep["source"] == "synthetic"
         assert (deep["size"], deep["stop_loss"], deep["take_profit"]) == (

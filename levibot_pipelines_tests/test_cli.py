@@ -82,7 +82,8 @@ def test_summaries_print_the_status_use_case(tmp_path):
     )
     write_report(tmp_path, "ETHUSDT")
     lines = model_summary(settings).splitlines()
-    assert lines[1] == f"models (walk-forward test windows; MLflow store {settings.tracking_uri}):"
+    store = f"sqlite:///{settings.home / 'mlflow.db'}"
+    assert lines[1] == f"models (walk-forward test windows; MLflow store {store}):"
     assert (
         "BTCUSDT: 200 test bars in 1 fold(s); champions lgbm v2, deep v3, ensemble w_lgbm=0.40"
         in lines

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from levibot_pipelines.adapters.home import warehouse_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
@@ -165,7 +166,7 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
             tf_ms=TF_MS,
         )
     market = MarketDataResource(settings)
-    warehouse = DuckDBResource(database=str(settings.warehouse_path))
+    warehouse = DuckDBResource(database=str(warehouse_path(settings.home)))
     # The same asset and check builders the code location uses, bound to this stale home.
     feature_defs = [a for a in build_market_assets(settings) if FEATURES in a.keys]
     feature_checks = [

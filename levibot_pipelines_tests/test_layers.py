@@ -249,7 +249,7 @@ def test_settings_imports_only_timeframes():
 
 def test_nothing_imports_the_top_layer_from_below():
     _assert_none(
-        "only defs/definitions/cli/api/api_schema import defs, definitions, cli, api or api_schema",
+        "only the top layer (defs, definitions, cli, api, api_responses, api_schema) imports it",
         _offenders(lambda imp: _layer(imp.target) == "top" and _layer(imp.source) != "top"),
     )
 

@@ -54,7 +54,7 @@ def make_row(symbol: str, bar_time: int = BAR, published_at: int | None = None, 
         "deep_aleatoric": 2.4e-5,
         "deep_epistemic": 1.0e-6,
         "deep_epistemic_p": 4.0e-4,
-        "transformer_confidence": 0.2 - 0.05 * i,
+        "deep_confidence": 0.2 - 0.05 * i,
         "mc_samples": 5,
         "deep_version": "3",
         "lgbm_p_up": 0.55,
@@ -288,3 +288,46 @@ def test_load_published_deep_names_what_is_missing(tmp_path, models):
     (exported_transformer_dir(tmp_path, "ETHUSDT") / "config.json").write_text("{not json")
     with pytest.raises(PublishedFileError, match=r"ETHUSDT is corrupt"):
         load_exported_transformer(tmp_path, "ETHUSDT")
+
+
+def test_published_columns_are_the_users_interface():
+    # Services, the DuckDB view and the append-only history read these names: a rename would
+    # split the history (old files keep the old name), so they are pinned here by hand.
+    assert list(PUBLISHED_SCHEMA) == [
+        "symbol",
+        "bar_time",
+        "bar_close_time",
+        "published_at",
+        "source",
+        "close",
+        "deep_p_up",
+        "deep_mu",
+        "deep_sigma",
+        "deep_aleatoric",
+        "deep_epistemic",
+        "deep_epistemic_p",
+        "deep_confidence",
+        "mc_samples",
+        "deep_version",
+        "lgbm_p_up",
+        "lgbm_confidence",
+        "lgbm_version",
+        "ensemble_p_up",
+        "ensemble_confidence",
+        "w_lgbm",
+        "regime",
+        "regime_state",
+        "entry_threshold",
+        "signal",
+        "position",
+        "size",
+        "stop_loss",
+        "take_profit",
+        "kill_switch",
+        "kill_switch_reason",
+        "ratio_btc_eth",
+        "ratio_eth_sol",
+        "data_lag_s",
+        "paper_equity",
+        "paper_drawdown",
+    ]

@@ -13,7 +13,6 @@ def test_defaults(tmp_path):
     assert s.market.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     assert s.market.timeframe_ms == 900_000
     assert s.market.start_ms == 1_735_689_600_000  # 2025-01-01 00:00 UTC
-    assert s.warehouse_path == tmp_path.resolve() / "warehouse.duckdb"
     assert s.market.exchange_api_url is None and s.alerts.alert_webhook is None
 
 

@@ -1,7 +1,8 @@
 """The layout of ``LEVIBOT_HOME``: every path the pipeline writes under it, in one place.
 
 These paths are part of the users' interface (services and people read the files), so each is
-built here once and nowhere else. Pure path arithmetic: nothing is created or read.
+built here once; the file formats live with their adapters. Pure path arithmetic: nothing is
+created or read.
 
 ```
 {home}/ohlcv/{SYMBOL}.parquet                          stored bars (adapters.store)
@@ -21,6 +22,35 @@ built here once and nowhere else. Pure path arithmetic: nothing is created or re
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def dagster_dir(home: Path | str) -> Path:
+    """The Dagster instance (``DAGSTER_HOME``) that ``make dev`` and ``levibot demo`` share."""
+    return Path(home) / "dagster"
+
+
+def warehouse_path(home: Path | str) -> Path:
+    """The DuckDB file with the SQL views over the Parquet files."""
+    return Path(home) / "warehouse.duckdb"
+
+
+def mlflow_tracking_uri(home: Path | str, configured: str | None = None) -> str:
+    """``configured`` (LEVIBOT_MLFLOW_TRACKING_URI, e.g. a tracking server) when set, else the
+    embedded sqlite store ``sqlite:///{home}/mlflow.db``."""
+    return configured or f"sqlite:///{Path(home) / 'mlflow.db'}"
+
+
+def kill_switch_path(home: Path | str) -> Path:
+    """The kill-switch state; its audit log and lock file sit beside it."""
+    return Path(home) / "kill_switch.json"
+
+
+def kill_switch_history_path(home: Path | str) -> Path:
+    return Path(home) / "kill_switch_history.jsonl"
+
+
+def kill_switch_lock_path(home: Path | str) -> Path:
+    return Path(home) / "kill_switch.lock"
 
 
 def ohlcv_dir(home: Path | str) -> Path:

@@ -27,6 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from levibot_pipelines.adapters.home import (
+    kill_switch_history_path,
+    kill_switch_lock_path,
+    kill_switch_path,
+)
 from levibot_pipelines.adapters.store import write_text_atomic
 from levibot_pipelines.core.trading.killswitch import (
     MANUAL,
@@ -39,9 +44,6 @@ from levibot_pipelines.core.trading.killswitch import (
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "kill_switch.json"
-HISTORY_FILE = "kill_switch_history.jsonl"
-LOCK_FILE = "kill_switch.lock"
 ENTRY_KEYS = ("state", "reason", "by", "since")
 
 Changes = dict[str, tuple[str, str]] | Callable[[dict[str, dict]], dict[str, tuple[str, str]]]
@@ -80,7 +82,7 @@ def _text(value: str, what: str) -> str:
     return value.strip()
 
 
-def parse_status(text: str, path: Path | str = STATE_FILE) -> KillSwitchStatus:
+def parse_status(text: str, path: Path | str = "kill_switch.json") -> KillSwitchStatus:
     """Parse the state file's ``text``; :class:`KillSwitchError` naming ``path`` when it is
     unusable: not JSON, malformed entries, or a ``state`` its entries do not give."""
 
@@ -117,9 +119,9 @@ class KillSwitch:
 
     def __init__(self, home: Path | str) -> None:
         self.home = Path(home)
-        self.path = self.home / STATE_FILE
-        self.history_path = self.home / HISTORY_FILE
-        self.lock_path = self.home / LOCK_FILE
+        self.path = kill_switch_path(self.home)
+        self.history_path = kill_switch_history_path(self.home)
+        self.lock_path = kill_switch_lock_path(self.home)
 
     def status(self) -> KillSwitchStatus:
         """The stored switch; ACTIVE with no entries when the state file does not exist."""

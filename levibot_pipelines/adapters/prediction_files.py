@@ -34,7 +34,7 @@ from levibot_pipelines.adapters.exported_model import (
     check_exported_models,
     write_exported_model,
 )
-from levibot_pipelines.adapters.home import published_dir
+from levibot_pipelines.adapters.home import history_dir, published_dir
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
     "deep_aleatoric": F64,
     "deep_epistemic": F64,
     "deep_epistemic_p": F64,
-    "transformer_confidence": F64,
+    "deep_confidence": F64,
     "mc_samples": I64,
     "deep_version": STR,
     "lgbm_p_up": F64,
@@ -87,7 +87,7 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
 NULLABLE: frozenset[str] = frozenset({"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol"})
 UNIT_INTERVAL: tuple[str, ...] = (
     "deep_p_up",
-    "transformer_confidence",
+    "deep_confidence",
     "lgbm_p_up",
     "lgbm_confidence",
     "ensemble_p_up",
@@ -204,7 +204,7 @@ def write_published(
     for sym in df.get_column("symbol").to_list():
         write_exported_model(home, sym, transformer_exports[sym])
     published_at = int(df.get_column("published_at")[0])
-    history = out / "history" / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
+    history = history_dir(home) / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
     write_parquet_atomic(df, history)
     write_parquet_atomic(df, out / LATEST_PARQUET)
     doc = {"published_at": published_at, "schema_version": SCHEMA_VERSION, "rows": df.to_dicts()}
@@ -260,7 +260,7 @@ def read_latest(home: Path | str) -> LatestPredictions | None:
 
 def read_history(home: Path | str) -> pl.DataFrame:
     """Every published row, oldest publish first (``PUBLISHED_SCHEMA``; empty when none)."""
-    files = sorted((published_dir(home) / "history").glob("predictions-*.parquet"))
+    files = sorted(history_dir(home).glob("predictions-*.parquet"))
     if not files:
         return pl.DataFrame(schema=PUBLISHED_SCHEMA)
     return pl.read_parquet(files).cast(PUBLISHED_SCHEMA).sort("published_at", "symbol")

@@ -15,7 +15,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from levibot_pipelines.adapters.home import mlartifacts_dir
+from levibot_pipelines.adapters.home import mlartifacts_dir, mlflow_tracking_uri
 from levibot_pipelines.adapters.model_versions import VersionRegistry
 from levibot_pipelines.adapters.run_log import RunLog
 
@@ -86,7 +86,7 @@ class Tracker(RunLog, VersionRegistry):
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)
         return cls(
-            f"sqlite:///{home / 'mlflow.db'}",
+            mlflow_tracking_uri(home),
             mlartifacts_dir(home),
             experiment,
             ui_base=ui_base,

@@ -74,9 +74,7 @@ def _ohlcv_asset(partitions: dg.StaticPartitionsDefinition) -> dg.AssetsDefiniti
     "scale-free features of core.data.features plus labels fwd_ret and y_up (horizon "
     "LEVIBOT_LABEL_HORIZON bars). DuckDB view: cross_asset_features.",
 )
-def cross_asset_features(
-    context: dg.AssetExecutionContext, market: Market, warehouse: DuckDBResource
-) -> dg.MaterializeResult:
+def cross_asset_features(market: Market, warehouse: DuckDBResource) -> dg.MaterializeResult:
     settings, store = market.settings, market.store()
     built = rebuild_features(
         store,

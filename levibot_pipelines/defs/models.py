@@ -12,7 +12,7 @@ import polars as pl
 from levibot_pipelines.adapters.reports import backtest_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
 from levibot_pipelines.defs.common import markdown_table, symbol_partitions
-from levibot_pipelines.defs.resources import Market, Models, Trading
+from levibot_pipelines.defs.resources import Market, Models
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases import train
 from levibot_pipelines.usecases.report import ReportResult, report_symbol
@@ -146,21 +146,16 @@ def _report_asset(common: dict) -> dg.AssetsDefinition:
         "LEVIBOT_REPORT_FOLDS folds) of LightGBM, Transformer, ensemble and baselines.",
     )
     def model_report(
-        context: dg.AssetExecutionContext,
-        market: Market,
-        models: Models,
-        trading: Trading,
+        context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
         profile, cfg = models.eval_config()
         res = report_symbol(
             models.tracker(),
             market.store(),
             cfg,
-            trading.settings,
+            models.settings,
             symbol=context.partition_key,
-            meta={"source": market.settings.market.source, "profile": profile},
-            home=models.settings.home,
-            tf_ms=market.settings.market.timeframe_ms,
+            meta={"source": models.settings.market.source, "profile": profile},
             progress=context.log.info,
         )
         return dg.MaterializeResult(metadata=_report_metadata(res))

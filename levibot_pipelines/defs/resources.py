@@ -12,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from levibot_pipelines.adapters.alerts import post_alert
-from levibot_pipelines.adapters.home import mlartifacts_dir
+from levibot_pipelines.adapters.home import mlartifacts_dir, mlflow_tracking_uri, warehouse_path
 from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
@@ -57,7 +57,8 @@ class ModelResource:
 
     def tracker(self) -> Tracker:
         s = self.settings
-        return Tracker(s.tracking_uri, mlartifacts_dir(s.home), ui_base=s.models.mlflow_ui)
+        uri = mlflow_tracking_uri(s.home, s.models.mlflow_tracking_uri)
+        return Tracker(uri, mlartifacts_dir(s.home), ui_base=s.models.mlflow_ui)
 
 
 class TradingResource:
@@ -86,7 +87,7 @@ class AlertResource(dg.ConfigurableResource):
 def build_resources(s: Settings) -> dict:
     return {
         "market": MarketDataResource(s),
-        "warehouse": DuckDBResource(database=str(s.warehouse_path)),
+        "warehouse": DuckDBResource(database=str(warehouse_path(s.home))),
         "models": ModelResource(s),
         "trading": TradingResource(s),
         # The URL may carry a token: it reaches Dagster as an EnvVar, never as a literal.

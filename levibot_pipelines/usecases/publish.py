@@ -101,7 +101,7 @@ def _predict(
         "deep_aleatoric": float(deep["aleatoric"][0]),
         "deep_epistemic": float(deep["epistemic"][0]),
         "deep_epistemic_p": float(deep["epistemic_p"][0]),
-        "transformer_confidence": float(deep["confidence"][0]),
+        "deep_confidence": float(deep["confidence"][0]),
         "mc_samples": s.models.mc_samples,
         "deep_version": dp_v,
         "lgbm_p_up": float(p_l[0]),
@@ -121,7 +121,7 @@ def _predict(
 def _transformer_on_newest_bar(
     s: Settings, tracker: Tracker, data: SymbolData, version: str
 ) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
-    """The deep model ``version``'s MC-dropout outputs (``transformer_outputs``, one value per
+    """The Transformer ``version``'s MC-dropout outputs (``transformer_outputs``, one value per
     key) on the newest bar of ``data``, and the model's registered files. ``ValueError`` when the
     window ending at that bar is not contiguous."""
     transformer_files = download_transformer(tracker, model_name("deep", data.symbol), version)

@@ -103,24 +103,23 @@ def report_symbol(
     tracker: Tracker,
     store: ParquetStore,
     cfg: EvalConfig,
-    trading: Settings,
+    settings: Settings,
     *,
     symbol: str,
     meta: dict,
-    home: Path | str,
-    tf_ms: int,
     progress: Callable[[str], None] | None = None,
 ) -> ReportResult:
     """Walk-forward evaluation of ``symbol`` on the stored feature table, the policy backtest of
-    its test predictions under ``trading``'s policy and costs, the report files under
-    ``report_dir(home, symbol)`` and an MLflow run (``report-{symbol}``) with the report and
-    plots. ``meta`` (source, profile) goes into report.json next to ``symbols`` and ``config``.
+    its test predictions under the configured policy and costs (``settings.trading``), the
+    report files under ``report_dir(settings.home, symbol)`` and an MLflow run
+    (``report-{symbol}``) with the report and plots. ``meta`` (source, profile) goes into
+    report.json next to ``symbols`` and ``config``.
     """
     features = store.read_features()
     data = symbol_data(features, symbol)
-    ev = evaluate_symbol(data, cfg, tf_ms=tf_ms, progress=progress)
-    bt = backtest_symbol(trading, symbol, ev.predictions, store.read_ohlcv(symbol), features)
-    out = report_dir(home, symbol)
+    ev = evaluate_symbol(data, cfg, tf_ms=settings.market.timeframe_ms, progress=progress)
+    bt = backtest_symbol(settings, symbol, ev.predictions, store.read_ohlcv(symbol), features)
+    out = report_dir(settings.home, symbol)
     write_report(out, [ev], {**meta, "symbols": [symbol], "config": cfg.to_dict()}, {symbol: bt})
     rep = symbol_report(ev)
     bt_plots = backtest_plots(bt, symbol)

@@ -73,7 +73,7 @@ def min_purge(horizon: int, window: int) -> int:
     Args:
         horizon: label horizon ``h`` in bars, >= 1 (default pipeline: 1).
         window: input window length ``L`` in bars, >= 1 (1 for a tabular model on the current
-            row; 128 for the seed's deep model).
+            row; 128 for the seed's Transformer).
 
     Returns:
         ``horizon + window - 1``, e.g. 128 for ``h=1, L=128``.

@@ -244,7 +244,7 @@ def evaluate_symbol(
 def score_predictions(pred: pl.DataFrame) -> dict[str, dict]:
     """Metrics of every model on the pooled test predictions.
 
-    BSS uses each bar's own train-fold base rate as the reference forecast. The deep model also
+    BSS uses each bar's own train-fold base rate as the reference forecast. The Transformer also
     gets PICP of its predictive sigma at 50% and 90%.
     """
     y = pred.get_column("y_up").to_numpy()

@@ -118,7 +118,9 @@ def live_decision(
         regime=REGIME_NAMES[regime_state],
         regime_state=regime_state,
         paper_equity=float(equity[-1]),
-        paper_drawdown=current_drawdown(equity),
+        # A ruined paper account (equity at or below 0, possible with shorts) is a full
+        # drawdown, which halts trading; it must not fail the publish.
+        paper_drawdown=current_drawdown(np.maximum(equity, 0.0)),
     )
 
 

@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 
-from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel, Signals, run_backtest
 from levibot_pipelines.core.trading.performance import backtest_metrics
+from levibot_pipelines.settings import TradingSettings
 
 TARGET_S = 2.0
 TF_MS = 900_000
@@ -50,7 +51,8 @@ def bench_backtest(n_bars: int = 1_000_000, repeats: int = 3) -> dict:
     """Wall time of ``run_backtest`` + ``backtest_metrics`` on ``n_bars`` synthetic bars."""
     prices = synthetic_market(n_bars)
     signals = noisy_momentum_signals(prices[4])
-    cfg = BacktestConfig()
+    costs = TradingSettings()  # the default LEVIBOT_FEE_BPS / LEVIBOT_SLIPPAGE_BPS
+    cfg = BacktestConfig(CostModel(costs.fee_bps, costs.default_slippage_bps))
     runs, n_trades = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from levibot_pipelines.core.models.transformer import PROFILES, LevibotTransformer, count_flops
+from levibot_pipelines.settings import ModelSettings
 
 
 def _sync(device: torch.device) -> None:
@@ -117,7 +118,12 @@ def training_throughput(device: torch.device, batch: int = 256, steps: int = 10)
     }
 
 
-def mc_inference(device: torch.device, symbols: int = 3, n_samples: int = 50, repeats: int = 20):
+def mc_inference(
+    device: torch.device,
+    symbols: int = 3,
+    n_samples: int = ModelSettings().mc_samples,
+    repeats: int = 20,
+):
     cfg = PROFILES["seed"]
     torch.manual_seed(0)
     model = LevibotTransformer(cfg).to(device)

@@ -36,9 +36,12 @@ from pathlib import Path
 
 import polars as pl
 
+from levibot_pipelines.settings import ModelSettings
+
 RESULTS = Path(__file__).parent / "results"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 TF_MS = 900_000
+HORIZON = ModelSettings().label_horizon  # the default LEVIBOT_LABEL_HORIZON
 SHARED_OHLCV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv"
 
 
@@ -68,7 +71,7 @@ def _features_worker(n_bars: int, repeats: int) -> dict:
     walls = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = build_features(bars, tf_ms=TF_MS)
+        out = build_features(bars, tf_ms=TF_MS, horizon=HORIZON)
         walls.append(time.perf_counter() - t0)
         del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -120,7 +123,7 @@ def bench_incremental_tick(n_bars: int = 100_000, ticks: int = 5) -> dict:
                 for s in SYMBOLS
             ]
             t1 = time.perf_counter()
-            features = build_features(store.read_all_ohlcv(SYMBOLS), tf_ms=TF_MS)
+            features = build_features(store.read_all_ohlcv(SYMBOLS), tf_ms=TF_MS, horizon=HORIZON)
             store.write_features(features)
             with duckdb.connect(str(Path(tmp) / "warehouse.duckdb")) as conn:
                 refresh_views(conn, store)

@@ -21,9 +21,13 @@ from levibot_pipelines.usecases import risk, status
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 DEMO_JOBS = ("ingest_job", "features_job", "training_job", "publish_job")
+# `levibot evaluate`'s folds: train, val, calib, test bars without --walk, and the purge
+# (--purge applies with --walk only; without it the purge is this default).
+EVALUATE_WALK = (20_000, 3_000, 3_000, 4_000)
+EVALUATE_PURGE = 130
 # `levibot evaluate`'s own budget (flag, default, help): cheaper than the pipeline's LEVIBOT_*.
 EVALUATE_BUDGET: tuple[tuple[str, int, str], ...] = (
-    ("--purge", 130, "bars purged between parts (with --walk)"),
+    ("--purge", EVALUATE_PURGE, "bars purged between parts (with --walk)"),
     ("--epochs", 4, "Transformer epochs per fold"),
     ("--mc-samples", 20, "MC dropout draws per prediction"),
     ("--max-train-samples", 8000, "Transformer training windows drawn per epoch"),
@@ -157,7 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "LEVIBOT_START": start,
     }
     settings = Settings.from_env(overrides={k: v for k, v in given.items() if v})
-    walk = {}
+    (train, val, calib, test), purge = EVALUATE_WALK, EVALUATE_PURGE
     if args.walk:
         try:
             train, val, calib, test = (int(v) for v in args.walk.split(","))
@@ -165,17 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SettingsError(
                 f"--walk={args.walk!r}: expected TRAIN,VAL,CALIB,TEST bar counts"
             ) from None
-        walk["walk"] = WalkForwardConfig(
-            train=train, val=val, calib=calib, test=test, purge=args.purge
-        )
+        purge = args.purge
     profile, cfg = eval_config(
         args.profile,
+        walk=WalkForwardConfig(train=train, val=val, calib=calib, test=test, purge=purge),
         epochs=args.epochs,
         mc_samples=args.mc_samples,
         max_train_samples=args.max_train_samples,
         seed=args.seed,
         horizon=settings.models.label_horizon,
-        **walk,
     )
     report = run_evaluate(settings, Path(args.out), cfg, profile, progress=_progress)
     for symbol, rep in report["symbols"].items():
@@ -255,7 +257,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--out", required=True, help="output directory for report.json/.md and plots")
     ev.add_argument(
-        "--walk", help="TRAIN,VAL,CALIB,TEST bars per fold (default 20000,3000,3000,4000)"
+        "--walk",
+        help="TRAIN,VAL,CALIB,TEST bars per fold (default "
+        + ",".join(str(v) for v in EVALUATE_WALK)
+        + ")",
     )
     budget = ev.add_argument_group(
         "evaluate budget", "levibot evaluate's own defaults, not read from LEVIBOT_* settings"

@@ -66,7 +66,7 @@ def home(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("api_home")
     newest = last_closed_bar(int(time.time() * 1000), TF_MS)
     bars = synthetic_long(N_BARS, start_ms=newest - (N_BARS - 1) * TF_MS)
-    features = build_features(bars, tf_ms=TF_MS)
+    features = build_features(bars, tf_ms=TF_MS, horizon=1)
     ParquetStore(home).write_features(features)
     model = tiny_model()
     X = features.select(FEATURE_COLUMNS).to_numpy()

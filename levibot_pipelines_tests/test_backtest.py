@@ -26,7 +26,11 @@ from levibot_pipelines.core.trading.performance import backtest_metrics
 
 TF = 900_000
 FREE = BacktestConfig(costs=CostModel(fee_bps=0.0, slippage_bps=0.0))
-FEE, SLIP = 0.001, 0.0002  # the defaults: 10 bps fee and 2 bps slippage per side
+# The settings' defaults (LEVIBOT_FEE_BPS, LEVIBOT_SLIPPAGE_BPS): 10 bps fee and 2 bps slippage
+# per side.
+COSTS = CostModel(fee_bps=10.0, slippage_bps=2.0)
+DEFAULTS = BacktestConfig(costs=COSTS)
+FEE, SLIP = 0.001, 0.0002  # COSTS as fractions
 
 
 def bars(close, open_=None, high=None, low=None):
@@ -55,7 +59,7 @@ def trade(result, i=0):
 
 def test_flat_signals_give_a_flat_equity_curve():
     p = bars([100, 101, 99, 102, 98])
-    res = run_backtest(*p, flat_signals(5))
+    res = run_backtest(*p, flat_signals(5), DEFAULTS)
     np.testing.assert_array_equal(res.returns, 0.0)
     np.testing.assert_array_equal(res.equity, 1.0)
     np.testing.assert_array_equal(res.position, 0.0)
@@ -66,7 +70,7 @@ def test_flat_signals_give_a_flat_equity_curve():
 def test_single_long_trade_by_hand():
     # Long size 1 decided at close(0), exit decided at close(2); default costs.
     p = bars([101, 102, 104, 103, 105], open_=[100, 101, 103, 104, 102])
-    res = run_backtest(*p, signals(5, [(0, 1, 1.0, np.nan, np.nan)], exit_long=[2]))
+    res = run_backtest(*p, signals(5, [(0, 1, 1.0, np.nan, np.nan)], exit_long=[2]), DEFAULTS)
     entry = 101 * 1.0002  # open(1) plus 2 bps = 101.0202
     exit_ = 104 * 0.9998  # open(3) minus 2 bps = 103.9792
     expected = [
@@ -180,7 +184,7 @@ def test_short_costs_are_mirrored():
     # A short entry sells at open * (1 - slip): 100 * 0.9998 = 99.98; the exit buys at
     # 100 * 1.0002 = 100.02. On flat prices both legs lose their slippage and fee.
     p = bars([100, 100, 100, 100])
-    res = run_backtest(*p, signals(4, [(0, -1, 1.0, np.nan, np.nan)], exit_short=[2]))
+    res = run_backtest(*p, signals(4, [(0, -1, 1.0, np.nan, np.nan)], exit_short=[2]), DEFAULTS)
     t = trade(res)
     assert (t["entry_price"], t["exit_price"]) == pytest.approx((99.98, 100.02))
     # bar 1: -1 * (100 / 99.98 - 1) - 0.001; bar 3: -1 * (100.02 / 100 - 1) - 0.001.
@@ -192,7 +196,7 @@ def test_position_is_held_until_an_exit_and_turnover_follows_the_signals():
     n = 96  # one day of 15m bars with bars_per_year 35040: days = 96 * 365 / 35040 = 1
     p = bars(np.full(n, 100.0))
     held = signals(n, [(0, 1, 1.0, np.nan, np.nan), (5, 1, 1.0, np.nan, np.nan)])
-    res = run_backtest(*p, held)
+    res = run_backtest(*p, held, DEFAULTS)
     # The second entry at 5 is ignored (no pyramiding); the position runs to the end.
     assert res.trades.height == 1 and trade(res)["exit_reason"] == "end"
     assert res.open_position_at_end and res.position[-1] == 1.0 and (res.position[1:] == 1).all()
@@ -202,8 +206,8 @@ def test_position_is_held_until_an_exit_and_turnover_follows_the_signals():
         n, [(0, 1, 1.0, np.nan, np.nan), (20, 1, 1.0, np.nan, np.nan)], exit_long=[10, 30]
     )
     m_held, m_churn = (
-        backtest_metrics(run_backtest(*p, held)),
-        backtest_metrics(run_backtest(*p, churn)),
+        backtest_metrics(run_backtest(*p, held, DEFAULTS)),
+        backtest_metrics(run_backtest(*p, churn, DEFAULTS)),
     )
     # Traded notional per day: held 1 leg of size 1 = 1.0; churn 2 round trips = 4.0.
     assert m_held["turnover"] == pytest.approx(1.0) and m_churn["turnover"] == pytest.approx(4.0)
@@ -238,10 +242,10 @@ def test_exit_and_same_side_entry_only_exits():
 
 def test_last_bar_signal_is_recorded_but_not_filled():
     p = bars(np.full(4, 100.0))
-    res = run_backtest(*p, signals(4, [(3, 1, 1.0, np.nan, np.nan)]))
+    res = run_backtest(*p, signals(4, [(3, 1, 1.0, np.nan, np.nan)]), DEFAULTS)
     assert res.action[3] == Action.ENTRY_LONG and res.trades.height == 0
     assert res.position[3] == 0.0 and res.equity[-1] == 1.0
-    res = run_backtest(*p, signals(4, [(0, 1, 1.0, np.nan, np.nan)], exit_long=[3]))
+    res = run_backtest(*p, signals(4, [(0, 1, 1.0, np.nan, np.nan)], exit_long=[3]), DEFAULTS)
     assert res.action[3] == Action.EXIT and trade(res)["exit_reason"] == "end"
     assert res.position[3] == 1.0 and res.open_position_at_end
 
@@ -261,7 +265,7 @@ def test_close_fill_is_the_look_ahead_variant():
 def test_buy_and_hold_by_hand():
     # In at open(1) * 1.0002 = 100.02 with a 0.001 fee, marked at the last close 110.
     p = bars([100, 100, 105, 110])
-    res = run_backtest(*p, buy_and_hold_signals(4))
+    res = run_backtest(*p, buy_and_hold_signals(4), DEFAULTS)
     expected = (1 + 100 / 100.02 - 1 - FEE) * (105 / 100) * (110 / 105)
     assert res.equity[-1] == pytest.approx(expected)
     assert trade(res)["exit_reason"] == "end"
@@ -362,7 +366,7 @@ def reference(o, h, lo, c, s, fee, slip):
 )
 def test_engine_matches_a_bar_by_bar_reference(seed, n, density):
     p, s = _random_case(seed, n, density)
-    res = run_backtest(*p, s)
+    res = run_backtest(*p, s, DEFAULTS)
     r, pos, act, n_trades = reference(*p[1:], s, FEE, SLIP)
     np.testing.assert_allclose(res.returns, r, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(res.position, pos)
@@ -387,7 +391,7 @@ def test_costs_only_ever_lower_returns(seed, n):
     assert runs[2].costs_paid == pytest.approx(2 * runs[1].costs_paid)
     # Without stops, slippage cannot change the trades either: scale both costs.
     s.stop_pct[:] = s.take_profit_pct[:] = np.nan
-    base = CostModel()
+    base = COSTS
     runs = [run_backtest(*p, s, BacktestConfig(costs=base.scaled(k))) for k in (0, 1, 2)]
     totals = [r.equity[-1] for r in runs]
     assert totals[0] >= totals[1] >= totals[2]
@@ -397,7 +401,7 @@ def test_costs_only_ever_lower_returns(seed, n):
 def test_random_signals_match_the_requested_trades():
     p = bars(np.full(3000, 100.0))
     s = random_signals(3000, 50, 12.0, 0.5, allow_short=True, seed=4)
-    res = run_backtest(*p, s)
+    res = run_backtest(*p, s, DEFAULTS)
     assert res.trades.height == 50
     assert set(res.trades.get_column("exit_reason").to_list()) == {"signal"}
     assert (res.trades.get_column("size") == 0.5).all()
@@ -408,7 +412,7 @@ def test_random_signals_match_the_requested_trades():
 
 def test_compare_reports_the_policy_and_its_baselines():
     p, s = _random_case(8, 600, 0.05)
-    runs = compare(*p, s, seed=1)
+    runs = compare(*p, s, DEFAULTS, seed=1)
     names = {"policy", "buy_and_hold", "flat", "random", "policy_2x_costs", "policy_gross"}
     assert set(runs) == names
     out = {name: run.metrics for name, run in runs.items()}
@@ -445,7 +449,7 @@ def test_metrics_by_hand():
     # One long of size 1, no costs: +10% at bar 1, -20% at bar 2, exit at open(3).
     p = bars([100, 110, 88, 88])
     res = run_backtest(*p, signals(4, [(0, 1, 1.0, np.nan, np.nan)], exit_long=[2]), FREE)
-    m = backtest_metrics(res, BacktestConfig(bars_per_year=4))
+    m = backtest_metrics(res, BacktestConfig(costs=COSTS, bars_per_year=4))
     # equity 1, 1.1, 0.88, 0.88: drawdown 1 - 0.88 / 1.1 = 0.2; total 0.88 - 1 = -0.12.
     assert m["max_drawdown"] == pytest.approx(0.2) and m["total_return"] == pytest.approx(-0.12)
     # 4 bars = one year at bars_per_year 4: annual return = total return.
@@ -468,7 +472,7 @@ def test_worst_case_trades_every_bar_quickly():
     s.stop_pct[:], s.take_profit_pct[:] = 0.01, 0.02
     s.exit_long[:] = s.exit_short[:] = True
     t0 = time.perf_counter()
-    res = run_backtest(*p, s)
+    res = run_backtest(*p, s, DEFAULTS)
     backtest_metrics(res)
     assert time.perf_counter() - t0 < 5.0
     assert res.trades.height >= n // 2
@@ -496,7 +500,7 @@ P4 = bars([100.0, 101.0, 102.0, 103.0])
 )
 def test_bad_prices_are_named(args, match):
     with pytest.raises(ValueError, match=match):
-        run_backtest(*args, flat_signals(4))
+        run_backtest(*args, flat_signals(4), DEFAULTS)
 
 
 @pytest.mark.parametrize(
@@ -515,16 +519,24 @@ def test_bad_prices_are_named(args, match):
 )
 def test_bad_signals_are_named(change, match):
     with pytest.raises(ValueError, match=match):
-        run_backtest(*P4, _bad_signals(**change))
+        run_backtest(*P4, _bad_signals(**change), DEFAULTS)
+
+
+def test_costs_take_the_configured_values_from_their_caller():
+    # No defaults to drift from LEVIBOT_FEE_BPS / LEVIBOT_SLIPPAGE_BPS.
+    with pytest.raises(TypeError, match="fee_bps.*slippage_bps"):
+        CostModel()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="costs"):
+        BacktestConfig()  # type: ignore[call-arg]
 
 
 def test_bad_configs_are_named():
     with pytest.raises(ValueError, match="fill must be one of"):
-        BacktestConfig(fill="open")
+        BacktestConfig(costs=COSTS, fill="open")
     with pytest.raises(ValueError, match="fee_bps must be a finite number >= 0, got -1"):
-        CostModel(fee_bps=-1.0)
+        CostModel(fee_bps=-1.0, slippage_bps=2.0)
     with pytest.raises(ValueError, match="cost scale k must be"):
-        CostModel().scaled(-2.0)
+        COSTS.scaled(-2.0)
     with pytest.raises(ValueError, match="size must be a finite number > 0"):
         random_signals(100, 3, 5.0, 0.0, seed=0)
     assert CostModel(10.0, 2.0).scaled(2.0) == CostModel(20.0, 4.0)

@@ -19,6 +19,7 @@ from levibot_pipelines.core.evaluation.champion import (  # noqa: E402
     Decision,
     champion_should_move,
 )
+from levibot_pipelines.settings import ModelSettings  # noqa: E402
 from levibot_pipelines.usecases.promote import (  # noqa: E402
     promote_champion,
     promote_if_no_worse,
@@ -140,7 +141,9 @@ def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
     # One store per module: creating the sqlite schema takes seconds; tests use distinct models.
-    return Tracker.for_home(tmp_path_factory.mktemp("levibot-home"))
+    return Tracker.for_home(
+        tmp_path_factory.mktemp("levibot-home"), ui_base=ModelSettings().mlflow_ui
+    )
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ BACKTEST_KEYS = {
     "costs_paid",
 }
 TINY = TransformerConfig(window=16, d_model=16, n_heads=2, n_layers=1, d_ff=32)
+WALK = WalkForwardConfig(train=1000, val=250, calib=250, test=300, purge=20)
 
 
 def test_eval_config_takes_epochs_and_mc_samples_from_its_caller():
@@ -33,17 +34,29 @@ def test_eval_config_takes_epochs_and_mc_samples_from_its_caller():
     with pytest.raises(TypeError, match="epochs.*mc_samples"):
         EvalConfig(transformer=TINY)
     with pytest.raises(ValueError, match="mc_samples must be an integer >= 1, got 0"):
-        EvalConfig(transformer=TINY, epochs=1, mc_samples=0)
-    kwargs = EvalConfig(transformer=TINY, epochs=2, mc_samples=7).transformer_kwargs(seed=1)
+        EvalConfig(transformer=TINY, walk=WALK, horizon=1, epochs=1, mc_samples=0)
+    cfg = EvalConfig(transformer=TINY, walk=WALK, horizon=1, epochs=2, mc_samples=7)
+    kwargs = cfg.transformer_kwargs(seed=1)
     assert (kwargs["epochs"], kwargs["mc_samples"]) == (2, 7)
 
 
+def test_eval_config_takes_the_walk_and_the_horizon_from_its_caller():
+    # No defaults to drift from the settings LEVIBOT_WALK / LEVIBOT_PURGE / LEVIBOT_LABEL_HORIZON.
+    with pytest.raises(TypeError, match="walk.*horizon"):
+        EvalConfig(transformer=TINY, epochs=1, mc_samples=1)
+    with pytest.raises(TypeError, match="purge"):
+        WalkForwardConfig(train=1000, val=250, calib=250, test=300)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="horizon must be an integer >= 1, got 0"):
+        EvalConfig(transformer=TINY, walk=WALK, horizon=0, epochs=1, mc_samples=1)
+
+
 def test_walk_forward_scores_every_model_on_the_same_out_of_sample_bars():
-    features = build_features(synthetic_long(3200), tf_ms=TF_MS)
+    features = build_features(synthetic_long(3200), tf_ms=TF_MS, horizon=1)
     data = symbol_data(features, "SOLUSDT")
     cfg = EvalConfig(
         transformer=TINY,
-        walk=WalkForwardConfig(train=1000, val=250, calib=250, test=300, purge=20),
+        walk=WALK,
+        horizon=1,
         epochs=1,
         mc_samples=4,
         max_train_samples=500,

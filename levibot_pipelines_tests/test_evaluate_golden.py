@@ -62,6 +62,7 @@ def run_golden_evaluate(tmp_path: Path) -> dict[str, float]:
     cfg = EvalConfig(
         transformer=TINY,
         walk=WalkForwardConfig(train=900, val=250, calib=250, test=300, purge=20),
+        horizon=1,
         epochs=1,
         mc_samples=4,
         max_train_samples=400,

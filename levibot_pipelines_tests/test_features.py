@@ -23,7 +23,7 @@ def flat_then_jump() -> pl.DataFrame:
 
 
 def test_hand_computed_values():
-    out = build_features(flat_then_jump(), tf_ms=TF_MS, warmup=21)
+    out = build_features(flat_then_jump(), tf_ms=TF_MS, horizon=1, warmup=21)
     assert out.height == 3  # only the 21st bar survives a 21-bar warm-up
     btc = out.filter(pl.col("symbol") == "BTCUSDT").row(0, named=True)
     eth = out.filter(pl.col("symbol") == "ETHUSDT").row(0, named=True)
@@ -54,7 +54,7 @@ def test_hand_computed_values():
 
 
 def test_schema_sorting_and_no_nan_after_warmup(synthetic_bars):
-    out = build_features(synthetic_bars, tf_ms=TF_MS)
+    out = build_features(synthetic_bars, tf_ms=TF_MS, horizon=1)
     assert dict(out.schema) == FEATURE_SCHEMA
     assert out.height == 3 * (1500 - 199)
     assert out.select(pl.col(FEATURE_COLUMNS).is_null().sum()).sum_horizontal().item() == 0
@@ -64,10 +64,12 @@ def test_schema_sorting_and_no_nan_after_warmup(synthetic_bars):
 
 def test_truncation_invariance(synthetic_bars):
     """Features at t from data cut at t equal those from the full history: no look-ahead."""
-    full = build_features(synthetic_bars, tf_ms=TF_MS)
+    full = build_features(synthetic_bars, tf_ms=TF_MS, horizon=1)
     timestamps = full["timestamp"].unique().sort()
     for t in (timestamps[0], timestamps[100], timestamps[-200], timestamps[-1]):
-        cut = build_features(synthetic_bars.filter(pl.col("timestamp") <= t), tf_ms=TF_MS)
+        cut = build_features(
+            synthetic_bars.filter(pl.col("timestamp") <= t), tf_ms=TF_MS, horizon=1
+        )
         at_t = [pl.col("timestamp") == t]
         assert_frame_equal(
             cut.filter(*at_t).select("symbol", *FEATURE_COLUMNS),
@@ -94,7 +96,7 @@ def test_labels_are_aligned_to_t_plus_h(synthetic_bars, horizon):
 
 
 def test_cross_symbol_alignment(synthetic_bars):
-    out = build_features(synthetic_bars, tf_ms=TF_MS)
+    out = build_features(synthetic_bars, tf_ms=TF_MS, horizon=1)
     by_sym = {s: out.filter(pl.col("symbol") == s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")}
     assert by_sym["BTCUSDT"]["timestamp"].equals(by_sym["ETHUSDT"]["timestamp"])
     assert by_sym["BTCUSDT"]["timestamp"].equals(by_sym["SOLUSDT"]["timestamp"])
@@ -110,13 +112,13 @@ def test_gap_restarts_the_warmup_and_is_never_spanned():
     bars = synthetic_long(900)
     hole = (500 * TF_MS, 504 * TF_MS)  # ETH misses 5 bars
     gappy = bars.filter(~((pl.col("symbol") == "ETHUSDT") & pl.col("timestamp").is_between(*hole)))
-    out = build_features(gappy, tf_ms=TF_MS)
+    out = build_features(gappy, tf_ms=TF_MS, horizon=1)
     ts = out.filter(pl.col("symbol") == "BTCUSDT")["timestamp"]
     before, after = ts.filter(ts < hole[0]), ts.filter(ts > hole[1])
     assert before.max() == 499 * TF_MS
     assert after.min() == 505 * TF_MS + 199 * TF_MS  # a fresh 200-bar warm-up after the gap
     # Rows after the gap are exactly what a history starting after the gap gives.
-    tail = build_features(bars.filter(pl.col("timestamp") >= 505 * TF_MS), tf_ms=TF_MS)
+    tail = build_features(bars.filter(pl.col("timestamp") >= 505 * TF_MS), tf_ms=TF_MS, horizon=1)
     assert_frame_equal(
         out.filter(pl.col("timestamp") > hole[1]).select("symbol", "timestamp", *FEATURE_COLUMNS),
         tail.select("symbol", "timestamp", *FEATURE_COLUMNS),
@@ -127,10 +129,12 @@ def test_gap_restarts_the_warmup_and_is_never_spanned():
 def test_bad_inputs_are_named():
     bars = flat_then_jump()
     with pytest.raises(ValueError, match=r"missing \['SOLUSDT'\]"):
-        build_features(bars.filter(pl.col("symbol") != "SOLUSDT"), tf_ms=TF_MS, warmup=21)
+        build_features(
+            bars.filter(pl.col("symbol") != "SOLUSDT"), tf_ms=TF_MS, horizon=1, warmup=21
+        )
     with pytest.raises(ValueError, match="horizon must be >= 1 bar, got 0"):
         build_features(bars, tf_ms=TF_MS, horizon=0)
     with pytest.raises(ValueError, match="warmup must be >= 21"):
-        build_features(bars, tf_ms=TF_MS, warmup=5)
+        build_features(bars, tf_ms=TF_MS, horizon=1, warmup=5)
     with pytest.raises(ValueError, match=r"lack columns \['close'\]"):
-        build_features(bars.drop("close"), tf_ms=TF_MS)
+        build_features(bars.drop("close"), tf_ms=TF_MS, horizon=1)

@@ -11,6 +11,7 @@ import torch
 
 from levibot_pipelines.adapters.registry import model_name, register_model
 from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.settings import ModelSettings
 from levibot_pipelines.usecases.promote import promote_champion
 from levibot_pipelines_tests.conftest import SYMBOLS
 
@@ -73,7 +74,7 @@ def test_training_registers_versions_and_moves_champion_like_for_like(trained):
 
 
 def test_deep_weights_load_without_pickle(trained, env):
-    tracker = Tracker.for_home(Path(env["LEVIBOT_HOME"]))
+    tracker = Tracker.for_home(Path(env["LEVIBOT_HOME"]), ui_base=ModelSettings().mlflow_ui)
     raw = tracker.download_file(model_name("deep", SYMBOL), "1", "model/state_dict.pt")
     state = torch.load(io.BytesIO(raw), weights_only=True)
     assert "target_scale" in state and all(isinstance(v, torch.Tensor) for v in state.values())
@@ -97,7 +98,7 @@ def test_ensemble_and_report(trained):
 
 def test_champion_is_compared_on_the_same_window(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    tracker = Tracker.for_home(tmp_path)
+    tracker = Tracker.for_home(tmp_path, ui_base=ModelSettings().mlflow_ui)
     scored = []
 
     def publish(value, window, champion_score=None):

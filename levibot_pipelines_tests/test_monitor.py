@@ -42,7 +42,7 @@ def _settings(*, drift_window: int, walk=(600, 150, 150, 200), symbols=SYMBOLS) 
 
 @pytest.fixture(scope="module")
 def features() -> pl.DataFrame:
-    return build_features(synthetic_long(1500), tf_ms=TF_MS)
+    return build_features(synthetic_long(1500), tf_ms=TF_MS, horizon=1)
 
 
 def test_reference_windows_champion_or_fallback(features):

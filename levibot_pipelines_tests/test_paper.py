@@ -11,7 +11,8 @@ from levibot_pipelines.core.trading.policy import PolicyConfig
 TF = 900_000
 N = 40
 NO_COSTS = BacktestConfig(costs=CostModel(fee_bps=0.0, slippage_bps=0.0))
-POLICY = PolicyConfig(max_uncertainty=None)
+# The settings' entry threshold (0.55) and long-only default, without the uncertainty cap.
+POLICY = PolicyConfig(base_threshold=0.55, allow_short=False, max_uncertainty=None)
 
 
 def _candles(low_at: dict[int, float] | None = None) -> pl.DataFrame:

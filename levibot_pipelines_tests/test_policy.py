@@ -11,6 +11,19 @@ from levibot_pipelines.core.trading.policy import PolicyConfig, PolicyOutput, po
 
 SEED = 11
 SIGNAL_FIELDS = [f.name for f in fields(Signals)]
+# The settings' defaults: LEVIBOT_ENTRY_THRESHOLD, LEVIBOT_ALLOW_SHORT, LEVIBOT_MAX_UNCERTAINTY.
+CONFIGURED = {"base_threshold": 0.55, "allow_short": False, "max_uncertainty": 0.10}
+
+
+def policy(**changes) -> PolicyConfig:
+    """A ``PolicyConfig`` with the configured defaults, ``changes`` on top."""
+    return PolicyConfig(**{**CONFIGURED, **changes})
+
+
+def test_config_takes_the_configured_values_from_its_caller():
+    # No defaults to drift from LEVIBOT_ENTRY_THRESHOLD / _ALLOW_SHORT / _MAX_UNCERTAINTY.
+    with pytest.raises(TypeError, match="base_threshold.*allow_short.*max_uncertainty"):
+        PolicyConfig()  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -27,12 +40,12 @@ SIGNAL_FIELDS = [f.name for f in fields(Signals)]
 )
 def test_config_rejects_bad_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        PolicyConfig(**kwargs)
+        policy(**kwargs)
 
 
 # ---- policy_signals -------------------------------------------------------------------------
 
-SMALL = PolicyConfig(regime_lookback=20, vol_lookback=50, allow_short=True)
+SMALL = policy(regime_lookback=20, vol_lookback=50, allow_short=True)
 
 
 def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -52,6 +65,7 @@ def _flat(n: int, p: float | list[float], **kw) -> PolicyOutput:
     """Constant volatility (relative 1) and zero returns (neutral), so threshold = base, and
     confidence ``|2p - 1|``."""
     pa = np.broadcast_to(np.asarray(p, dtype=float), (n,)).copy()
+    kw.setdefault("cfg", policy())
     return policy_signals(pa, np.abs(2 * pa - 1), np.full(n, 0.002), np.zeros(n), **kw)
 
 
@@ -104,7 +118,7 @@ def test_missing_prediction_exits_and_never_enters():
 def test_no_short_unless_allowed():
     inputs = {**_inputs(500, SEED), "uncertainty": None}
     with_short = policy_signals(**inputs, cfg=SMALL).signals.entry_side
-    long_only = policy_signals(**inputs, cfg=PolicyConfig(regime_lookback=20)).signals.entry_side
+    long_only = policy_signals(**inputs, cfg=policy(regime_lookback=20)).signals.entry_side
     assert (with_short == -1).any()
     assert not (long_only == -1).any() and (long_only == 1).any()
 
@@ -117,7 +131,7 @@ def test_uncertainty_cap_blocks_entries():
     assert (unknown.signals.entry_side == 0).all() and unknown.blocked_uncertain.all()
     low = _flat(n, 0.9, uncertainty=np.full(n, 0.05))
     assert (low.signals.entry_side == 1).all() and not low.blocked_uncertain.any()
-    no_cap = _flat(n, 0.9, uncertainty=np.full(n, 0.2), cfg=PolicyConfig(max_uncertainty=None))
+    no_cap = _flat(n, 0.9, uncertainty=np.full(n, 0.2), cfg=policy(max_uncertainty=None))
     # 0.8 / (1 + 0.2 / 0.05) = 0.16
     np.testing.assert_allclose(no_cap.signals.size, 0.16)
 
@@ -135,7 +149,7 @@ def test_entry_is_never_flagged_as_exit_of_the_same_side():
     # Exit threshold = base 0.55; a steady uptrend lowers the entry threshold to 0.53, so
     # p = 0.54 both clears the entry and is below the exit threshold: the entry wins.
     n = 40
-    cfg = PolicyConfig(exit_threshold=0.55, regime_lookback=20)
+    cfg = policy(exit_threshold=0.55, regime_lookback=20)
     out = policy_signals(
         np.full(n, 0.54), np.full(n, 0.08), np.full(n, 0.002), np.full(n, 0.001), cfg
     )
@@ -169,7 +183,7 @@ def test_policy_rejects_bad_inputs(change, match):
         **change,
     }
     with pytest.raises(ValueError, match=match):
-        policy_signals(**args)
+        policy_signals(**args, cfg=policy())
 
 
 def test_policy_outputs_are_valid_signals():

@@ -54,6 +54,8 @@ def _pred(rows: np.ndarray, p: np.ndarray) -> pl.DataFrame:
 
 
 NO_COSTS = BacktestConfig(costs=CostModel(fee_bps=0.0, slippage_bps=0.0))
+# The settings' entry threshold (0.55) and long-only default, without the uncertainty cap.
+UNCAPPED = PolicyConfig(base_threshold=0.55, allow_short=False, max_uncertainty=None)
 
 
 def test_one_confident_bar_trades_next_open_to_the_exit_open():
@@ -61,9 +63,7 @@ def test_one_confident_bar_trades_next_open_to_the_exit_open():
     rows = np.arange(200, 210)
     # Enter at 200 (0.9 >= 0.55); hold while 0.5 <= p < 0.55; exit signal at 205 (0.3 < 0.5).
     p = np.array([0.9] + [0.52] * 4 + [0.3] + [0.52] * 4)
-    bt = backtest_predictions(
-        _pred(rows, p), _bars(close), _features(N), PolicyConfig(max_uncertainty=None), NO_COSTS
-    )
+    bt = backtest_predictions(_pred(rows, p), _bars(close), _features(N), UNCAPPED, NO_COSTS)
     rep = bt.report
     assert rep["n_trades"] == 1 and rep["models"]["lgbm"]["n_trades"] == 1
     # Span: the first test bar (200) to the bar after the last one (210): 11 bars.
@@ -81,7 +81,7 @@ def test_fees_only_lower_the_result():
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, N)))
     rows = np.arange(100, 290)
     p = np.clip(0.5 + rng.normal(0, 0.08, len(rows)), 0.01, 0.99)
-    policy = PolicyConfig(max_uncertainty=None)
+    policy = UNCAPPED
     free = backtest_predictions(_pred(rows, p), _bars(close), _features(N), policy, NO_COSTS)
     paid = backtest_predictions(
         _pred(rows, p),

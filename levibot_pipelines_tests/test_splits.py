@@ -80,7 +80,8 @@ def test_rolling_train_has_fixed_length_and_expanding_starts_at_zero():
 
 
 def test_default_config_fits_seed_window_and_two_years():
-    cfg = WalkForwardConfig()
+    # The settings' defaults LEVIBOT_WALK=20000,3000,3000,4000 and LEVIBOT_PURGE=130.
+    cfg = WalkForwardConfig(train=20_000, val=3_000, calib=3_000, test=4_000, purge=130)
     assert cfg.stride == cfg.test == 4_000 and cfg.purge >= min_purge(1, 128)
     folds = walk_forward_splits(70_080, cfg, required_purge=min_purge(1, 128))
     assert len(folds) == (70_080 - cfg.span) // 4_000 + 1
@@ -103,12 +104,12 @@ def test_min_purge():
 )
 def test_config_rejects_bad_sizes(field: str, value: int):
     with pytest.raises(ValueError, match=f"{field} must be an integer >= ., got {value}"):
-        WalkForwardConfig(**{field: value})
+        replace(SMALL, **{field: value})
 
 
 def test_config_rejects_non_integer():
     with pytest.raises(ValueError, match="train must be an integer >= 1, got 1.5"):
-        WalkForwardConfig(train=1.5)  # type: ignore[arg-type]
+        replace(SMALL, train=1.5)  # type: ignore[arg-type]
 
 
 def test_purge_below_required_is_rejected():

@@ -65,7 +65,7 @@ def test_duckdb_views_over_parquet(tmp_path):
     source = SyntheticSource(start_ms=0, tf_ms=TF_MS, seed=1)
     for s in SYMBOLS:
         ingest_symbol(source, store, s, start_ms=0, now_ms=400 * TF_MS, tf_ms=TF_MS)
-    store.write_features(build_features(store.read_all_ohlcv(SYMBOLS), tf_ms=TF_MS))
+    store.write_features(build_features(store.read_all_ohlcv(SYMBOLS), tf_ms=TF_MS, horizon=1))
     db = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(db)) as conn:
         assert refresh_views(conn, store) == ["ohlcv", "cross_asset_features"]

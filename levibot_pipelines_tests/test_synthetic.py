@@ -28,7 +28,7 @@ def test_deterministic_and_extending_only_appends():
 
 
 def test_bars_are_on_the_grid_and_valid():
-    raw = simulate_bars("SOLUSDT", 10 * TF_MS, 3009 * TF_MS, TF_MS)
+    raw = simulate_bars("SOLUSDT", 10 * TF_MS, 3009 * TF_MS, TF_MS, seed=7)
     assert raw["timestamp"].to_list() == [t * TF_MS for t in range(10, 3010)]
     assert validate_ohlcv(raw, symbol="SOLUSDT", source="synthetic", tf_ms=TF_MS).rejected == {}
     assert (raw["open"].shift(-1).head(-1) == raw["close"].head(-1)).all()
@@ -47,6 +47,6 @@ def test_stylised_facts(log_returns):
 
 def test_rejects_a_start_off_the_grid():
     with pytest.raises(ValueError, match="start_ms=5 is not on the 900000 ms grid"):
-        simulate_bars("BTCUSDT", 5, 10 * TF_MS, TF_MS)
-    assert simulate_bars("BTCUSDT", 0, -1, TF_MS).height == 0
-    assert isinstance(simulate_bars("BTCUSDT", 0, 0, TF_MS), pl.DataFrame)
+        simulate_bars("BTCUSDT", 5, 10 * TF_MS, TF_MS, seed=7)
+    assert simulate_bars("BTCUSDT", 0, -1, TF_MS, seed=7).height == 0
+    assert isinstance(simulate_bars("BTCUSDT", 0, 0, TF_MS, seed=7), pl.DataFrame)

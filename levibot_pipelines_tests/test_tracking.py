@@ -26,7 +26,9 @@ from levibot_pipelines.adapters.run_log import (  # noqa: E402
     flatten_params,
 )
 from levibot_pipelines.adapters.tracking import Tracker  # noqa: E402
+from levibot_pipelines.settings import ModelSettings  # noqa: E402
 
+UI = ModelSettings().mlflow_ui  # the default LEVIBOT_MLFLOW_UI
 WINDOW_A = "2025-01-01T00:00/2025-03-01T00:00"
 WINDOW_B = "2025-02-01T00:00/2025-04-01T00:00"
 
@@ -69,12 +71,17 @@ def test_for_home_puts_store_and_artifacts_under_home(tracker: Tracker, home: Pa
 
 def test_global_tracking_uri_untouched(tracker: Tracker, tmp_path: Path) -> None:
     before = mlflow.get_tracking_uri()
-    other = Tracker(tracker.tracking_uri, tmp_path / "other-artifacts", experiment="other")
+    other = Tracker(
+        tracker.tracking_uri, tmp_path / "other-artifacts", experiment="other", ui_base=UI
+    )
     run = _run(other, "other")
     assert mlflow.get_tracking_uri() == before
     assert other.experiment_id != tracker.experiment_id
     assert run.artifact_uri.startswith((tmp_path / "other-artifacts").resolve().as_uri())
-    assert Tracker(tracker.tracking_uri, None, "other").experiment_id == other.experiment_id
+    assert (
+        Tracker(tracker.tracking_uri, None, "other", ui_base=UI).experiment_id
+        == other.experiment_id
+    )
 
 
 def test_logged_run_reads_back(tracker: Tracker, reader: MlflowClient) -> None:

@@ -21,8 +21,6 @@ from levibot_pipelines.adapters.run_log import RunLog
 
 log = logging.getLogger(__name__)
 
-DEFAULT_UI_BASE = "http://127.0.0.1:5000"
-
 
 def _ensure_experiment(client: MlflowClient, name: str, location: str | None) -> str:
     """Id of experiment ``name``, created (at artifact ``location``) or restored as needed."""
@@ -57,7 +55,8 @@ class Tracker(RunLog, VersionRegistry):
     ``tracking_uri`` is a database URI (``sqlite:////abs/path/mlflow.db``) or a tracking server
     URL; the model registry uses the same URI. ``artifact_root`` (a local directory) becomes the
     artifact location of a newly created experiment; ``None`` leaves it to the store or server.
-    An existing experiment keeps its own artifact location. ``ui_base`` prefixes run URLs.
+    An existing experiment keeps its own artifact location. ``ui_base`` prefixes run URLs (no
+    default: the caller passes the configured ``LEVIBOT_MLFLOW_UI``).
     """
 
     def __init__(
@@ -66,7 +65,7 @@ class Tracker(RunLog, VersionRegistry):
         artifact_root: Path | None,
         experiment: str = "levibot",
         *,
-        ui_base: str = DEFAULT_UI_BASE,
+        ui_base: str,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.ui_base = ui_base.rstrip("/")
@@ -79,9 +78,7 @@ class Tracker(RunLog, VersionRegistry):
         self.experiment_id = _ensure_experiment(self.client, experiment, location)
 
     @classmethod
-    def for_home(
-        cls, home: Path, experiment: str = "levibot", *, ui_base: str = DEFAULT_UI_BASE
-    ) -> Tracker:
+    def for_home(cls, home: Path, experiment: str = "levibot", *, ui_base: str) -> Tracker:
         """Embedded store: sqlite at ``home/mlflow.db``, artifacts under ``home/mlartifacts``."""
         home = Path(home).resolve()
         home.mkdir(parents=True, exist_ok=True)

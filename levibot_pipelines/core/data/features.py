@@ -76,7 +76,7 @@ def build_features(
     bars: pl.DataFrame,
     *,
     tf_ms: int,
-    horizon: int = 1,
+    horizon: int,
     warmup: int = WARMUP_BARS,
 ) -> pl.DataFrame:
     """Build the feature table from validated long-format bars.
@@ -85,7 +85,8 @@ def build_features(
         bars: columns ``symbol, timestamp, high, low, close`` (ms open times on the ``tf_ms``
             grid, unique per symbol), for at least BTCUSDT, ETHUSDT and SOLUSDT.
         tf_ms: bar length in ms.
-        horizon: label horizon ``h`` in bars (default 1).
+        horizon: label horizon ``h`` in bars, >= 1 (no default: the caller passes the
+            configured ``LEVIBOT_LABEL_HORIZON``).
         warmup: rows per segment needed before a row is kept (default 200, the longest window;
             at least 21, so that every 20-bar window of returns is full).
 

@@ -110,13 +110,14 @@ def simulate_bars(
     end_ms: int,
     tf_ms: int,
     *,
-    seed: int = 7,
+    seed: int,
     params: MarketParams | None = None,
 ) -> pl.DataFrame:
     """Candles for ``symbol`` with open times on the grid from ``start_ms`` to ``end_ms`` inclusive.
 
     Returns columns ``timestamp`` (ms, open time), ``open, high, low, close, volume``. Bars
     depend only on ``(seed, symbol, start_ms, index)``, so a later ``end_ms`` only appends.
+    ``seed`` has no default: the pipeline passes ``LEVIBOT_SYNTHETIC_SEED``.
     """
     if tf_ms <= 0:
         raise ValueError(f"tf_ms must be positive, got {tf_ms}")

@@ -11,7 +11,7 @@ time by ``step`` samples, so everything fitted in a fold has seen only the past 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,22 +22,22 @@ PARTS = ("train", "val", "calib", "test")
 
 @dataclass(frozen=True)
 class WalkForwardConfig:
-    """Sizes of one walk-forward fold, in samples (= 15m bars for one symbol).
+    """Sizes of one walk-forward fold, in samples (= bars of one symbol).
 
-    Defaults: ``train=20_000`` (~208 days), ``val=3_000`` (early stopping, ~31 days),
-    ``calib=3_000`` (probability calibration, ~31 days), ``test=4_000`` (~42 days),
-    ``step=None`` (advance by ``test``, so test parts tile), ``purge=130`` samples dropped
-    between consecutive parts (>= ``min_purge(1, 128)`` for the seed's 1-bar label and 128-bar
-    window), ``expanding=False`` (a rolling train window of fixed length; ``True`` keeps the train
+    ``train`` (fitting), ``val`` (early stopping), ``calib`` (probability calibration), ``test``
+    and the keyword-only ``purge`` (samples dropped between consecutive parts, at least
+    ``min_purge(horizon, window)``) have no default: the pipeline passes the configured
+    ``LEVIBOT_WALK`` and ``LEVIBOT_PURGE``. ``step=None`` (advance by ``test``, so test parts
+    tile), ``expanding=False`` (a rolling train window of fixed length; ``True`` keeps the train
     start at sample 0 and grows it fold by fold).
     """
 
-    train: int = 20_000
-    val: int = 3_000
-    calib: int = 3_000
-    test: int = 4_000
+    train: int
+    val: int
+    calib: int
+    test: int
     step: int | None = None
-    purge: int = 130
+    purge: int = field(kw_only=True)
     expanding: bool = False
 
     def __post_init__(self) -> None:

@@ -56,14 +56,16 @@ RET_1 = FEATURE_COLUMNS.index("ret_1")
 class EvalConfig:
     """Everything the walk-forward fits with, fixed before the data is seen.
 
-    ``epochs`` (maximum Transformer epochs per fold) and ``mc_samples`` (MC-dropout draws per
-    bar, >= 1) have no default and are keyword-only: the callers pass the configured values
-    (settings ``LEVIBOT_EPOCHS``, ``LEVIBOT_MC_SAMPLES``)."""
+    ``walk`` (fold layout), ``horizon`` (label horizon in bars), ``epochs`` (maximum
+    Transformer epochs per fold) and ``mc_samples`` (MC-dropout draws per bar, >= 1) have no
+    default and are keyword-only: the callers pass the configured values (settings
+    ``LEVIBOT_WALK`` with ``LEVIBOT_PURGE``, ``LEVIBOT_LABEL_HORIZON``, ``LEVIBOT_EPOCHS``,
+    ``LEVIBOT_MC_SAMPLES``)."""
 
     transformer: TransformerConfig
-    walk: WalkForwardConfig = field(default_factory=WalkForwardConfig)
+    walk: WalkForwardConfig = field(kw_only=True)
     lgbm: LGBMConfig = field(default_factory=LGBMConfig)
-    horizon: int = 1
+    horizon: int = field(kw_only=True)
     epochs: int = field(kw_only=True)
     batch_size: int = 256
     lr: float = 1e-3
@@ -74,6 +76,7 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_int("horizon", self.horizon, 1)
         check_int("mc_samples", self.mc_samples, 1)
 
     def to_dict(self) -> dict:

@@ -57,7 +57,7 @@ def fit_transformer(
     val_ends: np.ndarray,
     config: TransformerConfig,
     *,
-    epochs: int = 10,
+    epochs: int,
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
@@ -75,7 +75,8 @@ def fit_transformer(
             must be finite at every train/val end (see ``windows.labeled_ends``).
         train_ends, val_ends: window ends (``windows.window_ends``); val must come after a purge.
         config: model size; ``config.window`` is the window length.
-        epochs: maximum epochs (default 10). patience: epochs without a lower validation loss
+        epochs: maximum epochs, >= 1 (no default: the caller passes the configured
+            ``LEVIBOT_EPOCHS``). patience: epochs without a lower validation loss
             before stopping (default 3); the best epoch's weights are restored.
         max_train_samples: if set, each epoch trains on a fresh seeded random subset of this many
             train windows (default: all, shuffled).

@@ -70,11 +70,12 @@ class CostModel:
 
     ``fee_bps``: fee on the traded notional (the position size, a fraction of equity);
     ``slippage_bps``: adverse move of every fill price (a long entry pays ``open * (1 + slip)``,
-    a long exit gets ``price * (1 - slip)``; mirrored for shorts). 1 bp = 1e-4.
+    a long exit gets ``price * (1 - slip)``; mirrored for shorts). 1 bp = 1e-4. Neither has a
+    default: the pipeline passes ``LEVIBOT_FEE_BPS`` and the symbol's ``LEVIBOT_SLIPPAGE_BPS``.
     """
 
-    fee_bps: float = 10.0
-    slippage_bps: float = 2.0
+    fee_bps: float
+    slippage_bps: float
 
     def __post_init__(self) -> None:
         for name in ("fee_bps", "slippage_bps"):
@@ -91,12 +92,13 @@ class CostModel:
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    """``fill``: ``"next_open"`` (the real rule: a decision at the close of ``t`` fills at
-    ``open(t+1)``) or ``"close"``, a LOOK-AHEAD variant filling at ``close(t)``, the price the
-    decision was computed from; it exists only so tests can show what look-ahead does.
+    """``costs``: the ``CostModel`` (no default, see there). ``fill``: ``"next_open"`` (the
+    real rule: a decision at the close of ``t`` fills at ``open(t+1)``) or ``"close"``, a
+    LOOK-AHEAD variant filling at ``close(t)``, the price the decision was computed from; it
+    exists only so tests can show what look-ahead does.
     ``bars_per_year``: 35040 = 365 * 96 for 15m bars of a 24/7 market."""
 
-    costs: CostModel = CostModel()
+    costs: CostModel
     fill: str = "next_open"
     bars_per_year: int = 35040
 
@@ -180,7 +182,7 @@ def run_backtest(
     low: np.ndarray,
     close: np.ndarray,
     signals: Signals,
-    cfg: BacktestConfig = BacktestConfig(),
+    cfg: BacktestConfig,
 ) -> BacktestResult:
     """Trade ``signals`` on the candles, net of fees and slippage, and return per-bar series.
 

@@ -22,8 +22,6 @@ from levibot_pipelines.core.trading.backtest import (
 )
 from levibot_pipelines.core.trading.performance import backtest_metrics, random_trade_bars
 
-DEFAULT_CONFIG = BacktestConfig()  # frozen: safe as a default argument
-
 
 def flat_signals(n: int) -> Signals:
     """Never trade: every array of length ``n`` empty (no entries, no exits, no levels)."""
@@ -88,7 +86,7 @@ def compare(
     low: np.ndarray,
     close: np.ndarray,
     signals: Signals,
-    cfg: BacktestConfig = DEFAULT_CONFIG,
+    cfg: BacktestConfig,
     *,
     seed: int = 0,
 ) -> dict[str, Run]:

@@ -14,7 +14,7 @@ Time alignment: every output at bar ``t`` is decided at the close of ``t`` from 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,14 +40,18 @@ class PolicyConfig:
     ``p > 1 - exit_threshold``. ``max_uncertainty``: no entry where the std of the MC ``p``
     exceeds it (None: no cap). Sizes from ``size_from_confidence`` with ``base_size``,
     ``max_size``, ``min_confidence`` and ``uncertainty_scale``; stop and take-profit
-    distances from ``stop_distance_pct``. Lookbacks are in bars (96 = 1 day, 2880 = 30 days)."""
+    distances from ``stop_distance_pct``. Lookbacks are in bars (96 = 1 day, 2880 = 30 days).
 
-    base_threshold: float = 0.55
+    ``base_threshold``, ``allow_short`` and ``max_uncertainty`` have no default and are
+    keyword-only: the pipeline passes the configured ``LEVIBOT_ENTRY_THRESHOLD``,
+    ``LEVIBOT_ALLOW_SHORT`` and ``LEVIBOT_MAX_UNCERTAINTY``."""
+
+    base_threshold: float = field(kw_only=True)
     exit_threshold: float = 0.50
-    allow_short: bool = False
+    allow_short: bool = field(kw_only=True)
     base_size: float = 1.0
     max_size: float = 1.0
-    max_uncertainty: float | None = 0.10
+    max_uncertainty: float | None = field(kw_only=True)
     min_confidence: float = 0.0
     uncertainty_scale: float = UNCERTAINTY_SCALE
     base_stop_pct: float = 0.01
@@ -93,7 +97,7 @@ def policy_signals(
     confidence: object,
     volatility: object,
     ret_1: object,
-    cfg: PolicyConfig = PolicyConfig(),
+    cfg: PolicyConfig,
     *,
     uncertainty: object | None = None,
     size_multiplier: float = 1.0,

@@ -9,7 +9,9 @@ exported champion. Response bodies: ``api_responses``; their models: ``api_schem
 
 Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar_time, now, tf)``,
 0 while the row's bar is the newest closed bar. ``stale`` is staleness >
-``settings.alerts.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``.
+``settings.alerts.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``;
+beyond ``settings.trading.kill_staleness_minutes`` a row is served HALTED (its entry cut), by the
+kill-switch's own staleness rule (``api_responses.served_kill_switch``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.home import kill_switch_path, published_dir
-from levibot_pipelines.adapters.killswitch_store import parse_status
+from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
 from levibot_pipelines.api_responses import (
     Service,
@@ -60,8 +62,10 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
     kill_path = kill_switch_path(settings.home)
     return Service(
         settings=settings,
-        latest_file=FileCache(published_dir(settings.home) / LATEST_JSON, parse_latest),
-        kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path)),
+        latest_file=FileCache(
+            published_dir(settings.home) / LATEST_JSON, parse_latest, PublishedFileError
+        ),
+        kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path), KillSwitchError),
         recompute=TransformerRecomputer(settings),
         now_ms=clock or (lambda: int(time.time() * 1000)),
     )

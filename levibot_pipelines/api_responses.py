@@ -18,9 +18,17 @@ from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwi
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
-from levibot_pipelines.core.trading.killswitch import apply_state
+from levibot_pipelines.core.trading.killswitch import (
+    RiskInputs,
+    apply_state,
+    automatic_triggers,
+    describe,
+    effective_state,
+    severity,
+)
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.recompute import TransformerRecomputer, exported_version
+from levibot_pipelines.usecases.risk import risk_limits
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,14 @@ class Service:
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """The fields every prediction shares: the decision under the live kill-switch (cut when
-    it is stricter than at publish, ``core.trading.killswitch.apply_state``), data-time
-    staleness at ``now`` (ms UTC), times and regime."""
+    """The fields every prediction shares: the decision under the served kill-switch
+    (:func:`served_kill_switch`: the live switch plus the staleness limit; cut when it is
+    stricter than at publish, ``core.trading.killswitch.apply_state``), data-time staleness at
+    ``now`` (ms UTC), times and regime."""
     s = svc.settings
     staleness = staleness_minutes(row["bar_time"], now, s.market.timeframe_ms)
-    published = (row["kill_switch"], row["kill_switch_reason"])
-    state, reason = _live_kill_switch(svc.kill_file) or published
-    # Halted or reduced after the publish: never serve the published entry at full size.
+    state, reason = served_kill_switch(svc, row, staleness)
+    # Halted or reduced after the publish, or stale since: never serve the entry as published.
     cut = apply_state(
         row["signal"],
         row["size"],
@@ -71,6 +79,45 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "kill_switch_reason": reason,
         "kill_switch_applied": cut.applied,
     }
+
+
+def served_kill_switch(svc: Service, row: dict[str, Any], staleness: float) -> tuple[str, str]:
+    """(state, reason) ``row`` is served under when its bar is ``staleness`` minutes stale in
+    data time: the live switch (else the state it was published under; unreadable: HALTED)
+    with the staleness rule of ``core.trading.killswitch.automatic_triggers`` evaluated here,
+    so a stopped daemon cannot leave a stale entry served as live. The rule's entry replaces a
+    stored ``staleness`` entry while it fires; the API never clears a stored trigger."""
+    stale = _staleness_entry(svc.settings, row["symbol"], staleness)
+    try:
+        live: KillSwitchStatus | None = svc.kill_file.get()
+    except KillSwitchError as exc:
+        return _with_staleness(("HALTED", _unknown_state(exc)), stale)
+    if live is None:
+        return _with_staleness((row["kill_switch"], row["kill_switch_reason"]), stale)
+    entries = {**live.entries, **stale}
+    return effective_state(entries), describe(entries)
+
+
+def _staleness_entry(settings: Settings, symbol: str, staleness: float) -> dict[str, dict]:
+    """``{"staleness": entry}`` while the staleness rule fires on ``symbol``'s published bar
+    (``settings.trading.kill_staleness_minutes``, default 60), else ``{}``."""
+    inputs = RiskInputs(staleness_minutes=staleness, staleness_subject=f"published {symbol} bar")
+    state, reason = automatic_triggers(inputs, risk_limits(settings))["staleness"]
+    return {"staleness": {"state": state, "reason": reason}} if state else {}
+
+
+def _with_staleness(switch: tuple[str, str], stale: dict[str, dict]) -> tuple[str, str]:
+    """``switch``, a (state, reason) known only as text (as published, or unreadable), with the
+    entries ``stale`` (empty: unchanged): the most severe state, the reasons most severe first
+    and ``switch`` first among equals, as ``describe`` orders a manual entry."""
+    if not stale:
+        return switch
+    state, reason = switch
+    parts = [reason, describe(stale)]
+    if severity(state) < severity(effective_state(stale)):
+        parts.reverse()
+    entries = {"switch": {"state": state}, **stale}
+    return effective_state(entries), "; ".join(p for p in parts if p)
 
 
 def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
@@ -144,8 +191,8 @@ def lgbm_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
 
 def deep_status_body(svc: Service, doc: LatestPredictions) -> dict[str, Any]:
     """``/ml/models/deep/status`` over the published ``doc``: per symbol the published deep
-    version, MC samples, bar, staleness and whether its export is present; the live
-    kill-switch."""
+    version, MC samples, bar, staleness and whether its export is present; the kill-switch as
+    served for the row with the newest bar (the live switch plus the staleness limit)."""
     now = svc.now_ms()
     symbols: dict[str, dict[str, Any]] = {}
     for symbol in svc.settings.market.symbols:
@@ -166,7 +213,7 @@ def deep_status_body(svc: Service, doc: LatestPredictions) -> dict[str, Any]:
             "staleness_minutes": c["staleness_minutes"],
             "model_exported": exported,
         }
-    c = common(svc, next(iter(doc.rows.values())), now)
+    c = common(svc, max(doc.rows.values(), key=lambda r: r["bar_time"]), now)
     return {
         "published_at": utc_text(doc.published_at, "milliseconds"),
         "kill_switch": {"state": c["kill_switch"], "reason": c["kill_switch_reason"]},
@@ -200,8 +247,13 @@ def _live_kill_switch(kill_file: FileCache) -> tuple[str, str] | None:
     try:
         live: KillSwitchStatus | None = kill_file.get()
     except KillSwitchError as exc:
-        return "HALTED", f"kill-switch state unknown, treated as HALTED: {exc}"
+        return "HALTED", _unknown_state(exc)
     return (live.state, live.reason()) if live else None
+
+
+def _unknown_state(exc: KillSwitchError) -> str:
+    """The reason an unreadable switch is served as HALTED, naming why."""
+    return f"kill-switch state unknown, treated as HALTED: {exc}"
 
 
 def _health(

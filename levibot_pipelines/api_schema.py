@@ -33,7 +33,10 @@ class Prediction(BaseModel):
     stop_loss: float | None
     take_profit: float | None
     regime: str
-    kill_switch: str = Field(description="live state (kill_switch.json), else as published")
+    kill_switch: str = Field(
+        description="live state (kill_switch.json), else as published; HALTED while the bar is "
+        "staler than the kill staleness limit"
+    )
     kill_switch_reason: str
     kill_switch_applied: bool = Field(
         description="true when the live kill-switch is stricter than at publish time and the "

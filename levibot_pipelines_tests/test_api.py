@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from levibot_pipelines.core.data.timeframes import last_closed_bar
 from levibot_pipelines.core.data.windows import window_ends
 from levibot_pipelines.core.models.inference import transformer_confidence
 from levibot_pipelines.core.models.transformer_training import predict
-from levibot_pipelines.settings import ModelSettings, Settings
+from levibot_pipelines.settings import ModelSettings, Settings, TradingSettings
 from levibot_pipelines_tests.conftest import synthetic_long
 from levibot_pipelines_tests.test_prediction_files import (
     SYMBOLS,
@@ -84,11 +86,11 @@ def publish(home: dict, **kw) -> dict[str, dict]:
     return {r["symbol"]: r for r in rows.to_dicts()}
 
 
-@pytest.fixture(scope="module")
-def server(home):
-    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields its base URL."""
     port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -100,6 +102,13 @@ def server(home):
     srv.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+    with serving(create_app(settings)) as base:
+        yield base
 
 
 @pytest.fixture
@@ -314,6 +323,125 @@ def test_live_kill_switch_overrides_the_published_state(api, home):
     assert (btc["signal"], btc["size"], btc["kill_switch_applied"]) == ("ENTRY_LONG", 0.25, True)
     status = get(base, "/ml/models/deep/status").json()
     assert status["kill_switch"]["state"] == "REDUCING"
+
+
+STALE_LIMIT = 45  # minutes: the kill_staleness_minutes of the clocked server below
+PREDICT_PATHS = ("/ml/predict_ensemble", "/ml/predict_deep", "/ml/predict")
+STALE_REASON = "staleness HALTED: published BTCUSDT bar is 46 min stale (limit 45)"
+
+
+@pytest.fixture
+def clocked(api, home):
+    """A second server over the freshly published home whose clock the test sets (ms UTC, in
+    ``clock["now"]``), with ``kill_staleness_minutes`` = :data:`STALE_LIMIT`; no daemon runs."""
+    clock = {"now": int(time.time() * 1000)}
+    settings = Settings(
+        home=home["home"],
+        models=ModelSettings(mc_samples=5),
+        trading=TradingSettings(kill_staleness_minutes=STALE_LIMIT),
+    )
+    with serving(create_app(settings, clock=lambda: clock["now"])) as base:
+        yield base, clock
+
+
+def minutes_stale(home: dict, minutes: float) -> int:
+    """The time (ms UTC) at which the published bar is ``minutes`` stale in data time."""
+    return home["bar_time"] + 2 * TF_MS + round(minutes * 60_000)
+
+
+def test_stale_entry_is_cut_by_the_api_itself(clocked, home):
+    base, clock = clocked
+    clock["now"] = minutes_stale(home, STALE_LIMIT + 1)
+    # BTC was published as ENTRY_LONG size 0.5 while ACTIVE; no kill-switch file (daemon down).
+    for path in PREDICT_PATHS:
+        btc = get(base, path, symbol="BTCUSDT").json()
+        assert (btc["signal"], btc["size"], btc["position"]) == ("HOLD", 0.0, 0.0), path
+        assert (btc["kill_switch"], btc["kill_switch_applied"]) == ("HALTED", True), path
+        assert btc["kill_switch_reason"] == STALE_REASON, path
+        assert btc["stop_loss"] is None and btc["take_profit"] is None
+        assert btc["staleness_minutes"] == STALE_LIMIT + 1 and btc["stale"] is True
+    # Only entries are cut: SOL's published EXIT and ETH's HOLD pass unchanged.
+    sol = get(base, "/ml/predict", symbol="SOLUSDT").json()
+    assert (sol["signal"], sol["kill_switch"], sol["kill_switch_applied"]) == (
+        "EXIT",
+        "HALTED",
+        False,
+    )
+    eth = get(base, "/ml/predict_ensemble", symbol="ETHUSDT").json()
+    assert (eth["signal"], eth["size"], eth["kill_switch_applied"]) == ("HOLD", 0.0, False)
+    status = get(base, "/ml/models/deep/status").json()
+    assert status["kill_switch"]["state"] == "HALTED"
+    assert "46 min stale (limit 45)" in status["kill_switch"]["reason"]
+    # The same with a released (ACTIVE) switch file.
+    KillSwitch(home["home"]).release(by="ops")
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["kill_switch_reason"]) == ("HOLD", STALE_REASON)
+    # Just below the limit nothing is cut.
+    clock["now"] = minutes_stale(home, STALE_LIMIT - 0.5)
+    for path in PREDICT_PATHS:
+        btc = get(base, path, symbol="BTCUSDT").json()
+        assert (btc["signal"], btc["size"], btc["position"]) == ("ENTRY_LONG", 0.5, 0.5), path
+        assert (btc["kill_switch"], btc["kill_switch_reason"]) == ("ACTIVE", ""), path
+        assert btc["kill_switch_applied"] is False
+    assert get(base, "/ml/models/deep/status").json()["kill_switch"]["state"] == "ACTIVE"
+
+
+def test_stale_entry_with_a_live_switch_combines_the_reasons(clocked, home):
+    base, clock = clocked
+    clock["now"] = minutes_stale(home, STALE_LIMIT + 1)
+    switch = KillSwitch(home["home"])
+    # A live REDUCING: staleness is stricter, so it comes first and the entry is cut to HOLD.
+    switch.set_trigger("drift", "REDUCING", "PSI 0.310 on vol_20 (BTCUSDT)", by="auto:publish")
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["size"], btc["kill_switch"]) == ("HOLD", 0.0, "HALTED")
+    assert btc["kill_switch_reason"] == (
+        f"{STALE_REASON}; drift REDUCING: PSI 0.310 on vol_20 (BTCUSDT)"
+    )
+    # A live manual HALTED keeps its own reason, first among equals.
+    switch.engage("HALTED", "exchange outage", by="ops", now_ms=1_795_514_400_000)
+    btc = get(base, "/ml/predict", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["kill_switch"], btc["kill_switch_applied"]) == (
+        "HOLD",
+        "HALTED",
+        True,
+    )
+    assert btc["kill_switch_reason"] == (
+        f"HALTED by ops at 2026-11-24 10:00 UTC: exchange outage; {STALE_REASON}; "
+        "drift REDUCING: PSI 0.310 on vol_20 (BTCUSDT)"
+    )
+    # Below the limit the live switch alone is served.
+    clock["now"] = minutes_stale(home, STALE_LIMIT - 1)
+    btc = get(base, "/ml/predict_deep", symbol="BTCUSDT").json()
+    assert btc["kill_switch_reason"] == switch.status().reason()
+
+
+def test_stored_staleness_trigger_is_measured_again_by_the_api(clocked, home):
+    base, clock = clocked
+    clock["now"] = minutes_stale(home, STALE_LIMIT + 1)
+    # The daemon's last word, written before it stopped: one staleness entry is served, now's.
+    KillSwitch(home["home"]).set_trigger(
+        "staleness", "HALTED", "newest feature bar is 61 min stale (limit 60)", by="auto:sensor"
+    )
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["kill_switch_reason"]) == ("HOLD", STALE_REASON)
+
+
+def test_stale_entry_without_a_switch_file_keeps_the_published_reason(clocked, home):
+    base, clock = clocked
+    drift = "drift REDUCING: PSI 0.310 on vol_20 (BTCUSDT)"
+    publish(home, kill_switch="REDUCING", kill_switch_reason=drift)
+    clock["now"] = minutes_stale(home, STALE_LIMIT + 1)
+    btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
+    assert (btc["signal"], btc["kill_switch"], btc["kill_switch_applied"]) == (
+        "HOLD",
+        "HALTED",
+        True,
+    )
+    assert btc["kill_switch_reason"] == f"{STALE_REASON}; {drift}"
+    (home["home"] / "kill_switch.json").write_text("{")  # unreadable: HALTED, named first
+    reason = get(base, "/ml/predict", symbol="BTCUSDT").json()["kill_switch_reason"]
+    assert reason.startswith("kill-switch state unknown, treated as HALTED")
+    assert reason.endswith(f"; {STALE_REASON}")
 
 
 def test_corrupt_kill_switch_file_is_unhealthy_and_named(api, home):

@@ -83,3 +83,45 @@ def test_views_skip_missing_data(tmp_path):
         assert refresh_views(conn, ParquetStore(tmp_path)) == []
     with pytest.raises(FileNotFoundError, match=r"no stored OHLCV for \['BTCUSDT'\]"):
         ParquetStore(tmp_path).read_all_ohlcv(["BTCUSDT"])
+
+
+WRITER = """
+import sys
+import polars as pl
+from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.core.data.validation import validate_ohlcv
+
+home, parity, n, tf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+store = ParquetStore(home)
+for i in range(n):
+    t = (2 * i + parity) * tf
+    raw = pl.DataFrame(
+        [(t, 1.0, 2.0, 0.5, 1.5, 1.0)],
+        schema=["timestamp", "open", "high", "low", "close", "volume"],
+        orient="row",
+    )
+    bars = validate_ohlcv(raw, symbol="BTCUSDT", source="test", tf_ms=tf).bars
+    assert store.upsert_ohlcv("BTCUSDT", bars).added == 1
+"""
+
+
+def test_concurrent_upserts_of_one_symbol_lose_no_bar(tmp_path):
+    # Two real processes (two overlapping ingest runs of one partition) each store 60 bars of
+    # their own, one bar per upsert: every bar reported stored must still be there after both.
+    import subprocess
+    import sys
+
+    n = 60
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), str(parity), str(n), str(TF_MS)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for parity in (0, 1)
+    ]
+    for w in writers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-2000:]
+    stored = ParquetStore(tmp_path).read_ohlcv("BTCUSDT")["timestamp"].to_list()
+    assert stored == [k * TF_MS for k in range(2 * n)]

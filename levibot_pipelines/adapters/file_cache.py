@@ -16,34 +16,47 @@ from typing import Any
 class FileCache:
     """Parse a file once per version; the version is its (inode, mtime_ns, size).
 
-    ``parse`` turns the text into a value and raises a ``ValueError`` (subclass) for bad
-    content; that error is kept with the version and raised again on every ``get`` until the
-    file changes, so a corrupt file is reported, never parsed once per request.
+    ``parse`` turns the text into a value. A file that cannot be read (a directory in its place,
+    no permission) or parsed (``parse`` raised anything) is reported as ``error``, the reader's
+    own ``ValueError`` subclass naming the file and the cause, so a caller that answers 503 for
+    a bad file never answers 500 instead. The version, its value and its error are recorded
+    together after the parse: a failed parse is raised again on every ``get`` until the file
+    changes, and the previous version is never served for a new file.
     """
 
-    def __init__(self, path: Path, parse: Callable[[str], Any]) -> None:
-        self.path, self.parse = path, parse
+    def __init__(
+        self, path: Path, parse: Callable[[str], Any], error: type[ValueError] = ValueError
+    ) -> None:
+        self.path, self.parse, self.error_type = path, parse, error
         self.key: tuple[int, int, int] | None = None
         self.value: Any = None
-        self.error: Exception | None = None
+        self.error: ValueError | None = None
 
     def get(self) -> Any:
-        """The parsed content; ``None`` when the file does not exist; re-raises parse errors."""
+        """The parsed content; ``None`` when the file does not exist; raises ``error``."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            f = open(self.path, "rb")  # closed by the with below
         except FileNotFoundError:
             self.key, self.value, self.error = None, None, None
             return None
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(fd)
+        except OSError as exc:
+            self.key, self.value, self.error = None, None, None  # not a version: retry next time
+            raise self._unreadable(exc) from None
+        with f:
+            st = os.fstat(f.fileno())
             key = (st.st_ino, st.st_mtime_ns, st.st_size)
             if key != self.key:
-                text = f.read().decode("utf-8", errors="replace")
-                self.key = key
+                value, error = None, None
                 try:
-                    self.value, self.error = self.parse(text), None
-                except ValueError as exc:
-                    self.value, self.error = None, exc
+                    value = self.parse(f.read().decode("utf-8", errors="replace"))
+                except self.error_type as exc:
+                    error = exc
+                except Exception as exc:  # anything else the content made the parser raise
+                    error = self._unreadable(exc)
+                self.key, self.value, self.error = key, value, error
         if self.error is not None:
             raise self.error
         return self.value
+
+    def _unreadable(self, exc: Exception) -> ValueError:
+        return self.error_type(f"{self.path} is unreadable: {type(exc).__name__}: {exc}")

@@ -16,6 +16,7 @@ created or read.
 {home}/published/history/predictions-*.parquet         append-only prediction history
 {home}/published/models/{SYMBOL}/deep/                 the exported champion Transformer
 {home}/kill_switch.json, kill_switch_history.jsonl     the kill-switch (adapters.killswitch_store)
+{home}/locks/ohlcv-{SYMBOL}.lock                       held while a symbol's bars are upserted
 ```
 """
 
@@ -55,6 +56,11 @@ def kill_switch_lock_path(home: Path | str) -> Path:
 
 def ohlcv_dir(home: Path | str) -> Path:
     return Path(home) / "ohlcv"
+
+
+def ohlcv_lock_path(home: Path | str, symbol: str) -> Path:
+    """Held by every upsert of ``symbol``'s stored bars (``adapters.file_lock``)."""
+    return Path(home) / "locks" / f"ohlcv-{symbol}.lock"
 
 
 def features_path(home: Path | str) -> Path:

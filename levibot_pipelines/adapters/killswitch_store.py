@@ -18,15 +18,14 @@ never silently read as ACTIVE.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from levibot_pipelines.adapters.file_lock import exclusive_lock
 from levibot_pipelines.adapters.home import (
     kill_switch_history_path,
     kill_switch_lock_path,
@@ -131,16 +130,6 @@ class KillSwitch:
             return KillSwitchStatus(state="ACTIVE", entries={}, updated_at=None)
         return parse_status(text, self.path)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def _apply(
         self, changes: Changes, by: str, now_ms: int | None
     ) -> tuple[bool, KillSwitchStatus]:
@@ -148,7 +137,7 @@ class KillSwitch:
         ``changes`` may be a function of the stored entries, evaluated under the lock.
         Writes (state file, then history lines) only when something changed."""
         now = _now_ms() if now_ms is None else int(now_ms)
-        with self._locked():
+        with exclusive_lock(self.lock_path):
             current = self.status()
             entries = {name: dict(e) for name, e in current.entries.items()}
             if callable(changes):

@@ -2,7 +2,10 @@
 
 Every write goes to a temporary file in the target directory and is renamed over the old file,
 so a crash never leaves a half-written Parquet file. OHLCV upserts keep the stored bar when a
-timestamp arrives again: a bad or repeated page can never overwrite or drop stored bars.
+timestamp arrives again: a bad or repeated page can never overwrite or drop stored bars. An
+upsert reads, merges and replaces under a per-symbol file lock, so two overlapping ingests of one
+symbol (a retry, a manual run beside the schedule) never drop each other's bars; readers open a
+file once, so a replace in the middle of a read cannot mix two versions.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from levibot_pipelines.adapters.home import features_path, ohlcv_dir
+from levibot_pipelines.adapters.file_lock import exclusive_lock
+from levibot_pipelines.adapters.home import features_path, ohlcv_dir, ohlcv_lock_path
 from levibot_pipelines.core.data.features import FEATURE_SCHEMA
 from levibot_pipelines.core.data.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
 
@@ -48,6 +52,13 @@ def write_text_atomic(text: str, path: Path) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def _read_parquet_once(path: Path) -> pl.DataFrame:
+    """``path`` read through one open file: a writer's atomic replace during the read cannot
+    hand the reader parts of two files."""
+    with open(path, "rb") as f:
+        return pl.read_parquet(f)
+
+
 class ParquetStore:
     """Files under ``home``: ``ohlcv/{SYMBOL}.parquet``, ``features/...parquet``
     (the DuckDB file ``warehouse.duckdb`` beside them holds views only)."""
@@ -64,7 +75,7 @@ class ParquetStore:
         path = self.ohlcv_path(symbol)
         if not path.exists():
             return empty_ohlcv()
-        return pl.read_parquet(path)
+        return _read_parquet_once(path)
 
     def read_all_ohlcv(self, symbols: tuple[str, ...] | list[str]) -> pl.DataFrame:
         """Long frame of every stored bar of ``symbols``; raises naming symbols with no data."""
@@ -73,7 +84,7 @@ class ParquetStore:
             raise FileNotFoundError(
                 f"no stored OHLCV for {absent} under {self.ohlcv_dir}; materialize ohlcv first"
             )
-        return pl.concat([pl.read_parquet(self.ohlcv_path(s)) for s in symbols])
+        return pl.concat([_read_parquet_once(self.ohlcv_path(s)) for s in symbols])
 
     def timestamps(self, symbol: str) -> pl.Series:
         """Sorted open times of the stored bars of ``symbol`` (empty when none)."""
@@ -97,15 +108,16 @@ class ParquetStore:
             raise ValueError(
                 f"upsert for {symbol} got bars of {wrong['symbol'].unique().to_list()}"
             )
-        stored = self.read_ohlcv(symbol)
-        merged = (
-            pl.concat([stored, bars]).unique("timestamp", keep="first", maintain_order=True)
-            if stored.height
-            else bars.unique("timestamp", keep="first", maintain_order=True)
-        ).sort("timestamp")
-        added = merged.height - stored.height
-        if added:
-            write_parquet_atomic(merged, self.ohlcv_path(symbol))
+        with exclusive_lock(ohlcv_lock_path(self.home, symbol)):
+            stored = self.read_ohlcv(symbol)
+            merged = (
+                pl.concat([stored, bars]).unique("timestamp", keep="first", maintain_order=True)
+                if stored.height
+                else bars.unique("timestamp", keep="first", maintain_order=True)
+            ).sort("timestamp")
+            added = merged.height - stored.height
+            if added:
+                write_parquet_atomic(merged, self.ohlcv_path(symbol))
         ts = merged.get_column("timestamp")
         return UpsertResult(
             added=added,
@@ -126,7 +138,7 @@ class ParquetStore:
             raise FileNotFoundError(
                 f"no feature table at {self.features_path}; materialize cross_asset_features first"
             )
-        return pl.read_parquet(self.features_path)
+        return _read_parquet_once(self.features_path)
 
     def features_last_timestamp(self) -> int | None:
         if not self.features_path.exists():

@@ -14,6 +14,7 @@ import polars as pl
 
 from levibot_pipelines.adapters.home import dagster_dir, mlflow_tracking_uri, warehouse_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
+from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import utc_text
 from levibot_pipelines.settings import Settings, SettingsError
@@ -135,7 +136,7 @@ def predictions_summary(settings: Settings) -> str:
 def model_summary(settings: Settings) -> str:
     """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
     store = mlflow_tracking_uri(settings.home, settings.models.mlflow_tracking_uri)
-    lines = [f"\nmodels (walk-forward test windows; MLflow store {store}):"]
+    lines = [f"\nmodels (walk-forward test windows; MLflow store {redact_url(store)}):"]
     for symbol, m in status.model_status(settings.home, settings.market.symbols).items():
         if m is None:
             lines.append(f"{symbol}: no report yet")

@@ -4,6 +4,7 @@ deploy files (dashboard and alert expressions name metrics that are actually emi
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -609,3 +610,137 @@ def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     job = scrape["scrape_configs"][0]
     assert job["job_name"] == "levibot" and job["metrics_path"] == "/metrics/prom"
+
+
+PREDICT_PATHS = ("/ml/predict", "/ml/predict_ensemble", "/ml/predict_deep")
+
+
+def assert_predictions_unreadable(base: str, why: str) -> None:
+    """Every predictions endpoint 503 naming ``why``; /healthz 503; /metrics/prom 200 with
+    only ``levibot_predictions_available 0``."""
+    for path in PREDICT_PATHS:
+        r = get(base, path, symbol="BTCUSDT")
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["detail"].startswith("published predictions are unreadable"), path
+        assert why in r.json()["detail"], (path, r.json()["detail"])
+    r = get(base, "/ml/models/deep/status")
+    assert r.status_code == 503 and why in r.json()["detail"]
+    health = get(base, "/healthz")
+    assert health.status_code == 503, health.text
+    assert any(why in reason for reason in health.json()["reasons"]), health.json()
+    metrics = get(base, "/metrics/prom")
+    assert metrics.status_code == 200, metrics.text
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    assert set(families) == {"levibot_predictions_available"}
+    assert families["levibot_predictions_available"].samples[0].value == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        ("signal", "BUY", "row ETHUSDT: column 'signal' has ['BUY']"),
+        ("kill_switch", "PAUSED", "row ETHUSDT: column 'kill_switch' has ['PAUSED']"),
+        ("ensemble_p_up", 1.7, "row ETHUSDT: probabilities/confidences outside [0, 1]"),
+        ("close", "100", "row ETHUSDT: 'close' is '100' (str), expected a float"),
+    ],
+)
+def test_bad_values_in_the_published_file_are_503_everywhere(api, home, column, value, why):
+    base, _ = api
+    path = published_dir(home["home"]) / "latest_predictions.json"
+    doc = json.loads(path.read_text())
+    [eth] = [r for r in doc["rows"] if r["symbol"] == "ETHUSDT"]
+    eth[column] = value
+    path.write_text(json.dumps(doc))
+    assert_predictions_unreadable(base, why)
+
+
+def assert_served_halted(base: str, why: str) -> None:
+    """The switch is unknown: served HALTED saying so on every endpoint, never 500."""
+    for path in PREDICT_PATHS:
+        r = get(base, path, symbol="BTCUSDT")
+        assert r.status_code == 200, (path, r.text)
+        body = r.json()
+        assert (body["kill_switch"], body["signal"], body["size"]) == ("HALTED", "HOLD", 0.0)
+        assert body["kill_switch_reason"].startswith("kill-switch state unknown, treated as HALTED")
+        assert why in body["kill_switch_reason"], body["kill_switch_reason"]
+    status = get(base, "/ml/models/deep/status")
+    assert status.status_code == 200 and status.json()["kill_switch"]["state"] == "HALTED"
+    health = get(base, "/healthz")
+    assert health.status_code == 503, health.text
+    [reason] = health.json()["reasons"]
+    assert reason.startswith("kill-switch HALTED: kill-switch state unknown, treated as HALTED")
+    assert health.json()["kill_switch"]["state"] == "HALTED"
+    metrics = get(base, "/metrics/prom")
+    assert metrics.status_code == 200, metrics.text
+    families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+    assert families["levibot_kill_switch_state"].samples[0].value == KILL_SWITCH_CODES["HALTED"]
+    assert families["levibot_predictions_available"].samples[0].value == 1
+
+
+MANUAL_ENTRY = {"state": "REDUCING", "reason": "thin book", "by": "ops", "since": 1}
+
+
+@pytest.mark.parametrize(
+    ("doc", "why"),
+    [
+        (
+            {"state": "REDUCING", "entries": {"manual": {**MANUAL_ENTRY, "since": "yesterday"}}},
+            "entry 'manual' has since 'yesterday'",
+        ),
+        ({"state": "PAUSED", "entries": {}, "updated_at": 1}, "state 'PAUSED'"),
+        (
+            {"state": "PAUSED", "entries": {"manual": {**MANUAL_ENTRY, "state": "PAUSED"}}},
+            "entry 'manual' has state 'PAUSED'",
+        ),
+    ],
+)
+def test_bad_kill_switch_values_are_served_halted(api, home, doc, why):
+    base, _ = api
+    (home["home"] / "kill_switch.json").write_text(json.dumps({"updated_at": 1, **doc}))
+    assert_served_halted(base, why)
+
+
+@contextmanager
+def directory_in_place_of(path: Path) -> Iterator[None]:
+    """A directory where ``path`` (a file) should be; the file restored afterwards."""
+    saved = path.read_bytes() if path.exists() else None
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    try:
+        yield
+    finally:
+        path.rmdir()
+        if saved is not None:
+            path.write_bytes(saved)
+
+
+def test_a_directory_in_place_of_the_published_file_is_503_everywhere(api, home):
+    base, _ = api
+    with directory_in_place_of(published_dir(home["home"]) / "latest_predictions.json"):
+        assert_predictions_unreadable(base, "is unreadable: IsADirectoryError")
+    assert get(base, "/healthz").status_code == 200  # readable again: served again
+
+
+def test_a_directory_in_place_of_the_kill_switch_is_served_halted(api, home):
+    base, _ = api
+    with directory_in_place_of(home["home"] / "kill_switch.json"):
+        assert_served_halted(base, "is unreadable: IsADirectoryError")
+    assert get(base, "/healthz").status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file: no permission error")
+def test_unreadable_permissions_are_503_or_halted(api, home):
+    base, _ = api
+    published = published_dir(home["home"]) / "latest_predictions.json"
+    published.chmod(0)
+    try:
+        assert_predictions_unreadable(base, "is unreadable: PermissionError")
+    finally:
+        published.chmod(0o644)
+    kill = home["home"] / "kill_switch.json"
+    kill.write_text(json.dumps({"state": "ACTIVE", "entries": {}, "updated_at": 1}))
+    kill.chmod(0)
+    try:
+        assert_served_halted(base, "is unreadable: PermissionError")
+    finally:
+        kill.chmod(0o644)

@@ -74,9 +74,10 @@ def test_api_answers_503_not_the_previous_publish_after_a_bad_file(tmp_path):
         assert requests.get(url, timeout=10).status_code == 200
         latest = published_dir(tmp_path) / LATEST_JSON
         doc = json.loads(latest.read_text())
-        doc["rows"][0]["symbol"] = ["BTCUSDT"]  # unhashable: the parser's dict lookup raises
+        doc["rows"][0]["symbol"] = ["BTCUSDT"]  # not a string: parse_latest names the value
         _replace(latest, json.dumps(doc))
         for _ in range(2):  # every request answers 503, none the previous publish with 200
             r = requests.get(url, timeout=10)
-            assert r.status_code == 503 and "unreadable: TypeError" in r.json()["detail"]
+            why = "'symbol' is ['BTCUSDT'] (list), expected a string"
+            assert r.status_code == 503 and why in r.json()["detail"]
         assert requests.get(f"{base}/healthz", timeout=10).status_code == 503

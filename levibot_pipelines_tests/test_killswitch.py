@@ -2,6 +2,9 @@
 
 import json
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -311,6 +314,30 @@ def test_corrupt_state_file_raises_naming_it(tmp_path, text, why):
     assert (tmp_path / "kill_switch.json").read_text() == text
 
 
+def _doc(**entry_changes) -> str:
+    manual = {**entry("HALTED", "outage", "ops"), **entry_changes}
+    return json.dumps({"state": "HALTED", "entries": {"manual": manual}, "updated_at": T0})
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (_doc(since="yesterday"), r"entry 'manual' has since 'yesterday'.*integer ms"),
+        (_doc(since=1.5), r"entry 'manual' has since 1.5.*integer ms"),
+        (_doc(since=True), r"entry 'manual' has since True.*integer ms"),
+        (_doc(by=7), r"entry 'manual' has by 7.*string"),
+        (_doc(reason=None), r"entry 'manual' has reason None.*string"),
+        (_doc(state="PAUSED"), r"entry 'manual' has state 'PAUSED'"),
+        ('{"state": "PAUSED", "entries": {}, "updated_at": 1}', r"state 'PAUSED'"),
+        ('{"state": "ACTIVE", "entries": [], "updated_at": 1}', r"expected an object"),
+    ],
+)
+def test_bad_entry_values_are_corrupt(tmp_path, text, why):
+    (tmp_path / "kill_switch.json").write_text(text)
+    with pytest.raises(KillSwitchError, match=f"kill_switch.json is corrupt .*{why}"):
+        KillSwitch(tmp_path).status()
+
+
 def _set_triggers(home: str, worker: int, n: int, barrier) -> None:
     barrier.wait()
     switch = KillSwitch(home)
@@ -384,3 +411,54 @@ def test_cli_errors_exit_2(home, capsys):
     (home / "kill_switch.json").write_text("garbage")
     assert main(["kill-switch", "status"]) == 2
     assert "kill_switch.json is corrupt" in capsys.readouterr().err
+
+
+def levibot(home, *argv) -> subprocess.CompletedProcess:
+    """The real ``levibot`` CLI in a subprocess with ``LEVIBOT_HOME=home``."""
+    env = {**os.environ, "LEVIBOT_HOME": str(home)}
+    cmd = [sys.executable, "-m", "levibot_pipelines.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+CORRUPT = '{"state": "HALTED", "entries": {"manual": {"state": "HALTED", "since": "yesterday"'
+
+
+@pytest.mark.parametrize("text", [CORRUPT, _doc(since="yesterday")])
+def test_cli_engage_halted_on_a_corrupt_file_moves_it_aside(tmp_path, text):
+    path = tmp_path / "kill_switch.json"
+    path.write_text(text)
+    out = levibot(tmp_path, "kill-switch", "engage", "--reason", "outage", "--by", "ops")
+    assert out.returncode == 0, out.stderr
+    [aside] = tmp_path.glob("kill_switch.json.corrupt-*")
+    assert aside.read_text() == text  # kept for a person to inspect, never parsed again
+    assert aside.name in out.stderr and "is corrupt" in out.stderr  # logged, naming the copy
+    assert "kill-switch: HALTED (size multiplier 0)" in out.stdout
+    status = KillSwitch(tmp_path).status()
+    assert status.state == "HALTED" and status.entries["manual"]["reason"] == "outage"
+    assert set(status.entries) == {"manual"}
+    last = KillSwitch(tmp_path).history()[-1]
+    assert (last["entry"], last["old"], last["new"], last["by"]) == (
+        "manual",
+        "UNKNOWN",
+        "HALTED",
+        "ops",
+    )
+    assert aside.name in last["reason"] and "outage" in last["reason"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("engage", "--state", "REDUCING", "--reason", "thin book"),
+        ("release", "--reason", "resolved"),
+        ("release", "--all"),
+    ],
+)
+@pytest.mark.parametrize("text", [CORRUPT, _doc(since="yesterday")])
+def test_cli_less_safe_changes_on_a_corrupt_file_still_refuse(tmp_path, argv, text):
+    path = tmp_path / "kill_switch.json"
+    path.write_text(text)
+    out = levibot(tmp_path, "kill-switch", *argv)
+    assert out.returncode == 2
+    assert "kill_switch.json is corrupt" in out.stderr and "Traceback" not in out.stderr
+    assert path.read_text() == text and not list(tmp_path.glob("*.corrupt-*"))

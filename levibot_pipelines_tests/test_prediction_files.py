@@ -331,3 +331,43 @@ def test_published_columns_are_the_users_interface():
         "paper_equity",
         "paper_drawdown",
     ]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "column", "value", "match"),
+    [
+        ("ETHUSDT", "signal", "BUY", r"'signal' has \['BUY'\]"),
+        ("BTCUSDT", "kill_switch", "PAUSED", r"'kill_switch' has \['PAUSED'\]"),
+        ("SOLUSDT", "deep_p_up", 1.5, r"outside \[0, 1\]"),
+        ("BTCUSDT", "ensemble_confidence", -0.1, r"outside \[0, 1\]"),
+        ("BTCUSDT", "close", "100", r"'close' is '100' \(str\), expected a float"),
+        ("BTCUSDT", "bar_time", 1.5, r"'bar_time' is 1.5 \(float\), expected an integer"),
+        ("BTCUSDT", "mc_samples", True, r"'mc_samples' is True \(bool\), expected an integer"),
+        ("BTCUSDT", "deep_version", 3, r"'deep_version' is 3 \(int\), expected a string"),
+        ("BTCUSDT", "size", None, r"'size' is None \(NoneType\), expected a float"),
+        ("BTCUSDT", "deep_mu", "NaN", r"'deep_mu' is 'NaN' \(str\), expected a float"),
+    ],
+)
+def test_bad_values_in_the_json_are_a_published_file_error(
+    tmp_path, models, symbol, column, value, match
+):
+    path = write_published(tmp_path, make_rows(), models)
+    doc = json.loads(path.read_text())
+    [row] = [r for r in doc["rows"] if r["symbol"] == symbol]
+    row[column] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(
+        PublishedFileError, match=rf"latest_predictions.json: row {symbol}: .*{match}"
+    ):
+        read_latest(tmp_path)
+
+
+def test_valid_json_values_still_parse(tmp_path, models):
+    # Nullable levels stay None, an integral float written as an int is accepted as a float.
+    path = write_published(tmp_path, make_rows(), models)
+    doc = json.loads(path.read_text())
+    doc["rows"][0]["close"] = 100
+    path.write_text(json.dumps(doc))
+    latest = read_latest(tmp_path)
+    assert latest.rows["BTCUSDT"]["close"] == 100
+    assert latest.rows["ETHUSDT"]["stop_loss"] is None

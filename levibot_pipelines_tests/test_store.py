@@ -125,3 +125,46 @@ def test_concurrent_upserts_of_one_symbol_lose_no_bar(tmp_path):
         assert w.returncode == 0, err[-2000:]
     stored = ParquetStore(tmp_path).read_ohlcv("BTCUSDT")["timestamp"].to_list()
     assert stored == [k * TF_MS for k in range(2 * n)]
+
+
+def test_views_work_under_a_home_with_a_quote_in_its_path(tmp_path):
+    # A home like /data/o'brien/levibot must not break (or inject into) the view SQL.
+    home = tmp_path / "o'brien"
+    store = ParquetStore(home)
+    store.upsert_ohlcv("BTCUSDT", clean([(0, 1.0, 2.0, 0.5, 1.5, 1.0)]))
+    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
+        assert refresh_views(conn, store) == ["ohlcv"]
+        assert conn.sql("SELECT count(*) FROM ohlcv").fetchall() == [(1,)]
+
+
+def test_atomic_writes_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    # The file's bytes are flushed before it replaces the old one, and the directory entry
+    # after: otherwise a power loss can leave an empty file under the final name.
+    import os
+
+    from levibot_pipelines.adapters.store import write_text_atomic
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    write_text_atomic("hello\n", tmp_path / "a.txt")
+    monkeypatch.setattr(os, "fsync", real)
+    assert (tmp_path / "a.txt").read_text() == "hello\n"
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
+
+
+def test_a_crashed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    from levibot_pipelines.adapters.store import write_text_atomic
+
+    orphan = tmp_path / ".a.txt.dead0000.tmp"  # left by a writer killed before its rename
+    fresh = tmp_path / ".a.txt.live0000.tmp"  # a writer that is still writing
+    for f in (orphan, fresh):
+        f.write_text("partial")
+    hour_ago = time.time() - 3700
+    os.utime(orphan, (hour_ago, hour_ago))
+    write_text_atomic("hello\n", tmp_path / "a.txt")
+    assert not orphan.exists() and fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "a.txt"]

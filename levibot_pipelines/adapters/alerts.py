@@ -6,6 +6,8 @@ import logging
 
 import requests
 
+from levibot_pipelines.adapters.redact import redact_text, redact_url
+
 log = logging.getLogger(__name__)
 
 
@@ -13,7 +15,7 @@ def post_alert(webhook_url: str | None, payload: dict, timeout_s: float = 5.0) -
     """POST ``payload`` as JSON to ``webhook_url``; returns whether it was delivered.
 
     A failing webhook is logged, never raised: an unreachable alert channel must not stop the
-    sensor that watches the data.
+    sensor that watches the data. The URL may carry a token: the log shows it redacted.
     """
     level = logging.WARNING if payload.get("state") in ("WARN", "FAIL") else logging.INFO
     log.log(level, "alert: %s", payload.get("message", payload))
@@ -23,6 +25,7 @@ def post_alert(webhook_url: str | None, payload: dict, timeout_s: float = 5.0) -
         response = requests.post(webhook_url, json=payload, timeout=timeout_s)
         response.raise_for_status()
     except requests.RequestException as exc:
-        log.error("alert webhook %s failed: %s", webhook_url, exc)
+        shown = redact_url(webhook_url)
+        log.error("alert webhook %s failed: %s", shown, redact_text(str(exc), webhook_url))
         return False
     return True

@@ -13,7 +13,8 @@ Files:
   replaced atomically, so readers never need the lock.
 
 A state file that cannot be read raises :class:`KillSwitchError` naming it: a corrupt switch must
-never silently read as ACTIVE.
+never silently read as ACTIVE. Only engaging HALTED (the safe direction) may replace it: the
+corrupt file is renamed ``kill_switch.json.corrupt-{ms}`` and the history line says so.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def _text(value: str, what: str) -> str:
     return value.strip()
 
 
+def _bad_entry_value(entry: dict) -> str | None:
+    """What is wrong with one entry's values (``state`` in STATES, ``since`` an integer ms,
+    ``reason`` and ``by`` strings); ``None`` when nothing is."""
+    if entry["state"] not in STATES:
+        return f"state {entry['state']!r}, expected one of {STATES}"
+    since = entry["since"]
+    if isinstance(since, bool) or not isinstance(since, int):
+        return f"since {since!r}, expected an integer ms timestamp"
+    for key in ("reason", "by"):
+        if not isinstance(entry[key], str):
+            return f"{key} {entry[key]!r}, expected a string"
+    return None
+
+
 def parse_status(text: str, path: Path | str = "kill_switch.json") -> KillSwitchStatus:
     """Parse the state file's ``text``; :class:`KillSwitchError` naming ``path`` when it is
     unusable: not JSON, malformed entries, or a ``state`` its entries do not give."""
@@ -101,10 +116,11 @@ def parse_status(text: str, path: Path | str = "kill_switch.json") -> KillSwitch
     for name, entry in entries.items():
         if not isinstance(entry, dict) or set(ENTRY_KEYS) - set(entry):
             raise bad(f"entry {name!r} must hold {list(ENTRY_KEYS)}")
-        if entry["state"] not in STATES:
-            raise bad(f"entry {name!r} has state {entry['state']!r}, expected one of {STATES}")
+        why = _bad_entry_value(entry)
+        if why:
+            raise bad(f"entry {name!r} has {why}")
     updated_at = doc.get("updated_at")
-    if updated_at is not None and not isinstance(updated_at, int):
+    if updated_at is not None and (isinstance(updated_at, bool) or not isinstance(updated_at, int)):
         raise bad(f"updated_at {updated_at!r} is not an integer ms timestamp")
     state = doc.get("state")
     expected = effective_state(entries)
@@ -130,15 +146,35 @@ class KillSwitch:
             return KillSwitchStatus(state="ACTIVE", entries={}, updated_at=None)
         return parse_status(text, self.path)
 
+    def _move_aside(self, exc: KillSwitchError, now: int) -> Path:
+        """Rename the corrupt state file to ``kill_switch.json.corrupt-{now}`` (kept for a
+        person to inspect) and log it; returns the new path. Call under the lock."""
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{now}")
+        self.path.rename(aside)
+        log.warning("%s; moved it aside to %s to engage HALTED over it", exc, aside)
+        return aside
+
+    def _current(self, replace_corrupt: bool, now: int) -> tuple[KillSwitchStatus, Path | None]:
+        """(stored status, None); with ``replace_corrupt`` an unreadable file is moved aside:
+        (no entries, its new path). Call under the lock."""
+        try:
+            return self.status(), None
+        except KillSwitchError as exc:
+            if not replace_corrupt:
+                raise
+            return KillSwitchStatus(state="ACTIVE"), self._move_aside(exc, now)
+
     def _apply(
-        self, changes: Changes, by: str, now_ms: int | None
+        self, changes: Changes, by: str, now_ms: int | None, replace_corrupt: bool = False
     ) -> tuple[bool, KillSwitchStatus]:
         """Set each entry name -> (state, reason) under the lock; ACTIVE removes the entry.
         ``changes`` may be a function of the stored entries, evaluated under the lock.
-        Writes (state file, then history lines) only when something changed."""
+        Writes (state file, then history lines) only when something changed. With
+        ``replace_corrupt`` an unreadable state file is moved aside (:meth:`_move_aside`) and
+        the changes apply to no entries; its history lines say so (``old`` is UNKNOWN)."""
         now = _now_ms() if now_ms is None else int(now_ms)
         with exclusive_lock(self.lock_path):
-            current = self.status()
+            current, aside = self._current(replace_corrupt, now)
             entries = {name: dict(e) for name, e in current.entries.items()}
             if callable(changes):
                 changes = changes(current.entries)
@@ -160,6 +196,9 @@ class KillSwitch:
                         {"ts": now, "entry": name, "old": old_state, "new": state}
                         | {"reason": reason, "by": by}
                     )
+            if aside is not None:
+                note = f" (corrupt state file moved aside to {aside.name}, state was unknown)"
+                events = [{**e, "old": "UNKNOWN", "reason": e["reason"] + note} for e in events]
             if entries == current.entries:
                 return False, current
             status = KillSwitchStatus(effective_state(entries), entries, now)
@@ -181,14 +220,24 @@ class KillSwitch:
             return True, status
 
     def engage(
-        self, state: str, reason: str, by: str, now_ms: int | None = None
+        self,
+        state: str,
+        reason: str,
+        by: str,
+        now_ms: int | None = None,
+        *,
+        replace_corrupt: bool = False,
     ) -> KillSwitchStatus:
         """Set the manual entry to ``state`` (REDUCING or HALTED) with a non-empty ``reason``,
-        attributed to ``by``; returns the new status."""
+        attributed to ``by``; returns the new status. An unreadable state file raises
+        :class:`KillSwitchError`, unless ``replace_corrupt`` (HALTED only, the safe direction):
+        then it is moved aside to ``kill_switch.json.corrupt-{ms}`` and HALTED written."""
         if check_state(state) == "ACTIVE":
             raise ValueError("engage state 'ACTIVE' is not allowed; expected REDUCING or HALTED")
+        if replace_corrupt and state != "HALTED":
+            raise ValueError(f"replace_corrupt engages HALTED only, not {state!r}")
         change = {MANUAL: (state, _text(reason, "reason"))}
-        return self._apply(change, _text(by, "by"), now_ms)[1]
+        return self._apply(change, _text(by, "by"), now_ms, replace_corrupt)[1]
 
     def release(
         self, by: str, reason: str = "", now_ms: int | None = None, *, all_entries: bool = False

@@ -36,6 +36,7 @@ from levibot_pipelines.adapters.exported_model import (
 )
 from levibot_pipelines.adapters.home import history_dir, published_dir
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
+from levibot_pipelines.core.trading.killswitch import STATES
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,13 @@ ALLOWED: dict[str, tuple[Any, ...]] = {
     "regime": ("trend", "neutral", "meanrev"),
     "regime_state": (1, 0, -1),
     "signal": ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD"),
-    "kill_switch": ("ACTIVE", "REDUCING", "HALTED"),
+    "kill_switch": STATES,
+}
+# JSON value types per dtype (bool is an int in Python, never a number here).
+JSON_TYPES: dict[pl.DataType, tuple[tuple[type, ...], str]] = {
+    F64: ((int, float), "a float"),
+    I64: ((int,), "an integer"),
+    STR: ((str,), "a string"),
 }
 
 
@@ -241,8 +248,40 @@ def parse_latest(text: str, source: str = LATEST_JSON) -> LatestPredictions:
             raise PublishedFileError(
                 f"{source}: a row does not have the PUBLISHED_SCHEMA columns; got {got}"
             )
+        try:
+            _check_row(row)
+        except ValueError as exc:
+            raise PublishedFileError(f"{source}: row {row['symbol']}: {exc}") from None
         by_symbol[row["symbol"]] = row
+    try:
+        validate_rows(_frame(rows))  # across rows: unique symbols, one published_at
+    except ValueError as exc:
+        raise PublishedFileError(f"{source}: {exc}") from None
     return LatestPredictions(published_at=published_at, rows=by_symbol)
+
+
+def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """``rows`` (JSON types already checked) as a ``PUBLISHED_SCHEMA`` frame."""
+    return pl.DataFrame(
+        {
+            c: pl.Series(c, [r[c] for r in rows], dtype=t, strict=False)
+            for c, t in PUBLISHED_SCHEMA.items()
+        }
+    )
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    """One parsed JSON row: each value of its column's JSON type (``None`` only in
+    ``NULLABLE``), then every ``validate_rows`` rule (bounds, enums, finite floats);
+    ``ValueError`` naming the column and the bad value."""
+    for col, dtype in PUBLISHED_SCHEMA.items():
+        value = row[col]
+        if value is None and col in NULLABLE:
+            continue
+        types, expected = JSON_TYPES[dtype]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{col!r} is {value!r} ({type(value).__name__}), expected {expected}")
+    validate_rows(_frame([row]))
 
 
 def read_latest(home: Path | str) -> LatestPredictions | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
 
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
+from levibot_pipelines.adapters.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def push_metrics(
     ``levibot``).
 
     Returns True when pushed, False when no URL is set or the gateway could not be reached
-    (logged as a warning: monitoring must not fail a publish).
+    (logged as a warning, the URL's credentials redacted: monitoring must not fail a publish).
     """
     if not url:
         return False
@@ -197,7 +198,7 @@ def push_metrics(
     try:
         push_to_gateway(url, job=PUSH_JOB, registry=registry, timeout=5)
     except OSError as exc:
-        log.warning("push to %s failed: %s", url, exc)
+        log.warning("push to %s failed: %s", redact_url(url), redact_text(str(exc), url))
         return False
     return True
 

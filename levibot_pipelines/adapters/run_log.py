@@ -19,6 +19,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from levibot_pipelines.adapters.redact import redact_url
+
 log = logging.getLogger(__name__)
 
 CONFIG_ARTIFACT = "config.json"
@@ -163,5 +165,5 @@ class RunLog:
             artifact_uri=run.info.artifact_uri,
             url=self.run_url(run_id, run.info.experiment_id),
         )
-        log.info("logged run %s (%s): %s", run_name, run_id, info.url)
+        log.info("logged run %s (%s): %s", run_name, run_id, redact_url(info.url))
         return info

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 import ccxt
 import polars as pl
 
+from levibot_pipelines.adapters.redact import redact_text
 from levibot_pipelines.core.data.synthetic import simulate_bars
 from levibot_pipelines.core.data.validation import RAW_COLUMNS
 
@@ -113,6 +114,7 @@ class CcxtSource:
             else:
                 self.exchange.urls["api"] = api_url
         self.exchange_id = exchange_id
+        self.api_url = api_url
         self.timeframe = timeframe
         self.tf_ms = int(self.exchange.parse_timeframe(timeframe) * 1000)
         self.page_limit = page_limit
@@ -129,7 +131,8 @@ class CcxtSource:
                     raise
                 delay = self.backoff_s * 2**attempt
                 self.retries += 1
-                log.warning("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, delay)
+                reason = redact_text(str(exc), self.api_url)  # ccxt quotes the request URL
+                log.warning("%s failed (%s); retry %d in %.2fs", what, reason, attempt + 1, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -10,7 +10,9 @@ file once, so a replace in the middle of a read cannot mix two versions.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from levibot_pipelines.adapters.home import features_path, ohlcv_dir, ohlcv_lock
 from levibot_pipelines.core.data.features import FEATURE_SCHEMA
 from levibot_pipelines.core.data.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class UpsertResult:
@@ -32,14 +36,43 @@ class UpsertResult:
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, flush it to disk, rename it over
+    ``path`` and flush the directory entry: after a crash or a power loss ``path`` holds the old
+    or the new content, never a torn or empty file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+ORPHAN_AGE_S = 3600  # a temporary file this old was left by a writer that died mid-write
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary siblings of ``path`` that a crashed writer left behind (older than
+    ``ORPHAN_AGE_S``; a live writer's temporary file is seconds old and is left alone)."""
+    cutoff = time.time() - ORPHAN_AGE_S
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                log.warning("removed %s, left by a writer that did not finish", tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
@@ -148,6 +181,12 @@ class ParquetStore:
         )
 
 
+def sql_literal(path: Path | str) -> str:
+    """``path`` as a SQL string literal (quotes doubled): DuckDB's ``CREATE VIEW`` takes no
+    parameters, and a home such as ``/data/o'brien`` must neither break nor inject into it."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def refresh_views(conn, store: ParquetStore) -> list[str]:
     """(Re)create the DuckDB views ``ohlcv`` and ``cross_asset_features`` over the Parquet files.
 
@@ -156,16 +195,16 @@ def refresh_views(conn, store: ParquetStore) -> list[str]:
     """
     created = []
     if any(store.ohlcv_dir.glob("*.parquet")):
-        glob = (store.ohlcv_dir / "*.parquet").as_posix()
+        glob = sql_literal((store.ohlcv_dir / "*.parquet").as_posix())
         conn.execute(
             "CREATE OR REPLACE VIEW ohlcv AS SELECT symbol, timestamp, open, high, low, close, "
-            f"volume, source FROM read_parquet('{glob}')"
+            f"volume, source FROM read_parquet({glob})"
         )
         created.append("ohlcv")
     if store.features_path.exists():
         conn.execute(
             "CREATE OR REPLACE VIEW cross_asset_features AS SELECT * FROM "
-            f"read_parquet('{store.features_path.as_posix()}')"
+            f"read_parquet({sql_literal(store.features_path.as_posix())})"
         )
         created.append("cross_asset_features")
     return created

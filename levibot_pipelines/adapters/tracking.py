@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from levibot_pipelines.adapters.home import mlartifacts_dir, mlflow_tracking_uri
 from levibot_pipelines.adapters.model_versions import VersionRegistry
+from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ def _ensure_experiment(client: MlflowClient, name: str, location: str | None) ->
         log.warning(
             "experiment %s keeps its artifact location %s (asked for %s)",
             name,
-            found.artifact_location,
-            location,
+            redact_url(found.artifact_location),
+            redact_url(location),
         )
     return found.experiment_id
 

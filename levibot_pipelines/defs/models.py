@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.reports import backtest_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
 from levibot_pipelines.defs.common import markdown_table, symbol_partitions
@@ -30,7 +31,7 @@ def image_md(png: bytes, alt: str) -> dg.MetadataValue:
 def _train_metadata(res: train.TrainResult) -> dict:
     m = res.metrics
     return {
-        "mlflow_run": dg.MetadataValue.url(res.run_url),
+        "mlflow_run": dg.MetadataValue.url(redact_url(res.run_url)),
         "model_version": res.version,
         "champion_decision": res.decision["reason"],
         "promoted": bool(res.decision["promoted"]),
@@ -51,7 +52,7 @@ def _report_metadata(res: ReportResult) -> dict:
         "n_test": rep["n_test"],
         "folds": rep["folds"],
         "metrics": dg.MetadataValue.md(markdown_table(table)),
-        "mlflow_run": dg.MetadataValue.url(res.run_url),
+        "mlflow_run": dg.MetadataValue.url(redact_url(res.run_url)),
         "report": dg.MetadataValue.path(str(res.out / "report.md")),
         "reliability_ensemble": image_md(res.reliability_png, "reliability"),
         "risk_coverage": image_md(res.risk_coverage_png, "risk-coverage"),

@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 from levibot_pipelines.adapters.home import history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET, read_latest
 from levibot_pipelines.adapters.prom import push_metrics
-from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.adapters.store import ParquetStore, sql_literal
 from levibot_pipelines.defs.common import WAREHOUSE_POOL, markdown_table, now_ms
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
@@ -66,11 +66,11 @@ def refresh_prediction_views(conn, s: Settings) -> list[str]:
     latest = published_dir(s.home) / LATEST_PARQUET
     conn.execute(
         "CREATE OR REPLACE VIEW latest_predictions AS SELECT * FROM "
-        f"read_parquet('{latest.as_posix()}')"
+        f"read_parquet({sql_literal(latest.as_posix())})"
     )
     conn.execute(
         "CREATE OR REPLACE VIEW predictions AS SELECT * FROM "
-        f"read_parquet('{history_glob(s.home)}', union_by_name = true)"
+        f"read_parquet({sql_literal(history_glob(s.home))}, union_by_name = true)"
     )
     return ["latest_predictions", "predictions"]
 

@@ -42,8 +42,11 @@ def evaluate_kill_switch(
 
 
 def engage(store: KillSwitch, state: str, reason: str, by: str) -> KillSwitchStatus:
-    """A person engages the manual entry (REDUCING or HALTED), saying why."""
-    return store.engage(state, reason, by)
+    """A person engages the manual entry (REDUCING or HALTED), saying why. HALTED is the safe
+    direction, so it is written even over a corrupt state file (moved aside, logged and noted
+    in the history); REDUCING on a corrupt file raises ``KillSwitchError``, never guessing a
+    less safe state."""
+    return store.engage(state, reason, by, replace_corrupt=state == "HALTED")
 
 
 def release(

@@ -12,17 +12,28 @@ Staleness is measured in data time: ``core.data.timeframes.staleness_minutes(bar
 ``settings.alerts.max_staleness_minutes``; ``/healthz`` fails beyond ``fail_staleness_minutes``;
 beyond ``settings.trading.kill_staleness_minutes`` a row is served HALTED (its entry cut), by the
 kill-switch's own staleness rule (``api_responses.served_kill_switch``).
+
+Authentication: with ``settings.serving.api_token`` (LEVIBOT_API_TOKEN) set, every route but
+``OPEN_PATHS`` (``/healthz``, ``/livez``) needs ``Authorization: Bearer <token>``, else 401; the
+OpenAPI page (``/docs``, ``/openapi.json``) stays readable, it holds no data. Without a token
+nothing changes. On-demand recomputes are rate-limited (``usecases.recompute``): 429 with
+``Retry-After`` beyond the budget.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError
@@ -42,7 +53,10 @@ from levibot_pipelines.api_responses import (
 )
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.recompute import TransformerRecomputer
+from levibot_pipelines.usecases.recompute import RecomputeLimited, TransformerRecomputer
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/healthz", "/livez"})  # answered without a token (liveness probes)
 
 SymbolQuery = Annotated[
     str, Query(min_length=1, max_length=32, description="BTCUSDT, BTC/USDT or btcusdt")
@@ -101,17 +115,87 @@ def row_for(svc: Service, raw: str) -> dict[str, Any]:
     return doc.rows[symbol]
 
 
+def get_and_head(app: FastAPI, path: str, **route: Any) -> Callable[[Callable], Callable]:
+    """Register the decorated endpoint for GET ``path`` (documented, ``route`` as for
+    ``app.get``) and for HEAD (same handler and status, left out of the OpenAPI document; the
+    server sends the headers only)."""
+
+    def register(endpoint: Callable) -> Callable:
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **route)
+        return app.get(path, **route)(endpoint)
+
+    return register
+
+
+def bearer_auth(token: str | None) -> list[DependsParam]:
+    """The app-wide dependencies enforcing ``Authorization: Bearer <token>`` on every route
+    but ``OPEN_PATHS``; none when ``token`` is None (no authentication). Constant-time compare;
+    a missing or wrong token is 401 with ``WWW-Authenticate: Bearer``."""
+    if token is None:
+        return []
+    expected = token.encode()
+    bearer = HTTPBearer(auto_error=False, description="LEVIBOT_API_TOKEN")
+
+    # A default, not Annotated: ``bearer`` is local and these annotations are strings.
+    async def require_token(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> None:
+        if request.url.path in OPEN_PATHS:
+            return
+        if credentials is None:
+            why = "missing bearer token"
+        elif hmac.compare_digest(credentials.credentials.encode(), expected):
+            return
+        else:
+            why = "invalid bearer token"
+        raise HTTPException(
+            401,
+            f"{why}: this API requires 'Authorization: Bearer <LEVIBOT_API_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    return [Depends(require_token)]
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The warning to give when serving on ``host`` without authentication, or None: a token
+    is set, or ``host`` is loopback (127.0.0.0/8, ::1, localhost). Any other host, ``""`` and
+    ``0.0.0.0`` included, may be reachable from other machines."""
+    if token is not None or _is_loopback(host):
+        return None
+    shown = host or "all interfaces"
+    return (
+        f"the API on {shown} is reachable from other machines WITHOUT authentication: set "
+        "LEVIBOT_API_TOKEN (e.g. export LEVIBOT_API_TOKEN=$(python -c 'import secrets; "
+        "print(secrets.token_urlsafe(32))')) and send 'Authorization: Bearer <token>', or "
+        "serve on 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip().strip("[]").lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
 def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> FastAPI:
-    """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock)."""
+    """The API for ``settings.home``; ``clock`` returns now in ms (default: wall clock).
+    With ``settings.serving.api_token`` every route but ``OPEN_PATHS`` needs the token."""
     svc = open_service(settings, clock)
     app = FastAPI(
         title="levibot predictions",
         description="Read-only calibrated P(up), uncertainty and signals per symbol, from the "
         "files the Dagster publish job writes under $LEVIBOT_HOME/published.",
         version="1",
+        dependencies=bearer_auth(settings.serving.api_token),
     )
 
-    @app.get("/ml/predict_deep", response_model=DeepPrediction)
+    @get_and_head(app, "/ml/predict_deep", response_model=DeepPrediction)
     async def predict_deep(symbol: SymbolQuery, n_samples: SamplesQuery = None) -> dict:
         """Transformer with MC dropout; ``n_samples`` != published reruns the draws."""
         row = row_for(svc, symbol)
@@ -122,29 +206,32 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             mc = await run_in_threadpool(svc.recompute, row, n_samples)
         except PublishedFileError as exc:
             raise HTTPException(503, f"cannot recompute {row['symbol']}: {exc}") from None
+        except RecomputeLimited as exc:
+            headers = {"Retry-After": str(exc.retry_after_s)}
+            raise HTTPException(429, str(exc), headers=headers) from None
         return recomputed_body(out, mc, n_samples)
 
-    @app.get("/ml/predict_ensemble", response_model=EnsemblePrediction)
+    @get_and_head(app, "/ml/predict_ensemble", response_model=EnsemblePrediction)
     async def predict_ensemble(symbol: SymbolQuery) -> dict:
         """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member."""
         return ensemble_body(svc, row_for(svc, symbol), svc.now_ms())
 
-    @app.get("/ml/predict", response_model=Prediction)
+    @get_and_head(app, "/ml/predict", response_model=Prediction)
     async def predict_lgbm(symbol: SymbolQuery) -> dict:
         """Calibrated LightGBM (no uncertainty estimate)."""
         return lgbm_body(svc, row_for(svc, symbol), svc.now_ms())
 
-    @app.get("/ml/models/deep/status")
+    @get_and_head(app, "/ml/models/deep/status")
     async def deep_status() -> dict:
         """Per symbol: published deep version, MC samples, bar, staleness, export present."""
         return deep_status_body(svc, latest(svc))
 
-    @app.get("/metrics/prom", response_class=Response)
+    @get_and_head(app, "/metrics/prom", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format, built from the published file at scrape time."""
         return Response(content=metrics_text(svc), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz")
+    @get_and_head(app, "/healthz")
     async def healthz() -> JSONResponse:
         """200 when every symbol is published, none stale beyond the fail limit, not HALTED."""
         status_code, body = health_body(svc)
@@ -157,10 +244,19 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     """Serve ``create_app(settings)`` with uvicorn (default host/port from settings)."""
     import uvicorn
 
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.serving.api_host,
-        port=port or settings.serving.api_port,
-        log_level="info",
-        access_log=False,
+    host, port = server_address(settings, host, port)
+    warning = exposure_warning(host, settings.serving.api_token)
+    if warning:
+        log.warning(warning)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
+def server_address(
+    settings: Settings, host: str | None = None, port: int | None = None
+) -> tuple[str, int]:
+    """(host, port) to bind: the given ones, the settings' where ``None``; port 0 (any free
+    port) and host "" are kept as given."""
+    return (
+        settings.serving.api_host if host is None else host,
+        settings.serving.api_port if port is None else port,
     )

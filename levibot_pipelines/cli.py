@@ -1,6 +1,7 @@
 """The ``levibot`` command: ``demo``, ``status``, ``evaluate``, ``serve`` and ``kill-switch``."""
 
 import argparse
+import errno
 import getpass
 import json
 import logging
@@ -308,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_text(exc: OSError) -> str:
+    """One line for a file-system error: ``<what> (<path>): <strerror>``."""
+    if isinstance(exc, PermissionError):
+        what = "permission denied"
+    elif exc.errno == errno.ENOSPC:
+        what = "disk full"
+    elif isinstance(exc, (NotADirectoryError, FileExistsError)):
+        what = "a file is in the way of a directory (is LEVIBOT_HOME a file?)"
+    else:
+        what = "file system error"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{what}{where}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -319,10 +334,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_kill_switch(args, settings)
         if args.command == "serve":
             return cmd_serve(args, settings)
+        return {"demo": cmd_demo, "status": cmd_status}[args.command](settings)
     except (SettingsError, ValueError) as exc:
         print(f"levibot: {exc}", file=sys.stderr)
         return 2
-    return {"demo": cmd_demo, "status": cmd_status}[args.command](settings)
+    except OSError as exc:
+        print(f"levibot: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -94,11 +94,14 @@ class TradingSettings:
 
 @dataclass(frozen=True)
 class ServingSettings:
-    """The HTTP API's address and the optional Prometheus Pushgateway."""
+    """The HTTP API's address, its optional bearer token and the optional Prometheus
+    Pushgateway. ``api_token`` (LEVIBOT_API_TOKEN) is a secret: it is kept out of ``repr`` and
+    of every message; None (default) serves without authentication."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     pushgateway_url: str | None = None
+    api_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,22 @@ def _lower(name: str, raw: str) -> str:
 def _url(name: str, raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise SettingsError(f"{name}={raw!r}: expected an http:// or https:// URL")
+    return raw
+
+
+API_TOKEN_MIN_LENGTH = 16
+
+
+def _secret_token(name: str, raw: str) -> str:
+    """A bearer token: at least 16 printable ASCII characters, no spaces. The message never
+    repeats the value (it is a secret)."""
+    printable = raw.isascii() and raw.isprintable() and " " not in raw
+    if len(raw) < API_TOKEN_MIN_LENGTH or not printable:
+        raise SettingsError(
+            f"{name}: expected at least {API_TOKEN_MIN_LENGTH} printable ASCII characters "
+            "without spaces (value not shown), e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     return raw
 
 
@@ -375,6 +394,7 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_API_HOST": ("serving", "api_host", _text),
     "LEVIBOT_API_PORT": ("serving", "api_port", _positive_int),
     "LEVIBOT_PUSHGATEWAY_URL": ("serving", "pushgateway_url", _url),
+    "LEVIBOT_API_TOKEN": ("serving", "api_token", _secret_token),
     "LEVIBOT_MAX_STALENESS_MINUTES": ("alerts", "max_staleness_minutes", _minutes),
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),

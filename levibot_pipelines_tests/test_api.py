@@ -744,3 +744,205 @@ def test_unreadable_permissions_are_503_or_halted(api, home):
         assert_served_halted(base, "is unreadable: PermissionError")
     finally:
         kill.chmod(0o644)
+
+
+HEAD_PATHS = (
+    ("/ml/predict_deep", {"symbol": "BTCUSDT"}),
+    ("/ml/predict_ensemble", {"symbol": "BTCUSDT"}),
+    ("/ml/predict", {"symbol": "BTCUSDT"}),
+    ("/ml/predict", {"symbol": "NOPE"}),
+    ("/ml/predict", {}),
+    ("/ml/models/deep/status", {}),
+    ("/metrics/prom", {}),
+    ("/healthz", {}),
+    ("/openapi.json", {}),
+    ("/docs", {}),
+)
+
+
+@pytest.mark.parametrize("path,params", HEAD_PATHS)
+def test_head_answers_like_get_without_a_body(api, path, params):
+    base, _ = api
+    got = get(base, path, **params)
+    head = requests.head(f"{base}{path}", params=params, timeout=30)
+    assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+    assert head.content == b""
+    assert head.headers.get("content-type") == got.headers.get("content-type")
+
+
+def test_head_routes_stay_out_of_the_openapi_document(api):
+    base, _ = api
+    methods = {m for ops in get(base, "/openapi.json").json()["paths"].values() for m in ops}
+    assert methods == {"get"}
+
+
+@pytest.mark.parametrize(
+    "host,port,expected",
+    [
+        (None, None, ("127.0.0.1", 8123)),
+        (None, 0, ("127.0.0.1", 0)),
+        ("", 9000, ("", 9000)),
+        ("0.0.0.0", 8001, ("0.0.0.0", 8001)),
+    ],
+)
+def test_run_server_binds_the_given_host_and_port_even_port_0(
+    tmp_path, monkeypatch, host, port, expected
+):
+    from levibot_pipelines import api as api_module
+    from levibot_pipelines.settings import ServingSettings
+
+    settings = Settings(home=tmp_path, serving=ServingSettings(api_host="127.0.0.1", api_port=8123))
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    api_module.run_server(settings, host=host, port=port)
+    assert (seen["host"], seen["port"]) == expected
+
+
+def test_server_address_keeps_port_0_and_defaults_only_none(tmp_path):
+    from levibot_pipelines.api import server_address
+
+    settings = Settings(home=tmp_path)
+    assert server_address(settings, None, 0) == (settings.serving.api_host, 0)
+    assert server_address(settings) == (settings.serving.api_host, settings.serving.api_port)
+
+
+TOKEN = "s3cret-token-0123456789abcdef"
+PROTECTED = (
+    ("/ml/predict_deep", {"symbol": "BTCUSDT"}),
+    ("/ml/predict_ensemble", {"symbol": "BTCUSDT"}),
+    ("/ml/predict", {"symbol": "BTCUSDT"}),
+    ("/ml/predict", {}),  # 401 before the 422 of the missing symbol
+    ("/ml/models/deep/status", {}),
+    ("/metrics/prom", {}),
+)
+
+
+@pytest.fixture(scope="module")
+def authed(home):
+    """A second server over the same home with LEVIBOT_API_TOKEN set."""
+    from levibot_pipelines.settings import ServingSettings
+
+    settings = Settings(
+        home=home["home"],
+        models=ModelSettings(mc_samples=5),
+        serving=ServingSettings(api_token=TOKEN),
+    )
+    with serving(create_app(settings)) as base:
+        yield base
+
+
+def test_without_a_token_configured_no_route_asks_for_one(api):
+    base, _ = api
+    for path, params in PROTECTED[:3] + PROTECTED[4:]:
+        assert get(base, path, **params).status_code == 200, path
+    assert "securitySchemes" not in get(base, "/openapi.json").json().get("components", {})
+
+
+@pytest.mark.parametrize("path,params", PROTECTED)
+def test_with_a_token_every_data_route_needs_it(api, authed, path, params):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        r = requests.get(f"{authed}{path}", params=params, headers=headers, timeout=30)
+        assert r.status_code == 401, (path, headers, r.status_code)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert "bearer token" in r.json()["detail"] and "BTCUSDT" not in r.text
+        head = requests.head(f"{authed}{path}", params=params, headers=headers, timeout=30)
+        assert head.status_code == 401
+    ok = requests.get(
+        f"{authed}{path}", params=params, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
+    assert ok.status_code == (422 if path.startswith("/ml/predict") and not params else 200), (
+        path,
+        ok.text,
+    )
+
+
+def test_with_a_token_healthz_and_the_docs_stay_open(api, authed):
+    assert get(authed, "/healthz").status_code == 200
+    assert requests.head(f"{authed}/healthz", timeout=30).status_code == 200
+    schema = get(authed, "/openapi.json").json()
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert get(authed, "/docs").status_code == 200
+    assert TOKEN not in get(authed, "/openapi.json").text
+
+
+@pytest.mark.parametrize(
+    "host,token,warns",
+    [
+        ("127.0.0.1", None, False),
+        ("127.8.9.10", None, False),
+        ("::1", None, False),
+        ("[::1]", None, False),
+        ("localhost", None, False),
+        ("LOCALHOST", None, False),
+        ("0.0.0.0", None, True),
+        ("", None, True),
+        ("::", None, True),
+        ("192.168.1.5", None, True),
+        ("example.com", None, True),
+        ("0.0.0.0", TOKEN, False),
+        ("example.com", TOKEN, False),
+    ],
+)
+def test_exposure_warning(host, token, warns):
+    from levibot_pipelines.api import exposure_warning
+
+    text = exposure_warning(host, token)
+    assert (text is not None) == warns
+    if warns:
+        assert "WITHOUT authentication" in text and "LEVIBOT_API_TOKEN" in text
+
+
+def test_serve_warns_when_exposed_without_a_token(tmp_path, monkeypatch, caplog):
+    from levibot_pipelines import cli
+
+    monkeypatch.setenv("LEVIBOT_HOME", str(tmp_path))
+    monkeypatch.delenv("LEVIBOT_API_TOKEN", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    with caplog.at_level("WARNING", logger="levibot_pipelines.api"):
+        assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "WITHOUT authentication" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("LEVIBOT_API_TOKEN", TOKEN)
+    with caplog.at_level("WARNING", logger="levibot_pipelines.api"):
+        assert cli.main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 0
+        assert cli.main(["serve", "--port", "0"]) == 0
+    assert caplog.records == [] and TOKEN not in caplog.text
+
+
+def test_token_bucket_with_an_injected_clock():
+    from levibot_pipelines.usecases.recompute import TokenBucket
+
+    now = [100.0]
+    bucket = TokenBucket(3, per_minute=6.0, clock=lambda: now[0])  # one token every 10 s
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() == pytest.approx(10.0)
+    now[0] += 4.0
+    assert bucket.take() == pytest.approx(6.0)
+    now[0] += 6.0
+    assert bucket.take() == 0.0
+    now[0] += 1000.0  # refills up to the capacity only
+    assert [bucket.take() for _ in range(4)][-1] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="capacity=0"):
+        TokenBucket(0, 1.0)
+
+
+def test_recomputes_beyond_the_budget_are_429_and_cache_hits_free(api, home, monkeypatch):
+    from levibot_pipelines.usecases import recompute
+
+    monkeypatch.setattr(recompute, "RECOMPUTE_BURST", 3)
+    monkeypatch.setattr(recompute, "RECOMPUTE_PER_MINUTE", 1.0)
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+    with serving(create_app(settings)) as base:
+        for n in (11, 12, 13):
+            r = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=n)
+            assert r.status_code == 200 and r.json()["recomputed"] is True
+        limited = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=14)
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert "too many on-demand MC recomputes" in limited.json()["detail"]
+        # Cached N, the published N and the other routes still answer.
+        assert get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=12).status_code == 200
+        published = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=5)
+        assert published.status_code == 200 and published.json()["recomputed"] is False
+        assert get(base, "/ml/predict", symbol="BTCUSDT").status_code == 200

@@ -1,6 +1,7 @@
 """`levibot demo` and `levibot status` as a user runs them (a real process on a fresh home), the
 `evaluate` budget options and the summary texts over the status use case."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -93,3 +94,41 @@ def test_summaries_print_the_status_use_case(tmp_path):
         in lines
     )
     assert lines[-1] == "SOLUSDT: no report yet"
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["kill-switch", "engage", "--state", "HALTED", "--reason", "x"]]
+)
+def test_a_home_that_is_a_file_is_one_line_naming_the_path(tmp_path, args):
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    out = run(args, home)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("levibot: ") and str(home) in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/h/ohlcv/x.parquet"),
+            "levibot: disk full (/h/ohlcv/x.parquet): No space left on device",
+        ),
+        (
+            PermissionError(errno.EACCES, "Permission denied", "/h/killswitch.json"),
+            "levibot: permission denied (/h/killswitch.json): Permission denied",
+        ),
+    ],
+)
+def test_file_system_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, error, line):
+    import levibot_pipelines.cli as cli
+
+    def fail(settings):
+        raise error
+
+    monkeypatch.setenv("LEVIBOT_HOME", str(tmp_path))
+    monkeypatch.setattr(cli, "cmd_status", fail)
+    assert cli.main(["status"]) == 2
+    assert capsys.readouterr().err.strip() == line

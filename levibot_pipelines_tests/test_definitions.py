@@ -227,3 +227,80 @@ def test_stale_features_fail_the_check_and_fire_the_alert(defs, tmp_path):
     assert [p["state"] for p in hook.posts] == ["FAIL", "PASS"]
     assert KillSwitch(settings.home).status().state == "ACTIVE"  # fresh data lifts the halt
     hook.server.shutdown()
+
+
+def test_a_warehouse_locked_by_another_process_does_not_fail_the_features(tmp_path, monkeypatch):
+    """The Parquet feature table is the source of truth: a DuckDB lock held by another process
+    (a person's duckdb shell) leaves the views stale, says so, and the run succeeds."""
+    import subprocess
+    import sys
+
+    import dagster._utils.backoff as dagster_backoff
+
+    # DuckDBResource retries the lock ~100 s (10 exponential backoffs); not in a test.
+    monkeypatch.setattr(dagster_backoff, "exponential_delay_generator", lambda: iter([0.0] * 20))
+    settings = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_START": recent_start()})
+    source = SyntheticSource(start_ms=settings.market.start_ms, tf_ms=TF_MS, seed=7)
+    for symbol in SYMBOLS:
+        ingest_symbol(
+            source,
+            ParquetStore(settings.home),
+            symbol,
+            start_ms=settings.market.start_ms,
+            now_ms=int(time.time() * 1000),
+            tf_ms=TF_MS,
+        )
+    db = warehouse_path(settings.home)
+    resources = {
+        "market": MarketDataResource(settings),
+        "warehouse": DuckDBResource(database=str(db)),
+    }
+    feature_defs = [a for a in build_market_assets(settings) if FEATURES in a.keys]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys\nc = duckdb.connect({str(db)!r})\n"
+            "print('locked', flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = dg.materialize(feature_defs, resources=resources)
+    finally:
+        holder.communicate("", timeout=30)  # closes its stdin: it exits and releases the lock
+    assert result.success
+    views = result.asset_materializations_for_node("cross_asset_features")[0].metadata
+    assert views["duckdb_views"].value.startswith("not refreshed: ")
+    assert "Could not set lock on file" in views["duckdb_views"].value
+    assert ParquetStore(settings.home).read_features().height > 0  # the table was replaced
+    again = dg.materialize(feature_defs, resources=resources)
+    meta = again.asset_materializations_for_node("cross_asset_features")[0].metadata
+    assert meta["duckdb_views"].value == ["ohlcv", "cross_asset_features"]
+
+
+def test_a_corrupt_stored_ohlcv_file_fails_once_naming_the_file(tmp_path):
+    """A permanent error (a corrupt stored file) is not retried: the RetryPolicy of ``ohlcv``
+    is for transient source errors."""
+    settings = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_START": recent_start()})
+    path = ParquetStore(settings.home).ohlcv_path("BTCUSDT")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage, not parquet")
+    ohlcv_defs = [a for a in build_market_assets(settings) if dg.AssetKey("ohlcv") in a.keys]
+    result = dg.materialize(
+        ohlcv_defs,
+        partition_key="BTCUSDT",
+        resources={"market": MarketDataResource(settings)},
+        raise_on_error=False,
+    )
+    assert not result.success
+    retries = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert retries == []
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    text = str(failure.step_failure_data.user_failure_data.description)
+    assert str(path) in text and "move it aside and re-ingest" in text

@@ -166,3 +166,36 @@ def test_evaluate_rejects_a_missing_files_dir(tmp_path):
     )
     assert done.returncode == 2
     assert "is not a directory" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("timestamp;open;high;low;close;volume\n0;1;1.2;0.9;1.1;5\n", "';'-separated"),
+        ("timestamp,open,high,low,close,volume\n", "has no rows"),
+        ("timestamp,open,high,low,close,volume\n1680307200,1,1.2,0.9,1.1,5\n", "like seconds"),
+        ("time,open,high,low,close,volume\n0,1,1.2,0.9,1.1,5\n", "lacks columns ['timestamp']"),
+    ],
+)
+def test_evaluate_names_a_bad_candle_file_in_one_line(tmp_path, text, message):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "BTCUSDT-15m.csv").write_text(text)
+    env = {
+        "LEVIBOT_HOME": str(tmp_path / "unused"),
+        "PATH": "/usr/bin:/bin",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "levibot_pipelines.cli", "evaluate", "--source", "files"]
+        + ["--files-dir", str(files), "--symbols", "BTCUSDT", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("levibot: ")]
+    assert len(lines) == 1, done.stderr
+    assert str(files / "BTCUSDT-15m.csv") in lines[0] and message in lines[0]

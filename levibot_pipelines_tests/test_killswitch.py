@@ -462,3 +462,29 @@ def test_cli_less_safe_changes_on_a_corrupt_file_still_refuse(tmp_path, argv, te
     assert out.returncode == 2
     assert "kill_switch.json is corrupt" in out.stderr and "Traceback" not in out.stderr
     assert path.read_text() == text and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_history_line_is_written_before_the_state_file(tmp_path, monkeypatch):
+    """A crash between the two writes leaves an audit line for a change that may not be in
+    effect (the next write corrects it), never an effective change without its line."""
+    import levibot_pipelines.adapters.killswitch_store as store
+
+    ks = KillSwitch(tmp_path)
+    ks.engage("REDUCING", "first", by="alice", now_ms=1_000)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "write_text_atomic", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ks.engage("HALTED", "second", by="bob", now_ms=2_000)
+    last = ks.history()[-1]
+    assert (last["old"], last["new"], last["by"], last["ts"]) == (
+        "REDUCING",
+        "HALTED",
+        "bob",
+        2_000,
+    )
+    assert ks.status().state == "REDUCING"  # the state file was not replaced
+    monkeypatch.undo()
+    assert ks.engage("HALTED", "second", by="bob", now_ms=3_000).state == "HALTED"

@@ -15,7 +15,10 @@ import torch
 from levibot_pipelines.adapters.exported_model import (
     TRANSFORMER_EXPORT_FILES,
     PublishedFileError,
+    current_export_dir,
     load_exported_transformer,
+    read_export_dir,
+    read_exported_transformer,
 )
 from levibot_pipelines.adapters.home import exported_transformer_dir, history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import (
@@ -371,3 +374,48 @@ def test_valid_json_values_still_parse(tmp_path, models):
     latest = read_latest(tmp_path)
     assert latest.rows["BTCUSDT"]["close"] == 100
     assert latest.rows["ETHUSDT"]["stop_loss"] is None
+
+
+def _models_at(version: str, seed: int = 0) -> dict[str, dict[str, bytes]]:
+    files = tiny_deep_files("BTCUSDT", version=version, model=tiny_model(seed=seed))
+    return {
+        s: {**files, "meta.json": tiny_deep_files(s, version=version)["meta.json"]} for s in SYMBOLS
+    }
+
+
+def test_each_export_is_a_versioned_directory_behind_one_pointer(tmp_path):
+    v3, v4 = _models_at("3"), _models_at("4", seed=1)
+    write_published(tmp_path, make_rows(deep_version="3"), v3)
+    deep = exported_transformer_dir(tmp_path, "BTCUSDT")
+    assert deep.is_symlink() and deep.resolve().name.startswith("deep-v3-")
+    resolved_v3 = current_export_dir(tmp_path, "BTCUSDT")  # a reader resolves the pointer once
+    write_published(tmp_path, make_rows(deep_version="4", bar_time=BAR + TF_MS), v4)
+    # ... and keeps reading v3's files after v4 is published
+    assert read_export_dir(resolved_v3, "BTCUSDT") == v3["BTCUSDT"]
+    assert read_exported_transformer(tmp_path, "BTCUSDT") == v4["BTCUSDT"]
+    assert json.loads((deep / "meta.json").read_text())["version"] == "4"  # the user path
+    assert load_exported_transformer(tmp_path, "BTCUSDT")[2] == "4"
+    # v5 and v6: only the newest 2 version directories stay
+    write_published(
+        tmp_path, make_rows(deep_version="5", bar_time=BAR + 2 * TF_MS), _models_at("5")
+    )
+    write_published(
+        tmp_path, make_rows(deep_version="6", bar_time=BAR + 3 * TF_MS), _models_at("6")
+    )
+    kept = sorted(p.name.split("-")[1] for p in deep.parent.glob("deep-v*"))
+    assert kept == ["v5", "v6"] and not resolved_v3.exists()
+    assert sorted(p.name for p in deep.parent.iterdir() if not p.name.startswith("deep-v")) == [
+        "deep"
+    ]  # no temporary directories or links left behind
+    with pytest.raises(PublishedFileError, match="replaced while reading; retry"):
+        read_export_dir(resolved_v3, "BTCUSDT")
+
+
+def test_an_export_in_the_old_flat_directory_is_replaced_by_the_pointer(tmp_path, models):
+    deep = exported_transformer_dir(tmp_path, "BTCUSDT")
+    deep.mkdir(parents=True)
+    for name, data in _models_at("2")["BTCUSDT"].items():
+        (deep / name).write_bytes(data)
+    assert load_exported_transformer(tmp_path, "BTCUSDT")[2] == "2"  # old layout still readable
+    write_published(tmp_path, make_rows(), models)
+    assert deep.is_symlink() and load_exported_transformer(tmp_path, "BTCUSDT")[2] == "3"

@@ -190,9 +190,21 @@ def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
     ts, opens = candles["timestamp"].to_list(), candles["open"].to_list()
     now_close = candles.filter(pl.col("timestamp") == latest["bar_time"])["close"][0]
     newest = ts.index(latest["bar_time"])
-    # A published long whose fill (the next open) is above the newest close: the paper
-    # position is under water net of costs, so its drawdown from the peak (1.0) is > 0.
-    t = next(i for i in range(newest - 2, newest - 200, -1) if opens[i + 1] > now_close)
+    # A published long held to now that is below its equity peak: its fill (the next open) is
+    # above the newest close (under water from the start, 1.0) or a later close was (under
+    # water from a later peak). The synthetic market follows the wall clock, so search all of
+    # it; only a newest close that is the market's all-time high leaves no such long.
+    closes = candles["close"].to_list()
+    t = next(
+        (
+            i
+            for i in range(newest - 2, 0, -1)
+            if opens[i + 1] > now_close or max(closes[i + 1 : newest]) > now_close
+        ),
+        None,
+    )
+    if t is None:
+        pytest.skip("the newest close is the synthetic market's all-time high today")
     entry = {
         **latest,
         "bar_time": ts[t],
@@ -226,3 +238,31 @@ def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
     finally:
         injected.unlink()
         switch.release(by="test", reason="drawdown test over", all_entries=True)
+
+
+def test_only_a_lock_conflict_leaves_the_warehouse_views_unrefreshed(tmp_path, caplog):
+    from contextlib import contextmanager
+
+    from dagster_duckdb import DuckDBResource
+
+    from levibot_pipelines.defs.common import refresh_warehouse_views
+
+    class Warehouse:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        @contextmanager
+        def get_connection(self):
+            raise self.error
+            yield
+
+    locked = duckdb.IOException('IO Error: Could not set lock on file "w.duckdb": Conflicting')
+    with caplog.at_level("WARNING"):
+        note = refresh_warehouse_views(Warehouse(locked), lambda conn: ["v"])
+    assert note.startswith("not refreshed: IO Error: Could not set lock on file")
+    assert "DuckDB views not refreshed" in caplog.text
+    for other in (duckdb.IOException("IO Error: disk full"), duckdb.CatalogException("no table")):
+        with pytest.raises(type(other)):
+            refresh_warehouse_views(Warehouse(other), lambda conn: ["v"])
+    real = DuckDBResource(database=str(tmp_path / "w.duckdb"))
+    assert refresh_warehouse_views(real, lambda conn: ["v"]) == ["v"]

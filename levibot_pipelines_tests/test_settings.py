@@ -146,3 +146,16 @@ def test_resources_hold_the_settings_not_copies(tmp_path):
     assert cfg.walk.purge == 40 and cfg.mc_samples == s.models.mc_samples == 50
     assert resources["market"].build_source().name == "synthetic"
     assert resources["market"].store().home == s.home
+
+
+def test_api_token_is_a_secret_kept_out_of_repr_and_messages(tmp_path):
+    token = "Zk3-very_secret-token_0123456789"
+    env = {"LEVIBOT_HOME": str(tmp_path)}
+    assert Settings.from_env(env).serving.api_token is None
+    s = Settings.from_env({**env, "LEVIBOT_API_TOKEN": f"  {token} "})
+    assert s.serving.api_token == token
+    assert token not in repr(s) and token not in str(s.serving)
+    for bad in ("short-token", "has a space inside 0123456789", "tökén-0123456789abcdef"):
+        with pytest.raises(SettingsError, match="LEVIBOT_API_TOKEN: expected at least 16") as exc:
+            Settings.from_env({**env, "LEVIBOT_API_TOKEN": bad})
+        assert bad not in str(exc.value)

@@ -168,3 +168,34 @@ def test_a_crashed_writers_temporary_file_is_removed_by_the_next_write(tmp_path)
     write_text_atomic("hello\n", tmp_path / "a.txt")
     assert not orphan.exists() and fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "a.txt"]
+
+
+def test_a_corrupt_stored_file_is_a_value_error_naming_it_and_the_remedy(tmp_path):
+    store = ParquetStore(tmp_path)
+    path = store.ohlcv_path("BTCUSDT")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage, not parquet")
+    readers = {
+        "read_ohlcv": lambda: store.read_ohlcv("BTCUSDT"),
+        "read_all_ohlcv": lambda: store.read_all_ohlcv(["BTCUSDT"]),
+        "timestamps": lambda: store.timestamps("BTCUSDT"),
+        "last_timestamp": lambda: store.last_timestamp("BTCUSDT"),
+    }
+    for name, read in readers.items():
+        with pytest.raises(ValueError, match="move it aside and re-ingest") as exc:
+            read()
+        assert str(path) in str(exc.value), name
+    store.features_path.parent.mkdir(parents=True, exist_ok=True)
+    store.features_path.write_bytes(b"garbage")
+    for read in (store.read_features, store.features_last_timestamp):
+        with pytest.raises(ValueError, match="cross_asset_features") as exc:
+            read()
+        assert str(store.features_path) in str(exc.value)
+
+
+def test_a_home_that_is_a_file_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("x")
+    with pytest.raises(NotADirectoryError, match="LEVIBOT_HOME is not a directory") as exc:
+        ParquetStore(home)
+    assert exc.value.filename == str(home)

@@ -1,23 +1,32 @@
 """The Transformer exported next to the published predictions, so the API can rerun MC dropout
 without MLflow or DuckDB.
 
-Layout: ``home/"published"/models/{SYMBOL}/deep/`` (``adapters.home.exported_transformer_dir``)
-holds ``TRANSFORMER_EXPORT_FILES``: ``state_dict.pt``, ``config.json``, ``calibrator.json`` and
-``meta.json`` (``{"version": "3", "name": "levibot-deep-BTCUSDT"}``). Each file is replaced
-atomically and ``meta.json`` goes last, so a reader that sees a new version sees its other
-files too; the directory is shared by consecutive publishes, so a reader checks ``meta.json``
-against the published row's ``deep_version`` (``adapters.prediction_files`` writes the rows).
+Layout under ``home/"published"/models/{SYMBOL}/``: ``deep-v{version}-{uuid8}/`` holds
+``TRANSFORMER_EXPORT_FILES`` of one export: ``state_dict.pt``, ``config.json``,
+``calibrator.json`` and ``meta.json`` (``{"version": "3", "name": "levibot-deep-BTCUSDT"}``),
+never modified once there; ``deep`` (``adapters.home.exported_transformer_dir``) is a relative
+symlink to the current one, swapped atomically, so ``deep/meta.json`` keeps working for people
+and services. A reader resolves the pointer once (``current_export_dir``) and reads all four
+files from that directory, so it never mixes two versions; the current and the previous
+version directories are kept, so one that resolved the previous version can finish. A reader still
+checks ``meta.json`` against the published row's ``deep_version``, because the pointer moves
+before the rows are replaced (``adapters.prediction_files`` writes the rows). A flat ``deep/``
+directory written by an older release is read as is and replaced by the pointer at the next
+publish.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import uuid
 from pathlib import Path
 
 import polars as pl
 
 from levibot_pipelines.adapters.home import exported_transformer_dir
+from levibot_pipelines.adapters.store import fsync_dir
 
 TRANSFORMER_EXPORT_FILES: tuple[str, ...] = (
     "state_dict.pt",
@@ -61,37 +70,93 @@ def check_exported_models(
 
 
 def write_exported_model(home: Path | str, symbol: str, files: dict[str, bytes]) -> None:
-    """Write ``files`` (checked by ``check_exported_models``) to the model directory of
-    ``symbol``, each atomically; files whose bytes are unchanged are left alone."""
-    directory = exported_transformer_dir(home, symbol)
-    # meta.json goes last: a reader that sees the new version sees its other files too.
-    for name in TRANSFORMER_EXPORT_FILES:
-        path = directory / name
-        if path.exists() and path.read_bytes() == files[name]:
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(files[name])
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    """Publish ``files`` (checked by ``check_exported_models``) as the model of ``symbol``.
+
+    Unchanged bytes (all four equal to the current export's) write nothing. Otherwise the
+    files go to a new ``deep-v{version}-{uuid8}/`` (written and fsync'd under a temporary name,
+    then renamed), the ``deep`` symlink is swapped to it with one ``os.replace``, and version
+    directories other than the new and the previous one are removed.
+    """
+    pointer = exported_transformer_dir(home, symbol)
+    try:
+        if read_exported_transformer(home, symbol) == files:
+            return
+    except PublishedFileError:
+        pass  # nothing exported yet, or half of an old export: write a new one
+    version = "".join(ch for ch in str(json.loads(files["meta.json"])["version"]) if ch.isalnum())
+    target = _write_version_dir(pointer.parent, f"deep-v{version}-{uuid.uuid4().hex[:8]}", files)
+    previous = current_export_dir(home, symbol)
+    if previous == pointer and pointer.is_dir():  # the flat directory of older releases
+        previous = pointer.rename(pointer.with_name(f"deep-v0-flat-{uuid.uuid4().hex[:8]}"))
+    link = pointer.with_name(f".deep.{uuid.uuid4().hex}.tmp")
+    link.symlink_to(target.name, target_is_directory=True)  # relative: the tree can move
+    try:
+        os.replace(link, pointer)
+    finally:
+        link.unlink(missing_ok=True)
+    fsync_dir(pointer.parent)
+    _remove_old_versions(pointer.parent, keep={target.name, previous.name})
 
 
-def read_exported_transformer(home: Path | str, symbol: str) -> dict[str, bytes]:
-    """The exported model files of ``symbol``; ``PublishedFileError`` when any is missing or the
-    model was replaced while being read."""
-    directory = exported_transformer_dir(home, symbol)
+def _write_version_dir(parent: Path, name: str, files: dict[str, bytes]) -> Path:
+    """``parent/name`` holding ``files``, each fsync'd, created under a temporary name and
+    renamed whole, so the directory never exists half-written."""
+    tmp = parent / f".{name}.tmp"
+    tmp.mkdir(parents=True)
+    try:
+        for fname in TRANSFORMER_EXPORT_FILES:
+            with open(tmp / fname, "wb") as fh:
+                fh.write(files[fname])
+                fh.flush()
+                os.fsync(fh.fileno())
+        fsync_dir(tmp)
+        tmp.rename(parent / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return parent / name
+
+
+def _remove_old_versions(parent: Path, keep: set[str]) -> None:
+    """Delete the ``deep-v*`` directories not named in ``keep`` (the current version and the
+    one the pointer named before it): a reader that resolved the previous
+    version a moment ago can still read it. Also removes exports a crashed writer left."""
+    for old in parent.glob("deep-v*"):
+        if old.name not in keep and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def current_export_dir(home: Path | str, symbol: str) -> Path:
+    """The version directory the ``deep`` pointer of ``symbol`` names now (resolve it once,
+    then read every file from it); the ``deep`` directory itself in the old flat layout."""
+    pointer = exported_transformer_dir(home, symbol)
+    try:
+        return pointer.parent / os.readlink(pointer)
+    except OSError:
+        return pointer  # missing (the read names it) or a plain directory
+
+
+def read_export_dir(directory: Path, symbol: str) -> dict[str, bytes]:
+    """The exported model files in ``directory`` (from :func:`current_export_dir`);
+    ``PublishedFileError`` when any is missing."""
     missing = [f for f in TRANSFORMER_EXPORT_FILES if not (directory / f).exists()]
+    if missing and directory.name.startswith("deep-v") and not directory.exists():
+        raise PublishedFileError(f"the deep model of {symbol} was replaced while reading; retry")
     if missing:
         raise PublishedFileError(
             f"no exported deep model for {symbol}: {directory} lacks {missing}"
         )
-    meta = (directory / "meta.json").read_bytes()
-    files = {f: (directory / f).read_bytes() for f in TRANSFORMER_EXPORT_FILES}
-    if files["meta.json"] != meta:
-        raise PublishedFileError(f"the deep model of {symbol} was replaced while reading; retry")
-    return files
+    try:
+        return {f: (directory / f).read_bytes() for f in TRANSFORMER_EXPORT_FILES}
+    except FileNotFoundError:  # removed as an old version between the check and the read
+        raise PublishedFileError(
+            f"the deep model of {symbol} was replaced while reading; retry"
+        ) from None
+
+
+def read_exported_transformer(home: Path | str, symbol: str) -> dict[str, bytes]:
+    """The exported model files of ``symbol``, all from the one version directory the pointer
+    named when read; ``PublishedFileError`` when any is missing."""
+    return read_export_dir(current_export_dir(home, symbol), symbol)
 
 
 def load_exported_transformer(home: Path | str, symbol: str):

@@ -169,7 +169,8 @@ class KillSwitch:
     ) -> tuple[bool, KillSwitchStatus]:
         """Set each entry name -> (state, reason) under the lock; ACTIVE removes the entry.
         ``changes`` may be a function of the stored entries, evaluated under the lock.
-        Writes (state file, then history lines) only when something changed. With
+        Writes (history lines, then the state file) only when something changed; a crash
+        between them leaves a line for a change not in effect, which the next write corrects. With
         ``replace_corrupt`` an unreadable state file is moved aside (:meth:`_move_aside`) and
         the changes apply to no entries; its history lines say so (``old`` is UNKNOWN)."""
         now = _now_ms() if now_ms is None else int(now_ms)
@@ -203,10 +204,10 @@ class KillSwitch:
                 return False, current
             status = KillSwitchStatus(effective_state(entries), entries, now)
             doc = {"state": status.state, "entries": entries, "updated_at": now}
-            write_text_atomic(json.dumps(doc, indent=2, sort_keys=True) + "\n", self.path)
-            if events:
+            if events:  # the audit line first: never an effective change without its line
                 with open(self.history_path, "a") as fh:
                     fh.writelines(json.dumps(e, sort_keys=True) + "\n" for e in events)
+            write_text_atomic(json.dumps(doc, indent=2, sort_keys=True) + "\n", self.path)
             for e in events:
                 log.warning(
                     "kill-switch %s: %s -> %s by %s (%s); effective %s",

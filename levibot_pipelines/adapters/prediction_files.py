@@ -6,13 +6,14 @@ Layout under ``home/"published"``:
   (``{"published_at": ms, "schema_version": 1, "rows": [{column: value}, ...]}``), one row per
   symbol, each replaced atomically (temporary sibling + ``os.replace``).
 - ``history/predictions-{published_at}-{uuid8}.parquet``: one file per publish, never rewritten.
-- ``models/{SYMBOL}/deep/``: the Transformer the rows were computed with
-  (``adapters.exported_model``), so the API can rerun MC dropout without MLflow or DuckDB.
+- ``models/{SYMBOL}/deep/`` (a symlink to ``deep-v{version}-{uuid8}/``): the Transformer the rows
+  were computed with (``adapters.exported_model``), so the API can rerun MC dropout without
+  MLflow or DuckDB.
 
-Write order: model files (``meta.json`` last), then the history file, then the Parquet, then the
-JSON (what the API reads). A reader that finds a row therefore also finds its model; a reader
-that loads a model checks ``meta.json`` against the row's ``deep_version``, because the model
-directory is shared by consecutive publishes.
+Write order: model files (a new version directory, then its pointer), then the history file,
+then the Parquet, then the JSON (what the API reads). A reader that finds a row therefore also
+finds its model; a reader that loads a model checks ``meta.json`` against the row's
+``deep_version``, because the model pointer moves before the rows are replaced.
 
 Time alignment of a row: ``bar_time`` is the open time (ms UTC) of the newest closed bar ``t``;
 the prediction is for ``t -> t + h`` and is made at its close, ``bar_close_time``.

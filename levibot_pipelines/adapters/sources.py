@@ -18,6 +18,7 @@ import polars as pl
 
 from levibot_pipelines.adapters.redact import redact_text
 from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.core.data.timeframes import timeframe_to_ms
 from levibot_pipelines.core.data.validation import RAW_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,75 @@ class FilesSource:
         )
 
     def pages(self, symbol: str, since_ms: int, until_ms: int) -> Iterator[pl.DataFrame]:
+        """The file's bars with open times in ``[since_ms, until_ms]``; ``ValueError`` naming the
+        file when it cannot be read, lacks ``RAW_COLUMNS``, has no rows, or its timestamps are
+        not integer ms since the epoch (checked before the window, so a file in seconds is an
+        error rather than "0 bars ingested")."""
         path = self.path_for(symbol)
-        lf = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
-        yield (
-            lf.select(RAW_COLUMNS)
-            .filter(pl.col("timestamp").is_between(since_ms, until_ms))
-            .collect()
+        raw = read_candle_file(path)
+        check_timestamp_unit(raw.get_column("timestamp"), path, timeframe_to_ms(self.timeframe))
+        yield raw.filter(pl.col("timestamp").is_between(since_ms, until_ms))
+
+
+def read_candle_file(path: Path) -> pl.DataFrame:
+    """``RAW_COLUMNS`` of the Parquet or comma-separated CSV file at ``path``; ``ValueError``
+    naming the file for an unreadable, empty or header-only file, missing columns, or a
+    timestamp column that is not numeric."""
+    try:
+        df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    except pl.exceptions.NoDataError:
+        raise ValueError(f"{path} has no rows") from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(
+            f"{path} cannot be read as a candle file ({type(exc).__name__}: {first})"
+        ) from None
+    missing = [c for c in RAW_COLUMNS if c not in df.columns]
+    if missing:
+        hint = ""
+        if len(df.columns) == 1 and ";" in df.columns[0]:
+            hint = "; is it ';'-separated? expected a comma-separated file"
+        raise ValueError(
+            f"{path} lacks columns {missing} (expected {list(RAW_COLUMNS)}); "
+            f"found {df.columns}{hint}"
         )
+    if df.height == 0:
+        raise ValueError(f"{path} has no rows")
+    dtype = df.schema["timestamp"]
+    if not dtype.is_numeric():
+        raise ValueError(
+            f"{path}: timestamp column is {_dtype_name(dtype)}, expected integer ms since the "
+            "epoch, UTC"
+        )
+    return df.select(RAW_COLUMNS)
+
+
+def _dtype_name(dtype: pl.DataType) -> str:
+    return "str" if dtype == pl.String else str(dtype)
+
+
+SECONDS_BELOW = 10**11  # 1e11 ms is 1973-03-03; 1e11 s is the year 5138
+MS_BELOW = 10**14  # 1e14 ms is the year 5138; epoch microseconds passed it in 1973
+
+
+def check_timestamp_unit(ts: pl.Series, path: Path, tf_ms: int) -> None:
+    """``ValueError`` naming ``path`` and a sample value when the open times ``ts`` are not ms
+    since the epoch: any value >= 1e14 (micro- or nanoseconds), or all values < 1e11 (before
+    1973) and some off the ``tf_ms`` grid (seconds). Small ms values all on the grid (a replay
+    starting at the epoch) pass."""
+    ts = ts.drop_nulls().cast(pl.Int64, strict=False).drop_nulls()
+    if ts.len() == 0:
+        return
+    top = int(ts.max())
+    if top >= MS_BELOW:
+        unit = "microseconds" if top < 10**17 else "nanoseconds"
+    elif top < SECONDS_BELOW and not bool((ts % tf_ms == 0).all()):
+        unit = "seconds"
+    else:
+        return
+    raise ValueError(
+        f"timestamp must be ms since the epoch, UTC; {path} looks like {unit} ({int(ts[0])})"
+    )
 
 
 class CcxtSource:

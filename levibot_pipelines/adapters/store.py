@@ -10,6 +10,7 @@ file once, so a replace in the middle of a read cannot mix two versions.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -46,7 +47,7 @@ def _write_atomic(path: Path, write) -> None:
         write(tmp)
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
-        _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -75,6 +76,11 @@ def _fsync(path: Path, flags: int) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: Path) -> None:
+    """Flush ``path``'s directory entries (a rename or a new file in it) to disk."""
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
     _write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
@@ -85,11 +91,43 @@ def write_text_atomic(text: str, path: Path) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+class StoredFileError(ValueError):
+    """A stored Parquet file under LEVIBOT_HOME cannot be read (corrupt or truncated): a
+    permanent error, which retrying does not fix."""
+
+
+def _stored_file_error(path: Path, exc: Exception) -> StoredFileError:
+    detail = (str(exc).strip().splitlines() or [""])[0]
+    remedy = (
+        "materialize ohlcv for that symbol"
+        if path.parent.name == "ohlcv"
+        else "materialize cross_asset_features"
+    )
+    return StoredFileError(
+        f"stored file {path} cannot be read ({type(exc).__name__}: {detail}); it is corrupt or "
+        f"truncated: move it aside and re-ingest ({remedy})"
+    )
+
+
+def _read_stored(path: Path, read):
+    """``read(path)``, with a polars read error turned into ``StoredFileError`` naming
+    ``path``."""
+    try:
+        return read(path)
+    except pl.exceptions.PolarsError as exc:
+        raise _stored_file_error(path, exc) from None
+
+
 def _read_parquet_once(path: Path) -> pl.DataFrame:
     """``path`` read through one open file: a writer's atomic replace during the read cannot
-    hand the reader parts of two files."""
-    with open(path, "rb") as f:
-        return pl.read_parquet(f)
+    hand the reader parts of two files. ``StoredFileError`` naming ``path`` when it is not a
+    readable Parquet file."""
+
+    def read(p: Path) -> pl.DataFrame:
+        with open(p, "rb") as f:
+            return pl.read_parquet(f)
+
+    return _read_stored(path, read)
 
 
 class ParquetStore:
@@ -98,6 +136,10 @@ class ParquetStore:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
+        if self.home.exists() and not self.home.is_dir():
+            raise NotADirectoryError(
+                errno.ENOTDIR, "LEVIBOT_HOME is not a directory", str(self.home)
+            )
         self.ohlcv_dir = ohlcv_dir(self.home)
         self.features_path = features_path(self.home)
 
@@ -124,13 +166,15 @@ class ParquetStore:
         path = self.ohlcv_path(symbol)
         if not path.exists():
             return pl.Series("timestamp", [], dtype=pl.Int64)
-        return pl.read_parquet(path, columns=["timestamp"]).get_column("timestamp")
+        return _read_stored(
+            path, lambda p: pl.read_parquet(p, columns=["timestamp"]).get_column("timestamp")
+        )
 
     def last_timestamp(self, symbol: str) -> int | None:
         path = self.ohlcv_path(symbol)
         if not path.exists():
             return None
-        return pl.scan_parquet(path).select(pl.col("timestamp").max()).collect().item()
+        return _read_stored(path, _max_timestamp)
 
     def upsert_ohlcv(self, symbol: str, bars: pl.DataFrame) -> UpsertResult:
         """Merge validated ``bars`` into the symbol's file by timestamp; stored bars win."""
@@ -176,9 +220,11 @@ class ParquetStore:
     def features_last_timestamp(self) -> int | None:
         if not self.features_path.exists():
             return None
-        return (
-            pl.scan_parquet(self.features_path).select(pl.col("timestamp").max()).collect().item()
-        )
+        return _read_stored(self.features_path, _max_timestamp)
+
+
+def _max_timestamp(path: Path) -> int | None:
+    return pl.scan_parquet(path).select(pl.col("timestamp").max()).collect().item()
 
 
 def sql_literal(path: Path | str) -> str:

@@ -4,13 +4,14 @@ Their checks are in ``defs.market_checks``."""
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.store import refresh_views
+from levibot_pipelines.adapters.store import StoredFileError, refresh_views
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
 from levibot_pipelines.core.data.timeframes import staleness_minutes
 from levibot_pipelines.defs.common import (
     WAREHOUSE_POOL,
     markdown_table,
     now_ms,
+    refresh_warehouse_views,
     symbol_partitions,
 )
 from levibot_pipelines.defs.common import timestamp_metadata as _ts
@@ -37,14 +38,17 @@ def _ohlcv_asset(partitions: dg.StaticPartitionsDefinition) -> dg.AssetsDefiniti
     )
     def ohlcv(context: dg.AssetExecutionContext, market: Market) -> dg.MaterializeResult:
         settings = market.settings
-        report = ingest_symbol(
-            market.build_source(),
-            market.store(),
-            context.partition_key,
-            start_ms=settings.market.start_ms,
-            now_ms=now_ms(),
-            tf_ms=settings.market.timeframe_ms,
-        )
+        try:
+            report = ingest_symbol(
+                market.build_source(),
+                market.store(),
+                context.partition_key,
+                start_ms=settings.market.start_ms,
+                now_ms=now_ms(),
+                tf_ms=settings.market.timeframe_ms,
+            )
+        except StoredFileError as exc:  # permanent: the retry policy is for source errors
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         return dg.MaterializeResult(
             metadata={
                 "source": report.source,
@@ -82,8 +86,7 @@ def cross_asset_features(market: Market, warehouse: DuckDBResource) -> dg.Materi
         tf_ms=settings.market.timeframe_ms,
         horizon=settings.models.label_horizon,
     )
-    with warehouse.get_connection() as conn:
-        views = refresh_views(conn, store)
+    views = refresh_warehouse_views(warehouse, lambda conn: refresh_views(conn, store))
     features, last = built.features, built.last_bar
     return dg.MaterializeResult(
         metadata={

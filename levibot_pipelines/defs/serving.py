@@ -11,7 +11,12 @@ from levibot_pipelines.adapters.home import history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET, read_latest
 from levibot_pipelines.adapters.prom import push_metrics
 from levibot_pipelines.adapters.store import ParquetStore, sql_literal
-from levibot_pipelines.defs.common import WAREHOUSE_POOL, markdown_table, now_ms
+from levibot_pipelines.defs.common import (
+    WAREHOUSE_POOL,
+    markdown_table,
+    now_ms,
+    refresh_warehouse_views,
+)
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.publish import missing_models, publish_latest
@@ -39,8 +44,7 @@ def latest_predictions(
 ) -> dg.MaterializeResult:
     s = trading.settings
     report = publish_latest(s, models.tracker(), now_ms())
-    with warehouse.get_connection() as conn:
-        views = refresh_prediction_views(conn, s)
+    views = refresh_warehouse_views(warehouse, lambda conn: refresh_prediction_views(conn, s))
     pushed = push_metrics(s.serving.pushgateway_url, read_latest(s.home), s.market.symbols)
     for note in report.notes:
         context.log.warning(note)

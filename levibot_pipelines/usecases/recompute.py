@@ -5,13 +5,21 @@ the model code and polars are imported on first use only, so an API that never r
 loads them. Results are deterministic per (symbol, model version, bar, N) with the publisher's
 seed ``MC_SEED`` (so the published N reproduces the published draws), and the newest
 ``RECOMPUTE_CACHE`` of them are kept.
+
+CPU bound: one recompute runs at a time (a lock), and a token bucket allows at most
+``RECOMPUTE_BURST`` recomputes back to back, refilled at ``RECOMPUTE_PER_MINUTE`` per minute, for
+the whole process; cache hits are free. Beyond that :class:`RecomputeLimited` says when to retry
+(the API answers 429 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +29,68 @@ from levibot_pipelines.adapters.prediction_files import MC_SEED
 from levibot_pipelines.settings import Settings
 
 RECOMPUTE_CACHE = 64  # recomputed predictions kept (deterministic per symbol/version/bar/N)
+# 40 distinct N cost ~7.7 s of CPU on the seed model: at most ~2 s of CPU a minute on average.
+RECOMPUTE_BURST = 10  # recomputes allowed back to back
+RECOMPUTE_PER_MINUTE = 10.0  # refill rate of the bucket
+
+
+class RecomputeLimited(Exception):
+    """Too many recomputes: retry after ``retry_after_s`` seconds (an integer >= 1)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            f"too many on-demand MC recomputes (at most {RECOMPUTE_BURST} back to back, "
+            f"{RECOMPUTE_PER_MINUTE:g} per minute); retry in {retry_after_s} s, or omit "
+            "n_samples to get the published draws"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class TokenBucket:
+    """``capacity`` tokens, refilled at ``per_minute`` tokens a minute by ``clock`` (seconds,
+    default ``time.monotonic``); thread-safe."""
+
+    def __init__(
+        self, capacity: int, per_minute: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if capacity < 1 or not per_minute > 0:
+            raise ValueError(f"capacity={capacity} must be >= 1, per_minute={per_minute} > 0")
+        self.capacity, self.rate, self.clock = capacity, per_minute / 60.0, clock
+        self.tokens, self.stamp = float(capacity), clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take one token: 0.0 when taken, else the seconds until one is available."""
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return 0.0
+            return (1.0 - self.tokens) / self.rate
 
 
 class TransformerRecomputer:
-    """On-demand MC dropout on the exported champion; torch is imported on first use only."""
+    """On-demand MC dropout on the exported champion; torch is imported on first use only.
+    ``budget`` bounds the recomputes (default: ``RECOMPUTE_BURST`` / ``RECOMPUTE_PER_MINUTE``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, budget: TokenBucket | None = None) -> None:
         self.settings = settings
         self.lock = threading.Lock()  # mc_predict seeds torch's global RNG: one at a time
         self.models: dict[str, tuple[str, Any, Any]] = {}  # symbol -> (version, model, cal)
         self.results: OrderedDict[tuple, dict[str, float]] = OrderedDict()
+        self.budget = budget or TokenBucket(RECOMPUTE_BURST, RECOMPUTE_PER_MINUTE)
 
     def __call__(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
+        """The MC outputs of ``row`` with ``n_samples`` draws; a cached result costs nothing,
+        a new one a token of the budget (:class:`RecomputeLimited` when none is left)."""
         key = (row["symbol"], row["deep_version"], row["bar_time"], n_samples)
         with self.lock:
             if key not in self.results:
+                wait = self.budget.take()
+                if wait > 0:
+                    raise RecomputeLimited(max(1, math.ceil(wait)))
                 self.results[key] = self._compute(row, n_samples)
                 if len(self.results) > RECOMPUTE_CACHE:
                     self.results.popitem(last=False)

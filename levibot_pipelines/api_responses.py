@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from levibot_pipelines.adapters.exported_model import PublishedFileError
+from levibot_pipelines.adapters.exported_model import PublishedFileError, exported_version
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwitchStatus
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
@@ -27,7 +27,7 @@ from levibot_pipelines.core.trading.killswitch import (
     severity,
 )
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.recompute import TransformerRecomputer, exported_version
+from levibot_pipelines.usecases.recompute import TransformerRecomputer
 from levibot_pipelines.usecases.risk import risk_limits
 
 

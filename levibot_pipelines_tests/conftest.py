@@ -92,3 +92,19 @@ def defs(env) -> dg.Definitions:
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture(scope="module")
+def reader(tracker):
+    """An independent MLflow client on the store of the module's ``tracker`` fixture, to read
+    back what the tracker wrote."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracker.tracking_uri)
+
+
+def dummy_run(tracker, name: str, payload: str = "weights"):
+    """A logged training run with one small artifact, for registry and promotion tests."""
+    return tracker.log_training_run(
+        run_name=name, params={"seed": 1}, metrics={}, files={"model/weights.txt": payload}
+    )

@@ -13,7 +13,6 @@ import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from levibot_pipelines.adapters.model_versions import eval_tag, evaluation_tags  # noqa: E402
-from levibot_pipelines.adapters.run_log import RunInfo  # noqa: E402
 from levibot_pipelines.adapters.tracking import Tracker  # noqa: E402
 from levibot_pipelines.core.evaluation.champion import (  # noqa: E402
     Decision,
@@ -24,6 +23,7 @@ from levibot_pipelines.usecases.promote import (  # noqa: E402
     promote_champion,
     promote_if_no_worse,
 )
+from levibot_pipelines_tests.conftest import dummy_run  # noqa: E402
 
 WINDOW_A = "2025-01-01T00:00/2025-03-01T00:00"
 WINDOW_B = "2025-02-01T00:00/2025-04-01T00:00"
@@ -146,21 +146,9 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
     )
 
 
-@pytest.fixture(scope="module")
-def reader(tracker: Tracker) -> MlflowClient:
-    """An independent client on the same store, to read back what the tracker wrote."""
-    return MlflowClient(tracking_uri=tracker.tracking_uri)
-
-
-def _run(tracker: Tracker, name: str, payload: str = "weights") -> RunInfo:
-    return tracker.log_training_run(
-        run_name=name, params={"seed": 1}, metrics={}, files={"model/weights.txt": payload}
-    )
-
-
 def test_promotion_lower_is_better(tracker: Tracker, reader: MlflowClient) -> None:
     name = "deep-lower"
-    versions = [tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(4)]
+    versions = [tracker.register_version(name, dummy_run(tracker, f"{name}-{i}")) for i in range(4)]
 
     def promote(version: str, value: float) -> dict:
         return promote_if_no_worse(
@@ -211,7 +199,9 @@ def test_promotion_lower_is_better(tracker: Tracker, reader: MlflowClient) -> No
 
 def test_promotion_higher_is_better_and_nan(tracker: Tracker) -> None:
     name = "lgbm-higher"
-    v1, v2, v3 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(3))
+    v1, v2, v3 = (
+        tracker.register_version(name, dummy_run(tracker, f"{name}-{i}")) for i in range(3)
+    )
     kw = {"metric": "auc", "higher_is_better": True, "window": WINDOW_A}
     assert promote_if_no_worse(tracker, name, v1, value=0.55, **kw)["promoted"]
     assert not promote_if_no_worse(tracker, name, v2, value=0.54, **kw)["promoted"]
@@ -223,7 +213,7 @@ def test_promotion_higher_is_better_and_nan(tracker: Tracker) -> None:
 
 def test_different_window_is_not_compared_blindly(tracker: Tracker, reader: MlflowClient) -> None:
     name = "deep-windows"
-    v1, v2 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(2))
+    v1, v2 = (tracker.register_version(name, dummy_run(tracker, f"{name}-{i}")) for i in range(2))
     kw = {"metric": "log_loss", "higher_is_better": False}
     promote_if_no_worse(tracker, name, v1, value=0.69, window=WINDOW_A, **kw)
 
@@ -243,7 +233,9 @@ def test_different_window_is_not_compared_blindly(tracker: Tracker, reader: Mlfl
 
 def test_promote_champion_scores_the_champion_on_a_new_window_once(tracker: Tracker) -> None:
     name = "scored-once"
-    v1, v2, v3 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(3))
+    v1, v2, v3 = (
+        tracker.register_version(name, dummy_run(tracker, f"{name}-{i}")) for i in range(3)
+    )
     scored: list[str] = []
 
     def score(version: str) -> float:

@@ -22,11 +22,11 @@ from levibot_pipelines.adapters.model_versions import (  # noqa: E402
 )
 from levibot_pipelines.adapters.run_log import (  # noqa: E402
     MAX_PARAM_VALUE_LENGTH,
-    RunInfo,
     flatten_params,
 )
 from levibot_pipelines.adapters.tracking import Tracker  # noqa: E402
 from levibot_pipelines.settings import ModelSettings  # noqa: E402
+from levibot_pipelines_tests.conftest import dummy_run  # noqa: E402
 
 UI = ModelSettings().mlflow_ui  # the default LEVIBOT_MLFLOW_UI
 WINDOW_A = "2025-01-01T00:00/2025-03-01T00:00"
@@ -49,20 +49,8 @@ def tracker(home: Path) -> Tracker:
     return Tracker.for_home(home, ui_base="http://mlflow.test:5000/")
 
 
-@pytest.fixture(scope="module")
-def reader(tracker: Tracker) -> MlflowClient:
-    """An independent client on the same store, to read back what the tracker wrote."""
-    return MlflowClient(tracking_uri=tracker.tracking_uri)
-
-
-def _run(tracker: Tracker, name: str, payload: str = "weights") -> RunInfo:
-    return tracker.log_training_run(
-        run_name=name, params={"seed": 1}, metrics={}, files={"model/weights.txt": payload}
-    )
-
-
 def test_for_home_puts_store_and_artifacts_under_home(tracker: Tracker, home: Path) -> None:
-    run = _run(tracker, "layout")
+    run = dummy_run(tracker, "layout")
     assert (home / "mlflow.db").is_file()
     assert tracker.tracking_uri == f"sqlite:///{home.resolve() / 'mlflow.db'}"
     assert run.artifact_uri.startswith((home / "mlartifacts").resolve().as_uri())
@@ -74,7 +62,7 @@ def test_global_tracking_uri_untouched(tracker: Tracker, tmp_path: Path) -> None
     other = Tracker(
         tracker.tracking_uri, tmp_path / "other-artifacts", experiment="other", ui_base=UI
     )
-    run = _run(other, "other")
+    run = dummy_run(other, "other")
     assert mlflow.get_tracking_uri() == before
     assert other.experiment_id != tracker.experiment_id
     assert run.artifact_uri.startswith((tmp_path / "other-artifacts").resolve().as_uri())
@@ -167,7 +155,7 @@ def test_eval_tag_is_a_valid_mlflow_key() -> None:
 
 
 def test_register_version_points_at_run_artifacts(tracker: Tracker, reader: MlflowClient) -> None:
-    run = _run(tracker, "reg")
+    run = dummy_run(tracker, "reg")
     version = tracker.register_version("reg-model", run, tags={"symbol": "ETHUSDT"})
     assert version == "1"
     assert tracker.register_version("reg-model", run) == "2"
@@ -181,7 +169,7 @@ def test_register_version_points_at_run_artifacts(tracker: Tracker, reader: Mlfl
 
 def test_alias_and_tags_are_read_back(tracker: Tracker, reader: MlflowClient) -> None:
     name = "alias-model"
-    v1, v2 = (tracker.register_version(name, _run(tracker, f"{name}-{i}")) for i in range(2))
+    v1, v2 = (tracker.register_version(name, dummy_run(tracker, f"{name}-{i}")) for i in range(2))
     tracker.set_champion(name, v1)
     tracker.tag_version(name, v1, {"decision": "by hand", "promoted": "true"})
     tracker.tag_version(name, v1, evaluation_tags(metric="log_loss", window=WINDOW_A, value=0.69))

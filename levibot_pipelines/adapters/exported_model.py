@@ -177,3 +177,12 @@ def load_exported_transformer(home: Path | str, symbol: str):
         raise PublishedFileError(f"exported deep model of {symbol} is corrupt: {exc}") from None
     model = load_model(state_dict_from_bytes(files["state_dict.pt"]), config)
     return model, calibrator, str(meta["version"])
+
+
+def exported_version(home: Path | str, symbol: str) -> str | None:
+    """Version named by the current export's ``meta.json``; None when absent or unreadable."""
+    try:
+        meta = json.loads((current_export_dir(home, symbol) / "meta.json").read_text())
+        return str(meta["version"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None

@@ -2,7 +2,6 @@
 ``calibration_and_skill`` on ``model_report``), the ``training_job`` and its schedule."""
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -30,7 +29,7 @@ def _predictions_check(
     def predictions_valid(
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
-        path = predictions_path(Path(models.settings.home), context.partition_key, kind)
+        path = predictions_path(models.settings.home, context.partition_key, kind)
         p = pl.read_parquet(path).get_column("p")
         n_nan = int(p.is_nan().sum() + p.null_count())
         spread = float(p.max() - p.min()) if n_nan == 0 else float("nan")
@@ -71,7 +70,7 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
         symbol = context.partition_key
-        report = json.loads((report_json(models.settings.home, symbol)).read_text())
+        report = json.loads(report_json(models.settings.home, symbol).read_text())
         problems = skill_problems(report["symbols"][symbol]["models"])
         return dg.AssetCheckResult(
             passed=not problems,

@@ -14,17 +14,14 @@ the whole process; cache hits are free. Beyond that :class:`RecomputeLimited` sa
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError, load_exported_transformer
-from levibot_pipelines.adapters.home import exported_transformer_dir
 from levibot_pipelines.adapters.prediction_files import MC_SEED
 from levibot_pipelines.settings import Settings
 
@@ -148,15 +145,3 @@ class TransformerRecomputer:
         out["p_up"] = float(deep["p_up"][0])
         out["confidence"] = float(deep["confidence"][0])
         return out
-
-
-def exported_version(home: Path, symbol: str) -> str | None:
-    """Version of the exported champion Transformer of ``symbol``; None when absent/unreadable."""
-    try:
-        return str(
-            json.loads((exported_transformer_dir(home, symbol) / "meta.json").read_text())[
-                "version"
-            ]
-        )
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return None

@@ -27,10 +27,12 @@ instance:
 	@cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 # The demo trains the small profile and reports the most recent walk-forward fold, with fewer
-# MC samples than the production default, so that it finishes in minutes on a laptop CPU.
+# MC samples than the production default: 4 to 12 minutes on 2 cores (idle to busy; more with the
+# seed profile, more bars, epochs, MC samples or report folds; see README "Two commands"). Those
+# defaults are `levibot demo`'s own (DEMO_DEFAULTS in levibot_pipelines/cli.py; a LEVIBOT_*
+# variable that is set wins), so `make demo` and `levibot demo` are the same run.
 demo: install instance
-	LEVIBOT_REPORT_FOLDS=$${LEVIBOT_REPORT_FOLDS:-1} LEVIBOT_MC_SAMPLES=$${LEVIBOT_MC_SAMPLES:-20} \
-		$(VENV)/bin/levibot demo
+	$(VENV)/bin/levibot demo
 
 lint: install
 	$(VENV)/bin/ruff check levibot_pipelines levibot_pipelines_tests benchmarks

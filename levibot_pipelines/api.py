@@ -18,6 +18,17 @@ Authentication: with ``settings.serving.api_token`` (LEVIBOT_API_TOKEN) set, eve
 OpenAPI page (``/docs``, ``/openapi.json``) stays readable, it holds no data. Without a token
 nothing changes. On-demand recomputes are rate-limited (``usecases.recompute``): 429 with
 ``Retry-After`` beyond the budget.
+
+Probes: ``/livez`` is liveness (200 while the process serves, HALTED or not, published or not);
+``/healthz`` is readiness, the seed's meaning (503 when nothing usable is published, data is too
+stale or the kill-switch is HALTED).
+
+Query parameters: every API route (not ``/docs`` or ``/openapi.json``) accepts only the
+parameters it declares; any other is 422 naming it and the accepted ones
+(``reject_unknown_query``). ``shadow`` on the prediction routes asks
+for the shadow challenger, which is not published yet: ``shadow`` true is 422 saying so, false
+(or absent) serves the champion (``champion_only``). These 422s have FastAPI's validation body,
+``{"detail": [{"type", "loc", "msg", "input"}, ...]}``, like a bad ``n_samples``.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -41,6 +54,7 @@ from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.home import kill_switch_path, published_dir
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
+from levibot_pipelines.api_metrics import install_request_metrics
 from levibot_pipelines.api_responses import (
     Service,
     deep_body,
@@ -63,6 +77,13 @@ SymbolQuery = Annotated[
 ]
 SamplesQuery = Annotated[
     int | None, Query(ge=1, le=1000, description="MC draws; recomputed when != published")
+]
+ShadowQuery = Annotated[
+    bool,
+    Query(
+        description="1/true: the shadow challenger's prediction (none is published yet: 422); "
+        "0/false (default): the champion"
+    ),
 ]
 
 
@@ -113,6 +134,58 @@ def row_for(svc: Service, raw: str) -> dict[str, Any]:
             503, f"no published prediction for {symbol} yet (published: {sorted(doc.rows)})"
         )
     return doc.rows[symbol]
+
+
+def query_names(dependant: Dependant) -> list[str]:
+    """The query parameter names a route accepts: its own and its dependencies', in declared
+    order, each once."""
+    names = [p.alias for p in dependant.query_params]
+    for sub in dependant.dependencies:
+        names += query_names(sub)
+    return list(dict.fromkeys(names))
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """App-wide dependency: 422 when the query string holds a parameter the matched route does
+    not declare, one error per unknown name (``extra_forbidden``, as pydantic names it), each
+    message naming it and the accepted ones (``"none"`` when the route takes none)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    accepted = query_names(dependant)
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in accepted]
+    if not unknown:
+        return
+    shown = ", ".join(accepted) or "none"
+    raise RequestValidationError(
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ["query", name],
+                "msg": f"unknown query parameter {name!r}; {request.url.path} accepts: {shown}",
+                "input": request.query_params[name],
+            }
+            for name in unknown
+        ]
+    )
+
+
+async def champion_only(request: Request, shadow: ShadowQuery = False) -> None:
+    """Route dependency of the prediction routes: ``shadow`` true (``1``, ``true``, ``yes``,
+    ``on``) is 422, as no shadow challenger is published yet; false serves the champion."""
+    if shadow:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["query", "shadow"],
+                    "msg": "no shadow challenger is published: shadow=1 cannot be served yet; "
+                    "omit shadow (or shadow=0) for the champion",
+                    "input": request.query_params.get("shadow"),
+                }
+            ]
+        )
 
 
 def get_and_head(app: FastAPI, path: str, **route: Any) -> Callable[[Callable], Callable]:
@@ -192,10 +265,11 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         description="Read-only calibrated P(up), uncertainty and signals per symbol, from the "
         "files the Dagster publish job writes under $LEVIBOT_HOME/published.",
         version="1",
-        dependencies=bearer_auth(settings.serving.api_token),
+        dependencies=[*bearer_auth(settings.serving.api_token), Depends(reject_unknown_query)],
     )
+    champion = [Depends(champion_only)]
 
-    @get_and_head(app, "/ml/predict_deep", response_model=DeepPrediction)
+    @get_and_head(app, "/ml/predict_deep", response_model=DeepPrediction, dependencies=champion)
     async def predict_deep(symbol: SymbolQuery, n_samples: SamplesQuery = None) -> dict:
         """Transformer with MC dropout; ``n_samples`` != published reruns the draws."""
         row = row_for(svc, symbol)
@@ -211,12 +285,15 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             raise HTTPException(429, str(exc), headers=headers) from None
         return recomputed_body(out, mc, n_samples)
 
-    @get_and_head(app, "/ml/predict_ensemble", response_model=EnsemblePrediction)
+    @get_and_head(
+        app, "/ml/predict_ensemble", response_model=EnsemblePrediction, dependencies=champion
+    )
     async def predict_ensemble(symbol: SymbolQuery) -> dict:
-        """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member."""
+        """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member,
+        ``uncertainty_source`` by the bar's effective weights."""
         return ensemble_body(svc, row_for(svc, symbol), svc.now_ms())
 
-    @get_and_head(app, "/ml/predict", response_model=Prediction)
+    @get_and_head(app, "/ml/predict", response_model=Prediction, dependencies=champion)
     async def predict_lgbm(symbol: SymbolQuery) -> dict:
         """Calibrated LightGBM (no uncertainty estimate)."""
         return lgbm_body(svc, row_for(svc, symbol), svc.now_ms())
@@ -226,16 +303,25 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         """Per symbol: published deep version, MC samples, bar, staleness, export present."""
         return deep_status_body(svc, latest(svc))
 
+    api_metrics = install_request_metrics(app)
+
     @get_and_head(app, "/metrics/prom", response_class=Response)
     async def metrics() -> Response:
-        """Prometheus text format, built from the published file at scrape time."""
-        return Response(content=metrics_text(svc), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text format: the published file's gauges, built at scrape time, then
+        this API's request, latency and process metrics (``api_metrics``)."""
+        body = metrics_text(svc) + api_metrics.render()
+        return Response(content=body, media_type=CONTENT_TYPE_LATEST)
 
     @get_and_head(app, "/healthz")
     async def healthz() -> JSONResponse:
         """200 when every symbol is published, none stale beyond the fail limit, not HALTED."""
         status_code, body = health_body(svc)
         return JSONResponse(body, status_code=status_code)
+
+    @get_and_head(app, "/livez")
+    async def livez() -> dict:
+        """Liveness: 200 while the process serves, whatever is published or the kill-switch."""
+        return {"status": "alive"}
 
     return app
 

@@ -4,18 +4,26 @@
 Each builder reads the :class:`Service` (settings, the published file and the live kill-switch,
 both through ``adapters.file_cache``) and a published row (``adapters.prediction_files``);
 times are ms UTC, staleness is in minutes of data time. API layer: only ``api`` imports this.
+
+The seed's fields keep the seed's types (``api_schema``): ``uncertainty`` is the total
+predictive std as a number (its split in ``uncertainty_parts``) and ``signal`` is ``ENTRY`` /
+``EXIT`` / ``HOLD`` with the side in ``side``, mapped from the published vocabulary in one
+place, :func:`seed_signal`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import polars as pl
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError, exported_version
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwitchStatus
-from levibot_pipelines.adapters.prediction_files import LatestPredictions
+from levibot_pipelines.adapters.prediction_files import LatestPredictions, read_history
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 from levibot_pipelines.core.trading.killswitch import (
@@ -30,24 +38,30 @@ from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.recompute import TransformerRecomputer
 from levibot_pipelines.usecases.risk import risk_limits
 
+log = logging.getLogger(__name__)
+UNCERTAINTY_PARTS = ("total", "aleatoric", "epistemic", "epistemic_p")
+
 
 @dataclass(frozen=True)
 class Service:
     """What the routes read: ``settings``, the published file and the live kill-switch (each
-    parsed once per version), the on-demand MC recomputer and the clock (now, ms UTC)."""
+    parsed once per version), the on-demand MC recomputer, the clock (now, ms UTC) and, per
+    symbol, the side its published EXIT closes (:func:`closed_side`, read once per row)."""
 
     settings: Settings
     latest_file: FileCache
     kill_file: FileCache
     recompute: TransformerRecomputer
     now_ms: Callable[[], int]
+    exit_sides: dict[str, tuple[tuple[int, int], str | None]] = field(default_factory=dict)
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
     """The fields every prediction shares: the decision under the served kill-switch
     (:func:`served_kill_switch`: the live switch plus the staleness limit; cut when it is
     stricter than at publish, ``core.trading.killswitch.apply_state``), data-time staleness at
-    ``now`` (ms UTC), times and regime."""
+    ``now`` (ms UTC), times and regime. ``signal`` and ``side`` as :func:`seed_signal` maps
+    the cut decision."""
     s = svc.settings
     staleness = staleness_minutes(row["bar_time"], now, s.market.timeframe_ms)
     state, reason = served_kill_switch(svc, row, staleness)
@@ -61,9 +75,12 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         row["kill_switch"],
     )
     levels = cut.signal != "HOLD" or cut.position
+    closed = closed_side(svc, row) if cut.signal == "EXIT" else None
+    signal, side = seed_signal(cut.signal, cut.position, closed)
     return {
         "symbol": row["symbol"],
-        "signal": cut.signal,
+        "signal": signal,
+        "side": side,
         "as_of": utc_text(row["bar_close_time"], "milliseconds"),
         "bar_time": row["bar_time"],
         "stale": staleness > s.alerts.max_staleness_minutes,
@@ -79,6 +96,62 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "kill_switch_reason": reason,
         "kill_switch_applied": cut.applied,
     }
+
+
+def seed_signal(published: str, position: float, closed: str | None) -> tuple[str, str | None]:
+    """(signal, side) served for the ``published`` decision (``ENTRY_LONG`` / ``ENTRY_SHORT``
+    / ``EXIT`` / ``HOLD``, after the kill-switch cut) in the seed's vocabulary:
+
+    - ``ENTRY_LONG`` -> ``("ENTRY", "long")``, ``ENTRY_SHORT`` -> ``("ENTRY", "short")``;
+    - ``EXIT`` -> ``("EXIT", closed)``: ``closed`` is the side of the position it closes
+      (:func:`closed_side`; None when unknown);
+    - ``HOLD`` -> ``("HOLD", side of position)``: ``position`` is the signed size held (+ long,
+      - short), so the side held, None when flat.
+    """
+    if published == "ENTRY_LONG":
+        return "ENTRY", "long"
+    if published == "ENTRY_SHORT":
+        return "ENTRY", "short"
+    if published == "EXIT":
+        if closed not in (None, "long", "short"):
+            raise ValueError(f"closed must be 'long', 'short' or None, got {closed!r}")
+        return "EXIT", closed
+    if published == "HOLD":
+        return "HOLD", _side(position)
+    raise ValueError(f"unknown published signal {published!r}")
+
+
+def _side(position: float | None) -> str | None:
+    """``"long"`` for a positive signed size, ``"short"`` for a negative one, else None."""
+    if position is None or position == 0.0:
+        return None
+    return "long" if position > 0.0 else "short"
+
+
+def closed_side(svc: Service, row: dict[str, Any]) -> str | None:
+    """The side of the position the published ``EXIT`` of ``row`` closes: the sign of the
+    ``position`` published for the symbol's newest earlier bar (its latest publish) in the
+    history. Entries happen only at published decisions, and an exit is only decided while
+    holding, so that position is the one held at the close of ``row``'s bar. None when no
+    earlier bar was published, it was flat, or the history is unreadable (logged, tried again
+    on the next request). Read once per published row (cached per symbol)."""
+    symbol, key = row["symbol"], (row["bar_time"], row["published_at"])
+    cached = svc.exit_sides.get(symbol)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        history = read_history(svc.settings.home)
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        log.warning("side of the %s EXIT unknown: the history is unreadable: %s", symbol, exc)
+        return None
+    earlier = history.filter(
+        (pl.col("symbol") == symbol)
+        & (pl.col("bar_time") < row["bar_time"])
+        & (pl.col("published_at") <= row["published_at"])
+    ).sort("bar_time", "published_at")
+    side = _side(earlier.get_column("position")[-1]) if earlier.height else None
+    svc.exit_sides[symbol] = (key, side)
+    return side
 
 
 def served_kill_switch(svc: Service, row: dict[str, Any], staleness: float) -> tuple[str, str]:
@@ -120,14 +193,28 @@ def _with_staleness(switch: tuple[str, str], stale: dict[str, dict]) -> tuple[st
     return effective_state(entries), "; ".join(p for p in parts if p)
 
 
-def deep_uncertainty(row: dict[str, Any]) -> dict[str, float]:
-    """The published Transformer's uncertainty split (log-return units, ``api_schema``)."""
-    return {
+def deep_uncertainty(row: dict[str, Any]) -> dict[str, Any]:
+    """``uncertainty`` (the total predictive std of the log return, a number) and
+    ``uncertainty_parts`` (its split, log-return units, ``api_schema``) of the published
+    Transformer."""
+    parts = {
         "total": row["deep_sigma"],
         "aleatoric": row["deep_aleatoric"],
         "epistemic": row["deep_epistemic"],
         "epistemic_p": row["deep_epistemic_p"],
     }
+    return {"uncertainty": parts["total"], "uncertainty_parts": parts}
+
+
+def uncertainty_source(w_lgbm: float) -> str:
+    """Which members the ensemble's P(up) rests on by its effective LightGBM weight ``w_lgbm``
+    in [0, 1] on the bar: ``"deep"`` (0), ``"lgbm"`` (1), ``"blend"`` (strictly between).
+    ``core.models.ensemble.bar_weights`` is exactly 0 or 1 only when the fitted weight is."""
+    if not 0.0 <= w_lgbm <= 1.0:
+        raise ValueError(f"w_lgbm must be in [0, 1], got {w_lgbm}")
+    if w_lgbm == 0.0:
+        return "deep"
+    return "lgbm" if w_lgbm == 1.0 else "blend"
 
 
 def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
@@ -137,7 +224,7 @@ def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "model_type": "transformer_mc_dropout",
         "p_up": row["deep_p_up"],
         "mu": row["deep_mu"],
-        "uncertainty": deep_uncertainty(row),
+        **deep_uncertainty(row),
         "confidence": row["deep_confidence"],
         "mc_samples": row["mc_samples"],
         "model_version": row["deep_version"],
@@ -147,12 +234,13 @@ def deep_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
 
 def recomputed_body(published: dict[str, Any], mc: dict[str, float], n_samples: int) -> dict:
     """``/ml/predict_deep`` with ``n_samples`` fresh MC draws ``mc`` (``usecases.recompute``)."""
-    uncertainty = {k: mc[k] for k in ("total", "aleatoric", "epistemic", "epistemic_p")}
+    parts = {k: mc[k] for k in UNCERTAINTY_PARTS}
     return {
         **published,
         "p_up": mc["p_up"],
         "mu": mc["mu"],
-        "uncertainty": uncertainty,
+        "uncertainty": parts["total"],
+        "uncertainty_parts": parts,
         "confidence": mc["confidence"],
         "mc_samples": n_samples,
         "recomputed": True,
@@ -160,18 +248,19 @@ def recomputed_body(published: dict[str, Any], mc: dict[str, float], n_samples: 
 
 
 def ensemble_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
-    """``/ml/predict_ensemble``: the ensemble's P(up), uncertainty from the deep member."""
+    """``/ml/predict_ensemble``: the ensemble's P(up); uncertainty from the deep member, the
+    only one with an estimate, and ``uncertainty_source`` by the bar's effective weights."""
     return {
         **common(svc, row, now),
         "model_type": "ensemble",
         "p_up": row["ensemble_p_up"],
         "mu": row["deep_mu"],
-        "uncertainty": deep_uncertainty(row),
+        **deep_uncertainty(row),
         "confidence": row["ensemble_confidence"],
         "mc_samples": row["mc_samples"],
         "model_version": f"lgbm v{row['lgbm_version']} + deep v{row['deep_version']}",
         "w_lgbm": row["w_lgbm"],
-        "uncertainty_source": "deep",
+        "uncertainty_source": uncertainty_source(row["w_lgbm"]),
     }
 
 
@@ -183,6 +272,7 @@ def lgbm_body(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "p_up": row["lgbm_p_up"],
         "mu": None,
         "uncertainty": None,
+        "uncertainty_parts": None,
         "confidence": row["lgbm_confidence"],
         "mc_samples": None,
         "model_version": row["lgbm_version"],

@@ -1,11 +1,23 @@
-"""Response models of the HTTP API (``levibot_pipelines.api``); they make its OpenAPI docs."""
+"""Response models of the HTTP API (``levibot_pipelines.api``); they make its OpenAPI docs.
+
+The seed's contract: ``uncertainty`` is a number (the total predictive std) and ``signal`` is in
+the seed's vocabulary ``ENTRY`` / ``EXIT`` / ``HOLD``; the richer parts are added fields
+(``uncertainty_parts``, ``side``). The published files keep ``ENTRY_LONG`` / ``ENTRY_SHORT``;
+``api_responses.seed_signal`` maps them.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
+SeedSignal = Literal["ENTRY", "EXIT", "HOLD"]
+Side = Literal["long", "short"]
+UncertaintySource = Literal["deep", "blend", "lgbm"]
 
-class Uncertainty(BaseModel):
+
+class UncertaintyParts(BaseModel):
     total: float = Field(description="predictive std of the log return, sqrt(aleatoric+epistemic)")
     aleatoric: float = Field(description="mean sigma^2 over MC draws (log-return^2)")
     epistemic: float = Field(description="variance of mu over MC draws (log-return^2)")
@@ -17,9 +29,23 @@ class Prediction(BaseModel):
     model_type: str
     p_up: float = Field(description="calibrated P(close(t+h) > close(t))")
     mu: float | None = Field(description="expected log return close(t) -> close(t+h)")
-    uncertainty: Uncertainty | None
+    uncertainty: float | None = Field(
+        description="total predictive std of the log return close(t) -> close(t+h) from the "
+        "Transformer's MC dropout, sqrt(aleatoric + epistemic) (the same number as "
+        "uncertainty_parts.total); null on /ml/predict (LightGBM has no uncertainty estimate)"
+    )
+    uncertainty_parts: UncertaintyParts | None = Field(
+        description="the split of uncertainty; null where uncertainty is null"
+    )
     confidence: float
-    signal: str = Field(description="ENTRY_LONG | ENTRY_SHORT | EXIT | HOLD at the close of t")
+    signal: SeedSignal = Field(
+        description="ENTRY | EXIT | HOLD at the close of t (the side is in side); published as "
+        "ENTRY_LONG / ENTRY_SHORT / EXIT / HOLD"
+    )
+    side: Side | None = Field(
+        description="ENTRY: the side opened; EXIT: the side of the position it closes (null when "
+        "no earlier published bar says); HOLD: the side held, null when flat"
+    )
     mc_samples: int | None
     as_of: str = Field(description="ISO UTC close time of bar t (the decision time)")
     bar_time: int = Field(description="open time of bar t, ms UTC")
@@ -29,7 +55,9 @@ class Prediction(BaseModel):
     source: str
     published_at: str
     size: float
-    position: float
+    position: float = Field(
+        description="signed size held once the decision is filled (+ long, - short, 0 flat)"
+    )
     stop_loss: float | None
     take_profit: float | None
     regime: str
@@ -50,4 +78,9 @@ class DeepPrediction(Prediction):
 
 class EnsemblePrediction(Prediction):
     w_lgbm: float = Field(description="effective LightGBM weight on this bar")
-    uncertainty_source: str = "deep"
+    uncertainty_source: UncertaintySource = Field(
+        description="which members the served p_up rests on, by the effective weight: deep "
+        "(w_lgbm = 0), blend (0 < w_lgbm < 1), lgbm (w_lgbm = 1). uncertainty is always the "
+        "Transformer member's predictive std (LightGBM has none): with lgbm it does not come "
+        "from the model behind p_up"
+    )

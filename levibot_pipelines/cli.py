@@ -1,28 +1,66 @@
-"""The ``levibot`` command: ``demo``, ``status``, ``evaluate``, ``serve`` and ``kill-switch``."""
+"""The ``levibot`` command: ``demo``, ``ingest``, ``train``, ``smoke``, ``status``, ``evaluate``,
+``serve`` and ``kill-switch``.
+
+``ingest``, ``train``, ``smoke`` and ``demo`` run the pipeline through Dagster on the persistent
+instance under ``$LEVIBOT_HOME/dagster`` (the one ``make dev`` opens), so every run, its
+materializations and its checks show in the UI; a line per step is printed as the run's events
+arrive (``[train] deep_tfm_model BTCUSDT ... done (4.2 s)``).
+"""
 
 import argparse
 import errno
 import getpass
+import inspect
 import json
 import logging
+import shlex
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters.home import dagster_dir, mlflow_tracking_uri, warehouse_path
+from levibot_pipelines.adapters.home import (
+    dagster_dir,
+    ensemble_weights_path,
+    mlartifacts_dir,
+    mlflow_tracking_uri,
+    warehouse_path,
+)
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
 from levibot_pipelines.adapters.redact import redact_url
+from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.data.timeframes import utc_text
-from levibot_pipelines.settings import Settings, SettingsError
-from levibot_pipelines.usecases import risk, status
+from levibot_pipelines.settings import ModelSettings, Settings, SettingsError
+from levibot_pipelines.usecases import risk, smoke, status, summaries
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
-DEMO_JOBS = ("ingest_job", "features_job", "training_job", "publish_job")
+# `levibot demo`'s own defaults, applied where the variable is not set (so `make demo`, which
+# calls `levibot demo` without flags, and `levibot demo` are one thing): the most recent
+# walk-forward fold reported and fewer MC samples than production, so that it finishes in
+# minutes on a CPU.
+DEMO_DEFAULTS = {"LEVIBOT_REPORT_FOLDS": "1", "LEVIBOT_MC_SAMPLES": "20"}
+# What `levibot train` materializes per symbol (`training_job`'s assets; --report adds
+# model_report): what publishing a symbol needs.
+TRAIN_ASSETS = ("lgbm_model", "deep_tfm_model", "ensemble_weights")
+REPORT_ASSET = "model_report"
+DEEP_ASSET = "deep_tfm_model"
+# The logger the Transformer's training loop writes one record per epoch to.
+EPOCH_LOGGER = "levibot_pipelines.core.models.transformer_training"
+EPOCH_KEYS = frozenset({"epoch", "train_loss", "val_loss", "val_acc", "seconds"})
+# Steps print their own progress lines, so Dagster's console logger only reports errors.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+COMMAND_TAG = "levibot/command"
+NOT_MARKET_DATA = "NOTE: the synthetic source is a seeded simulator, NOT market data."
 # `levibot evaluate`'s folds: train, val, calib, test bars without --walk, and the purge
 # (--purge applies with --walk only; without it the purge is this default).
 EVALUATE_WALK = (20_000, 3_000, 3_000, 4_000)
@@ -37,6 +75,10 @@ EVALUATE_BUDGET: tuple[tuple[str, int, str], ...] = (
 )
 
 
+class RunFailed(Exception):
+    """A Dagster run started by the command did not succeed (exit status 1)."""
+
+
 def open_instance(settings: Settings) -> dg.DagsterInstance:
     """The persistent Dagster instance under ``$LEVIBOT_HOME/dagster`` (the one ``make dev``
     uses), created from the project's ``dagster.yaml`` on first use."""
@@ -49,36 +91,431 @@ def open_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
+# --- Dagster runs with a progress display ------------------------------------------------------
+
+
+@dataclass
+class RunProgress:
+    """A Dagster event listener that prints one line per event of interest as it arrives:
+    ``[label] step partition ...`` when one of ``steps`` starts and ``... done (1.2 s)`` when
+    it ends, any step's failure, every check result (PASS, WARN, or FAIL for an ERROR check),
+    warnings the steps log, and the Transformer's epochs while ``deep_tfm_model`` runs. Keeps
+    those epoch records (``epochs``) and the first failure (``failure``)."""
+
+    label: str
+    partition: str | None
+    steps: Collection[str]
+    max_epochs: int
+    epochs: list[dict] = field(default_factory=list)
+    failure: str | None = None
+    current: str | None = None
+    started: dict[str, float] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        print(f"[{self.label}] {text}", flush=True)
+
+    def where(self, step: str) -> str:
+        return f"{step} {self.partition}" if self.partition else step
+
+    def __call__(self, entry: dg.EventLogEntry) -> None:
+        event = entry.dagster_event
+        if event is None:
+            if entry.level >= logging.WARNING:
+                self.say(f"{self.where(entry.step_key or 'run')}: {entry.user_message}")
+            return
+        kind, step = event.event_type_value, event.step_key
+        if kind == "STEP_START":
+            self.current = step
+            if step in self.steps:
+                self.started[step] = entry.timestamp
+                self.say(f"{self.where(step)} ...")
+        elif kind == "STEP_SUCCESS" and step in self.started:
+            seconds = entry.timestamp - self.started[step]
+            self.say(f"{self.where(step)} ... done ({seconds:.1f} s)")
+        elif kind == "STEP_FAILURE":
+            why = _error_text(event.step_failure_data.error)
+            self.failure = self.failure or f"{step}: {why}"
+            self.say(f"{self.where(step)} ... FAILED: {why}")
+        elif kind == "ASSET_CHECK_EVALUATION":
+            check = entry.asset_check_evaluation
+            error = check.severity == dg.AssetCheckSeverity.ERROR
+            state = "PASS" if check.passed else ("FAIL" if error else "WARN")
+            asset = check.asset_key.to_user_string()
+            self.say(f"{self.where(asset)} check {check.check_name}: {state}")
+
+    def epoch(self, record: dict) -> None:
+        """One epoch record of the Transformer's training loop; kept and printed while the
+        ``deep_tfm_model`` step runs (model_report's per-fold fits are not this model)."""
+        if self.current != DEEP_ASSET:
+            return
+        self.epochs.append(record)
+        self.say(
+            f"{self.where(DEEP_ASSET)} epoch {record['epoch']}/{self.max_epochs}: "
+            f"train_loss {record['train_loss']:.4f}, val_loss {record['val_loss']:.4f}, "
+            f"val_acc {record['val_acc']:.4f} ({record['seconds']:.1f} s)"
+        )
+
+
+def _error_text(error) -> str:
+    """The innermost cause of a Dagster ``SerializableErrorInfo``, on one line."""
+    while error.cause is not None:
+        error = error.cause
+    return " ".join(error.message.split()) or error.cls_name or "unknown error"
+
+
+class _EpochHandler(logging.Handler):
+    """Hands the training loop's per-epoch records (``logger.info("epoch %d: %s", epoch,
+    record)``) to a :class:`RunProgress`."""
+
+    def __init__(self, progress: RunProgress) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        try:
+            if isinstance(args, tuple) and args and isinstance(args[-1], dict):
+                if EPOCH_KEYS <= args[-1].keys():
+                    self.progress.epoch(args[-1])
+        except Exception:  # a display problem never stops the training (logging's contract)
+            self.handleError(record)
+
+
+@contextmanager
+def _epoch_lines(progress: RunProgress) -> Iterator[None]:
+    """While open, the training loop's epoch records go to ``progress`` (and not to stderr)."""
+    logger = logging.getLogger(EPOCH_LOGGER)
+    handler, saved = _EpochHandler(progress), (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@dataclass
+class Pipeline:
+    """The code location and the persistent instance one command runs its jobs on, with the
+    command's ``settings`` (its options applied) as the runs' resources."""
+
+    settings: Settings
+    instance: dg.DagsterInstance
+    definitions: dg.Definitions
+    command: str
+
+    def run(
+        self,
+        job_name: str,
+        *,
+        label: str,
+        steps: Collection[str],
+        partition: str | None = None,
+        only: Collection[str] | None = None,
+    ) -> tuple[dg.ExecuteInProcessResult, RunProgress]:
+        """Run ``job_name`` (for ``partition``; only the assets ``only`` when given, with their
+        checks) in process on the instance, printing progress; ``RunFailed`` unless it
+        succeeded. Returns the result and the progress (epoch records)."""
+        job = self.definitions.resolve_job_def(job_name)
+        run_id = str(uuid.uuid4())
+        progress = RunProgress(label, partition, steps, self.settings.models.epochs)
+        self.instance.add_event_listener(run_id, progress)
+        with _epoch_lines(progress):
+            result = job.execute_in_process(
+                run_config=QUIET_RUN_CONFIG,
+                instance=self.instance,
+                partition_key=partition,
+                raise_on_error=False,
+                asset_selection=[dg.AssetKey(a) for a in only] if only else None,
+                run_id=run_id,
+                tags={COMMAND_TAG: self.command},
+            )
+        if not result.success:
+            what = f"{job_name}[{partition}]" if partition else job_name
+            why = progress.failure or "see the run in the Dagster UI (make dev)"
+            raise RunFailed(f"{what} failed: {why} (Dagster run {run_id})")
+        return result, progress
+
+
+def with_settings(definitions: dg.Definitions, settings: Settings) -> dg.Definitions:
+    """``definitions`` with its resources built from ``settings`` (the environment plus the
+    command's options) rather than from the environment alone; everything else kept."""
+    from levibot_pipelines.defs.resources import build_resources
+
+    params = inspect.signature(dg.Definitions).parameters
+    fields = {name: getattr(definitions, name) for name in params}
+    fields["resources"] = {**(definitions.resources or {}), **build_resources(settings)}
+    return dg.Definitions(**fields)
+
+
+@contextmanager
+def open_pipeline(settings: Settings, command: str) -> Iterator[Pipeline]:
+    """A :class:`Pipeline` over the code location (with ``settings`` as its resources) and
+    the instance under the home; ``command`` tags every run (``levibot/command``)."""
+    from levibot_pipelines.definitions import load_definitions
+
+    definitions = with_settings(load_definitions(), settings)
+    with open_instance(settings) as instance:
+        yield Pipeline(settings, instance, definitions, command)
+
+
+def asset_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    """The metadata values of ``asset``'s materialization in ``result`` (empty when none)."""
+    materializations = result.asset_materializations_for_node(asset)
+    if not materializations:
+        return {}
+    return {k: v.value for k, v in materializations[-1].metadata.items()}
+
+
+# --- ingest, train, smoke (the seed's ingest_multi.py, train_deep_tfm.py, smoke_test.sh) ---------
+
+
+def ingest_all(pipeline: Pipeline) -> None:
+    """``ingest_job`` once per configured symbol (one run per partition, as the schedule
+    does), then ``features_job`` once. A symbol whose run fails does not stop the others;
+    the feature table is then not rebuilt and ``RunFailed`` names every failure."""
+    failed = []
+    for symbol in pipeline.settings.market.symbols:
+        try:
+            pipeline.run("ingest_job", label="ingest", steps=("ohlcv",), partition=symbol)
+        except RunFailed as exc:
+            failed.append(str(exc))
+    if failed:
+        raise RunFailed("; ".join(failed) + "; the feature table was not rebuilt")
+    pipeline.run("features_job", label="features", steps=("cross_asset_features",))
+
+
+def feature_table_lines(settings: Settings) -> list[str]:
+    """Where the feature table is, its shape and its symbols."""
+    table = summaries.feature_table(ParquetStore(settings.home))
+    if table is None:
+        return [f"feature table: not built yet under {settings.home}"]
+    counts = set(table.rows_per_symbol.values())
+    each = (
+        f"{counts.pop():,} rows each"
+        if len(counts) == 1
+        else ", ".join(f"{s} {n:,}" for s, n in table.rows_per_symbol.items())
+    )
+    return [
+        f"feature table: {table.path}",
+        f"  DuckDB view cross_asset_features in {warehouse_path(settings.home)}",
+        f"shape: {table.rows:,} rows x {table.columns} columns",
+        f"symbols: {', '.join(table.symbols)} ({each})",
+        f"bars: {utc_text(table.first_bar)} .. {utc_text(table.last_bar)} "
+        f"({settings.market.timeframe}, bar open times)",
+    ]
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.market.source == "synthetic":
+        print(NOT_MARKET_DATA)
+    with open_pipeline(settings, args.command_line) as pipeline:
+        ingest_all(pipeline)
+    print("\n".join(feature_table_lines(settings)))
+    return 0
+
+
+def train_symbols(raw: str | None, settings: Settings) -> list[str]:
+    """``--symbol`` in any spelling (``BTCUSDT``, ``BTC/USDT``, ``btc-usdt``) as configured
+    symbols; every configured symbol when None. ``ValueError`` naming it and the known ones."""
+    from levibot_pipelines.api import normalize_symbol
+
+    known = settings.market.symbols
+    if raw is None:
+        return list(known)
+    symbol = normalize_symbol(raw)
+    if symbol not in known:
+        raise ValueError(
+            f"--symbol {raw!r} is not a configured symbol; known symbols: {', '.join(known)} "
+            "(LEVIBOT_SYMBOLS; BTC/USDT spellings are accepted)"
+        )
+    return [symbol]
+
+
+def require_features(settings: Settings, symbols: list[str]) -> None:
+    """``ValueError`` telling to run ``levibot ingest`` when ``symbols`` have no feature rows."""
+    store = ParquetStore(settings.home)
+    have = summaries.symbols_with_features(store)
+    if not have:
+        raise ValueError(f"no feature table at {store.features_path}: run `levibot ingest` first")
+    missing = [s for s in symbols if s not in have]
+    if missing:
+        raise ValueError(
+            f"no feature rows for {', '.join(missing)} in {store.features_path}: "
+            "run `levibot ingest` first"
+        )
+
+
+def train_symbol(pipeline: Pipeline, symbol: str, report: bool = False) -> list[str]:
+    """``training_job`` for ``symbol`` (``TRAIN_ASSETS``, plus ``model_report`` when
+    ``report``); the summary lines: epochs, best epoch, the saved version, the champion."""
+    assets = (*TRAIN_ASSETS, REPORT_ASSET) if report else TRAIN_ASSETS
+    result, progress = pipeline.run(
+        "training_job", label="train", steps=assets, partition=symbol, only=assets
+    )
+    return training_lines(pipeline.settings, symbol, progress.epochs, result)
+
+
+def training_lines(
+    settings: Settings, symbol: str, epochs: list[dict], result: dg.ExecuteInProcessResult
+) -> list[str]:
+    """What ``levibot train`` prints per symbol once its run succeeded."""
+    nan = float("nan")
+    deep = asset_metadata(result, DEEP_ASSET)
+    w_lgbm = asset_metadata(result, "ensemble_weights").get("w_lgbm", nan)
+    best = summaries.best_epoch(epochs)
+    home = settings.home
+    store = redact_url(mlflow_tracking_uri(home, settings.models.mlflow_tracking_uri))
+    ran = len(epochs)
+    stopped = "" if ran == settings.models.epochs else " (early stopping on the validation loss)"
+    return [
+        f"{symbol}: Transformer trained {ran} of {settings.models.epochs} epoch(s){stopped}",
+        f"{symbol}: best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}, val_acc "
+        f"{best['val_acc']:.4f}): its weights are the ones saved",
+        f"{symbol}: saved as {model_name('deep', symbol)} version {deep.get('model_version')} "
+        f"in the MLflow registry {store} (files under {mlartifacts_dir(home)})",
+        f"{symbol}: champion: {deep.get('champion_decision')}; test window log loss "
+        f"{deep.get('test_log_loss', nan):.4f}, AUC {deep.get('test_auc', nan):.4f}",
+        f"{symbol}: ensemble weight w_lgbm {w_lgbm:.2f} ({ensemble_weights_path(home, symbol)})",
+    ]
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    symbols = train_symbols(args.symbol, settings)
+    require_features(settings, symbols)
+    print(
+        f"training {', '.join(symbols)}: profile {settings.models.profile}, at most "
+        f"{settings.models.epochs} epoch(s)"
+        + (", with the walk-forward model_report" if args.report else "")
+    )
+    lines = []
+    with open_pipeline(settings, args.command_line) as pipeline:
+        for symbol in symbols:
+            lines += train_symbol(pipeline, symbol, report=args.report)
+    print("\n".join(lines))
+    return 0
+
+
+@contextmanager
+def api_server(settings: Settings, start_timeout_s: float = 30.0) -> Iterator[str | None]:
+    """The real API (``api.create_app``) served by uvicorn in a thread on a free loopback
+    port; yields its base URL (None when it did not start within ``start_timeout_s``)."""
+    import uvicorn
+
+    from levibot_pipelines.api import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="levibot-smoke-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        if not server.started:
+            yield None
+            return
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _print_steps(steps: list[smoke.Step]) -> None:
+    for step in steps:
+        print(f"[smoke] {step.name}: {'PASS' if step.passed else 'FAIL'} - {step.detail}")
+
+
+def smoke_prepare(pipeline: Pipeline, tracker: Tracker) -> list[smoke.Step]:
+    """Train the symbols without models (publishing needs every configured symbol) and
+    publish when the published predictions are not current; a FAIL step per failed run."""
+    from levibot_pipelines.usecases.publish import missing_models
+
+    s = pipeline.settings
+    try:
+        for symbol in missing_models(s.home, s.market.symbols):
+            print(
+                f"[smoke] {symbol} has no trained models: training it (publishing needs every "
+                "configured symbol)",
+                flush=True,
+            )
+            train_symbol(pipeline, symbol)
+        reason = smoke.publish_reason(s.home, tracker, s.market.symbols)
+        if reason is not None:
+            print(f"[smoke] publishing the latest predictions: {reason}", flush=True)
+            pipeline.run("publish_job", label="publish", steps=("latest_predictions",))
+    except RunFailed as exc:
+        return [smoke.Step("prepare", False, str(exc))]
+    return []
+
+
+def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
+    from levibot_pipelines.defs.resources import ModelResource
+
+    symbols = settings.market.symbols
+    tracker = ModelResource(settings).tracker()
+    table = summaries.feature_table(ParquetStore(settings.home))
+    have = table.symbols if table is not None else []
+    missing = [s for s in symbols if s not in have]
+    steps = [
+        smoke.Step(
+            "feature table",
+            not missing,
+            f"no rows for {', '.join(missing)}: run levibot ingest"
+            if missing
+            else f"{table.rows:,} rows x {table.columns} columns, newest bar "
+            f"{utc_text(table.last_bar)}",
+        )
+    ]
+    _print_steps(steps)
+    if not missing and not args.check_only:
+        with open_pipeline(settings, args.command_line) as pipeline:
+            prepared = smoke_prepare(pipeline, tracker)
+        _print_steps(prepared)
+        steps += prepared
+    checks = smoke.model_steps(tracker, symbols)
+    reason = smoke.publish_reason(settings.home, tracker, symbols) if not missing else "no features"
+    checks.append(smoke.Step("predictions published", reason is None, reason or "current"))
+    with api_server(settings) as base_url:
+        if base_url is None:
+            checks.append(smoke.Step("API started", False, "uvicorn did not start in 30 s"))
+        else:
+            checks.append(smoke.Step("API started", True, base_url))
+            checks += smoke.api_steps(base_url, symbols, settings.serving.api_token)
+    _print_steps(checks)
+    failed = [step.name for step in steps + checks if not step.passed]
+    if failed:
+        print(f"SMOKE TEST FAILED: {', '.join(failed)}")
+        return 1
+    print("SMOKE TEST PASSED")
+    return 0
+
+
+# --- demo and status -------------------------------------------------------------------------
+
+
 def status_table(settings: Settings, now_ms: int) -> pl.DataFrame:
     """Per symbol: stored bars, newest bar and data-time staleness; plus the feature table."""
     store = ParquetStore(settings.home)
     return status.data_status(store, settings.market.symbols, settings.market.timeframe_ms, now_ms)
 
 
-def _run_demo_jobs(settings: Settings) -> tuple[float, float]:
-    """Ingest, features, training and publish in process; (data seconds, total seconds)."""
-    from levibot_pipelines.definitions import load_definitions
-
-    instance = open_instance(settings)
-    definitions = load_definitions()
-    jobs = {name: definitions.resolve_job_def(name) for name in DEMO_JOBS}
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-    def run(job: str, partition: str | None = None) -> None:
-        jobs[job].execute_in_process(partition_key=partition, instance=instance, run_config=quiet)
+def _run_demo_jobs(pipeline: Pipeline) -> tuple[float, float]:
+    """Ingest, features, training (with the report) and publish; (data s, total s)."""
+    from levibot_pipelines.defs.models import MODEL_ASSETS
 
     started = time.perf_counter()
-    for symbol in settings.market.symbols:
-        run("ingest_job", symbol)
-    run("features_job")
+    ingest_all(pipeline)
     data_s = time.perf_counter() - started
-    for symbol in settings.market.symbols:
-        print(
-            f"training and evaluating {symbol} (profile {settings.models.profile}) ...", flush=True
-        )
-        run("training_job", symbol)
-    print("publishing the latest predictions ...", flush=True)
-    run("publish_job")
+    for symbol in pipeline.settings.market.symbols:
+        pipeline.run("training_job", label="train", steps=MODEL_ASSETS, partition=symbol)
+    pipeline.run("publish_job", label="publish", steps=("latest_predictions",))
     return data_s, time.perf_counter() - started
 
 
@@ -94,14 +531,17 @@ def print_demo_tables(settings: Settings, now_ms: int) -> None:
         print(predictions_summary(settings))
 
 
-def cmd_demo(settings: Settings) -> int:
-    data_s, elapsed = _run_demo_jobs(settings)
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    with open_pipeline(settings, args.command_line) as pipeline:
+        data_s, elapsed = _run_demo_jobs(pipeline)
+    m = settings.models
     print(
         f"\nlevibot demo: source={settings.market.source}, home={settings.home} "
-        f"(data {data_s:.1f} s, total {elapsed:.1f} s)"
+        f"(data {data_s:.1f} s, total {elapsed:.1f} s; profile {m.profile}, "
+        f"{m.report_folds} report fold(s), {m.mc_samples} MC samples)"
     )
     if settings.market.source == "synthetic":
-        print("NOTE: the synthetic source is a seeded simulator, NOT market data.")
+        print(NOT_MARKET_DATA)
     print_demo_tables(settings, int(time.time() * 1000))
     base = f"http://{settings.serving.api_host}:{settings.serving.api_port}"
     print(
@@ -111,6 +551,7 @@ def cmd_demo(settings: Settings) -> int:
         f"  .venv/bin/levibot serve  the read-only API at {base} (docs at {base}/docs), e.g.\n"
         f"    curl '{base}/ml/predict_ensemble?symbol=BTCUSDT'\n"
         f"    curl {base}/metrics/prom\n"
+        "  .venv/bin/levibot smoke  models trained, calibration complete, API responding\n"
         "  .venv/bin/levibot kill-switch status"
     )
     return 0
@@ -134,20 +575,35 @@ def predictions_summary(settings: Settings) -> str:
     return f"\nlatest predictions ({published.path}):\n{published.table}{tail}"
 
 
+def _weights(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{w:.2f}" for w in values) if values else "not recorded"
+
+
 def model_summary(settings: Settings) -> str:
-    """Per symbol: champion versions, ensemble weight and walk-forward test metrics."""
+    """Per symbol: champion versions, the two ensemble weights (the champions' published one
+    and the report folds' own) and the walk-forward test metrics."""
     store = mlflow_tracking_uri(settings.home, settings.models.mlflow_tracking_uri)
     lines = [f"\nmodels (walk-forward test windows; MLflow store {redact_url(store)}):"]
     for symbol, m in status.model_status(settings.home, settings.market.symbols).items():
         if m is None:
             lines.append(f"{symbol}: no report yet")
             continue
-        lines.append(
+        folds = len(m.report_w_lgbm)
+        ensemble_json = ensemble_weights_path(settings.home, symbol).relative_to(settings.home)
+        lines += [
             f"{symbol}: {m.n_test} test bars in {m.folds} fold(s); champions "
-            f"lgbm v{m.lgbm_version}, deep v{m.deep_version}, ensemble w_lgbm={m.w_lgbm:.2f}"
-        )
-        lines.append(str(m.metrics))
+            f"lgbm v{m.lgbm_version}, deep v{m.deep_version}",
+            "  w_lgbm, the LightGBM share of the ensemble (each bar then reweighted by "
+            "confidence):",
+            f"    {m.w_lgbm:.2f} published: the champions' ensemble ({ensemble_json})",
+            f"    {_weights(m.report_w_lgbm)} in the table's `ensemble` row: fitted in "
+            + (f"each of the report's {folds} folds" if folds > 1 else "the report's fold"),
+            str(m.metrics),
+        ]
     return "\n".join(lines)
+
+
+# --- evaluate, serve, status, kill-switch --------------------------------------------------------
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -242,25 +698,57 @@ def cmd_kill_switch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- the argument parser -----------------------------------------------------------------------
+
+
+class DefaultsHelp(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already says its
+    default (options whose default depends on a setting say so in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or not action.option_strings:
+            return text
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _subparser(sub: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=DefaultsHelp, **kwargs)
+
+
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     summary = "purged walk-forward of LightGBM, Transformer, ensemble and baselines on your candles"
-    ev = sub.add_parser(
+    ev = _subparser(
+        sub,
         "evaluate",
         help=summary,
         description=f"{summary}. The budget options below are this command's own (a cheaper "
         "run than production), separate from the LEVIBOT_* settings the pipeline trains with.",
     )
-    ev.add_argument("--source", choices=["files", "synthetic", "ccxt"], default="files")
-    ev.add_argument("--files-dir", help="directory of {SYMBOL}-15m.parquet/.csv candle files")
-    ev.add_argument("--symbols", help="comma-separated, default LEVIBOT_SYMBOLS")
-    ev.add_argument("--start", help="ISO date where history starts (files: all of it)")
+    ev.add_argument(
+        "--source", choices=["files", "synthetic", "ccxt"], default="files", help="candle source"
+    )
+    ev.add_argument(
+        "--files-dir",
+        help="directory of {SYMBOL}-15m.parquet/.csv candle files (default: LEVIBOT_FILES_DIR)",
+    )
+    ev.add_argument("--symbols", help="comma-separated (default: LEVIBOT_SYMBOLS)")
+    ev.add_argument(
+        "--start",
+        help="ISO date where history starts (default: all of it with --source files, "
+        "else LEVIBOT_START)",
+    )
     ev.add_argument(
         "--profile", default="auto", help="auto (seed on CUDA, small on CPU), small, seed"
     )
-    ev.add_argument("--out", required=True, help="output directory for report.json/.md and plots")
+    ev.add_argument(
+        "--out", required=True, help="output directory for report.json/.md and plots (required)"
+    )
     ev.add_argument(
         "--walk",
-        help="TRAIN,VAL,CALIB,TEST bars per fold (default "
+        help="TRAIN,VAL,CALIB,TEST bars per fold (default: "
         + ",".join(str(v) for v in EVALUATE_WALK)
         + ")",
     )
@@ -272,18 +760,20 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_kill_switch_parser(sub: argparse._SubParsersAction) -> None:
-    ks = sub.add_parser(
-        "kill-switch", help="show, engage or release the trading kill-switch (LEVIBOT_HOME)"
+    ks = _subparser(
+        sub, "kill-switch", help="show, engage or release the trading kill-switch (LEVIBOT_HOME)"
     )
     actions = ks.add_subparsers(dest="action", required=True)
-    st = actions.add_parser("status", help="effective state, entries and size multiplier")
+    st = _subparser(actions, "status", help="effective state, entries and size multiplier")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
-    en = actions.add_parser("engage", help="engage the manual entry (REDUCING or HALTED)")
-    en.add_argument("--state", choices=["REDUCING", "HALTED"], default="HALTED")
-    en.add_argument("--reason", required=True, help="why (recorded and published)")
+    en = _subparser(actions, "engage", help="engage the manual entry (REDUCING or HALTED)")
+    en.add_argument(
+        "--state", choices=["REDUCING", "HALTED"], default="HALTED", help="the state to engage"
+    )
+    en.add_argument("--reason", required=True, help="why (recorded and published; required)")
     en.add_argument("--by", default=None, help="who (default: the OS user)")
-    rel = actions.add_parser("release", help="clear the manual entry")
-    rel.add_argument("--reason", default="", help="why (recorded in the history)")
+    rel = _subparser(actions, "release", help="clear the manual entry")
+    rel.add_argument("--reason", default="", help="why (recorded in the history; default: none)")
     rel.add_argument("--by", default=None, help="who (default: the OS user)")
     rel.add_argument(
         "--all",
@@ -292,21 +782,107 @@ def _add_kill_switch_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``levibot`` argument parser: one subcommand per ``cmd_*`` function."""
-    parser = argparse.ArgumentParser(prog="levibot", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected an integer >= 1")
+    return value
+
+
+def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
+    """``demo``, ``ingest``, ``train`` and ``smoke``: runs through Dagster."""
+    demo = ", ".join(f"{k}={v}" for k, v in DEMO_DEFAULTS.items())
+    _subparser(
+        sub,
         "demo",
         help="ingest, build features, train, backtest and publish offline (LEVIBOT_SOURCE)",
+        description="Ingest, build features, train and evaluate every symbol, publish the "
+        f"latest predictions, print a summary. The demo's own defaults: {demo} (a LEVIBOT_* "
+        "variable that is set wins); `make demo` runs exactly this.",
     )
-    sub.add_parser("status", help="per-asset row counts, newest bar and data-time staleness")
+    _subparser(
+        sub,
+        "ingest",
+        help="ingest every configured symbol and rebuild the cross-asset feature table",
+        description="The seed's `python ingest_multi.py`: one ingest_job run per symbol "
+        "(LEVIBOT_SYMBOLS, from LEVIBOT_SOURCE), then features_job; prints the feature "
+        "table's path, shape and symbols.",
+    )
+    tr = _subparser(
+        sub,
+        "train",
+        help="train a symbol's models (LightGBM, Transformer, ensemble weight)",
+        description="The seed's `python train_deep_tfm.py --symbol BTCUSDT --epochs 30`: "
+        "training_job for the symbol's partition (lgbm_model, deep_tfm_model, "
+        "ensemble_weights; --report adds model_report). Prints each Transformer epoch's "
+        "training loss and validation accuracy, the best epoch, and the saved model version. "
+        "Needs the feature table (`levibot ingest`).",
+    )
+    tr.add_argument(
+        "--symbol",
+        help="BTCUSDT, BTC/USDT or btcusdt (default: every configured symbol, LEVIBOT_SYMBOLS)",
+    )
+    tr.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="Transformer epochs at most; training stops early when the validation loss stops "
+        f"improving (default: LEVIBOT_EPOCHS, {ModelSettings.epochs} when unset)",
+    )
+    tr.add_argument(
+        "--report",
+        action="store_true",
+        help="also run model_report: the purged walk-forward evaluation and policy backtest "
+        "(slower: it trains both models once per fold)",
+    )
+    sm = _subparser(
+        sub,
+        "smoke",
+        help="check models trained, calibration complete and the API responding",
+        description="The seed's `bash smoke_test.sh`. It never ingests; it trains the symbols "
+        "that have no models "
+        "and publishes when the published predictions are not current (through Dagster; "
+        "--check-only runs nothing), then checks every symbol's champions and calibrators, "
+        "starts the API on a free loopback port and requests /healthz and /ml/predict_deep. "
+        "Prints PASS/FAIL per step, then SMOKE TEST PASSED (exit 0) or SMOKE TEST FAILED "
+        "(exit 1).",
+    )
+    sm.add_argument(
+        "--check-only",
+        action="store_true",
+        help="run no pipeline step: a missing model or publish is a FAIL",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``levibot`` argument parser: one subcommand per ``cmd_*`` function."""
+    parser = argparse.ArgumentParser(
+        prog="levibot",
+        description="ingest, train, smoke and demo run the pipeline through Dagster on the "
+        "instance under $LEVIBOT_HOME/dagster (the one `make dev` opens), printing a line per "
+        "step; `levibot COMMAND --help` shows each option with its default.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_pipeline_parsers(sub)
+    _subparser(sub, "status", help="per-asset row counts, newest bar and data-time staleness")
     _add_evaluate_parser(sub)
     _add_kill_switch_parser(sub)
-    serve = sub.add_parser("serve", help="the read-only HTTP API over the published predictions")
+    serve = _subparser(sub, "serve", help="the read-only HTTP API over the published predictions")
     serve.add_argument("--host", default=None, help="default LEVIBOT_API_HOST (127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="default LEVIBOT_API_PORT (8000)")
     return parser
+
+
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings a command runs with: the environment, plus ``levibot demo``'s own
+    defaults (``DEMO_DEFAULTS``) or ``levibot train --epochs``."""
+    if args.command == "demo":
+        return Settings.from_env(defaults=DEMO_DEFAULTS)
+    if args.command == "train" and args.epochs is not None:
+        return Settings.from_env(overrides={"LEVIBOT_EPOCHS": str(args.epochs)})
+    return Settings.from_env()
 
 
 def _os_error_text(exc: OSError) -> str:
@@ -323,18 +899,28 @@ def _os_error_text(exc: OSError) -> str:
     return f"{what}{where}: {exc.strerror or exc}"
 
 
+PIPELINE_COMMANDS = {"demo": cmd_demo, "ingest": cmd_ingest, "train": cmd_train, "smoke": cmd_smoke}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["levibot", *argv])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "evaluate":
             return cmd_evaluate(args)
-        settings = Settings.from_env()
+        settings = command_settings(args)
+        if args.command in PIPELINE_COMMANDS:
+            return PIPELINE_COMMANDS[args.command](args, settings)
         if args.command == "kill-switch":
             return cmd_kill_switch(args, settings)
         if args.command == "serve":
             return cmd_serve(args, settings)
-        return {"demo": cmd_demo, "status": cmd_status}[args.command](settings)
+        return cmd_status(settings)
+    except RunFailed as exc:
+        print(f"levibot: {exc}", file=sys.stderr)
+        return 1
     except (SettingsError, ValueError) as exc:
         print(f"levibot: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ class MarketSettings:
     files_dir: Path | None = None
     synthetic_seed: int = 7
     ingest_cron: str = "1-59/15 * * * *"
+    source_retry_seconds: float = 60.0  # per symbol and tick, failed exchange requests + backoff
 
     @property
     def timeframe_ms(self) -> int:
@@ -106,12 +107,13 @@ class ServingSettings:
 
 @dataclass(frozen=True)
 class AlertSettings:
-    """Data-time freshness limits (checks, alert sensor, API ``stale``/``/healthz``) and the
-    optional alert webhook."""
+    """Data-time freshness limits (checks, alert sensor, API ``stale``/``/healthz``), the
+    optional alert webhook and the run-time limit above which a STARTED run is alerted."""
 
     max_staleness_minutes: float = 5.0
     fail_staleness_minutes: float = 30.0
     alert_webhook: str | None = None
+    max_run_minutes: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,17 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+        cls,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+        defaults: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build settings from ``env`` (default: the process environment) with ``overrides``
         (e.g. command-line options, keyed by variable name) on top, validating each value.
-        A variable that is unset or blank takes its group's default."""
-        env = {**(os.environ if env is None else env), **(overrides or {})}
+        ``defaults`` (keyed by variable name, e.g. a command's own defaults such as
+        ``levibot demo``'s) apply only to variables that ``env`` does not set. A variable that
+        is unset or blank takes its group's default."""
+        env = {**(defaults or {}), **(os.environ if env is None else env), **(overrides or {})}
         raw = {
             name: value.strip()
             for name, value in env.items()
@@ -370,6 +377,11 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_FILES_DIR": ("market", "files_dir", _path),
     "LEVIBOT_SYNTHETIC_SEED": ("market", "synthetic_seed", _int),
     "LEVIBOT_INGEST_CRON": ("market", "ingest_cron", _text),
+    "LEVIBOT_SOURCE_RETRY_SECONDS": (
+        "market",
+        "source_retry_seconds",
+        _number(low=0.0, strict=True),
+    ),
     "LEVIBOT_LABEL_HORIZON": ("models", "label_horizon", _positive_int),
     "LEVIBOT_PROFILE": ("models", "profile", _choice(PROFILES)),
     "LEVIBOT_WALK": ("models", "walk", _walk),
@@ -398,4 +410,5 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_MAX_STALENESS_MINUTES": ("alerts", "max_staleness_minutes", _minutes),
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),
+    "LEVIBOT_MAX_RUN_MINUTES": ("alerts", "max_run_minutes", _minutes),
 }

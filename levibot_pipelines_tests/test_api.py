@@ -63,10 +63,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> dict:
-    """Features whose newest bar is the newest closed bar now, and a tiny exported model."""
-    home = tmp_path_factory.mktemp("api_home")
+def build_home(home: Path) -> dict:
+    """Under ``home``: features whose newest bar is the newest closed bar now, and a tiny
+    exported model per symbol (nothing published yet)."""
     newest = last_closed_bar(int(time.time() * 1000), TF_MS)
     bars = synthetic_long(N_BARS, start_ms=newest - (N_BARS - 1) * TF_MS)
     features = build_features(bars, tf_ms=TF_MS, horizon=1)
@@ -77,6 +76,11 @@ def home(tmp_path_factory) -> dict:
     files = tiny_deep_files("BTCUSDT", model=model)
     models = {s: {**files, "meta.json": tiny_deep_files(s)["meta.json"]} for s in SYMBOLS}
     return {"home": home, "bar_time": newest, "models": models, "features": features}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> dict:
+    return build_home(tmp_path_factory.mktemp("api_home"))
 
 
 def publish(home: dict, **kw) -> dict[str, dict]:
@@ -145,14 +149,18 @@ def test_predict_endpoints_serve_the_published_row(api, home):
         deep = get(base, "/ml/predict_deep", symbol=symbol).json()
         assert deep["model_type"] == "transformer_mc_dropout" and deep["recomputed"] is False
         assert deep["p_up"] == row["deep_p_up"] and deep["mu"] == row["deep_mu"]
-        assert deep["uncertainty"] == {
+        # The seed's types: uncertainty a number (the total predictive std), parts beside it.
+        assert type(deep["uncertainty"]) is float and deep["uncertainty"] == row["deep_sigma"]
+        assert deep["uncertainty_parts"] == {
             "total": row["deep_sigma"],
             "aleatoric": row["deep_aleatoric"],
             "epistemic": row["deep_epistemic"],
             "epistemic_p": row["deep_epistemic_p"],
         }
         assert deep["confidence"] == row["deep_confidence"] and deep["mc_samples"] == 5
-        assert deep["model_version"] == "3" and deep["signal"] == row["signal"]
+        # Published ENTRY_LONG / HOLD (flat) / EXIT (no earlier bar held a position).
+        assert (deep["signal"], deep["side"]) == SEED_SIGNALS[symbol]
+        assert deep["model_version"] == "3" and deep["position"] == row["position"]
         assert deep["bar_time"] == home["bar_time"] and deep["source"] == "synthetic"
         assert (deep["size"], deep["stop_loss"], deep["take_profit"]) == (
             row["size"],
@@ -166,15 +174,118 @@ def test_predict_endpoints_serve_the_published_row(api, home):
         ens = get(base, "/ml/predict_ensemble", symbol=symbol).json()
         assert ens["model_type"] == "ensemble" and ens["p_up"] == row["ensemble_p_up"]
         assert ens["confidence"] == row["ensemble_confidence"] and ens["w_lgbm"] == 0.4
-        assert ens["model_version"] == "lgbm v2 + deep v3" and ens["uncertainty_source"] == "deep"
+        assert ens["model_version"] == "lgbm v2 + deep v3" and ens["uncertainty_source"] == "blend"
         assert ens["uncertainty"] == deep["uncertainty"]
+        assert ens["uncertainty_parts"] == deep["uncertainty_parts"]
+        assert (ens["signal"], ens["side"]) == SEED_SIGNALS[symbol]
 
         lgbm = get(base, "/ml/predict", symbol=symbol).json()
         assert lgbm["model_type"] == "lightgbm_calibrated" and lgbm["p_up"] == row["lgbm_p_up"]
-        assert lgbm["uncertainty"] is None and lgbm["model_version"] == "2"
+        assert lgbm["uncertainty"] is None and lgbm["uncertainty_parts"] is None
+        assert (
+            lgbm["model_version"] == "2" and (lgbm["signal"], lgbm["side"]) == SEED_SIGNALS[symbol]
+        )
     # bar_time + 15 min, as ISO UTC
     close = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((home["bar_time"] + TF_MS) / 1000))
     assert deep["as_of"] == f"{close}.000Z"
+
+
+SEED_SIGNALS = {"BTCUSDT": ("ENTRY", "long"), "ETHUSDT": ("HOLD", None), "SOLUSDT": ("EXIT", None)}
+PREDICTION_ROUTES = ("/ml/predict_deep", "/ml/predict_ensemble", "/ml/predict")
+
+
+@pytest.mark.parametrize(
+    ("w_lgbm", "source"), [(0.0, "deep"), (0.4, "blend"), (0.999, "blend"), (1.0, "lgbm")]
+)
+def test_uncertainty_source_follows_the_effective_weights(api, home, w_lgbm, source):
+    base, _ = api
+    rows = publish(home, w_lgbm=w_lgbm)
+    body = get(base, "/ml/predict_ensemble", symbol="ETHUSDT").json()
+    assert (body["w_lgbm"], body["uncertainty_source"]) == (w_lgbm, source)
+    # Whatever the weights, the number is the Transformer member's total predictive std.
+    assert body["uncertainty"] == rows["ETHUSDT"]["deep_sigma"] == 0.006
+
+
+def test_uncertainty_source_rejects_a_weight_outside_0_1():
+    from levibot_pipelines.api_responses import uncertainty_source
+
+    assert [uncertainty_source(w) for w in (0.0, 1e-12, 0.5, 1.0)] == [
+        "deep",
+        "blend",
+        "blend",
+        "lgbm",
+    ]
+    with pytest.raises(ValueError, match="w_lgbm must be in \\[0, 1\\], got 1.5"):
+        uncertainty_source(1.5)
+
+
+@pytest.mark.parametrize("path", PREDICTION_ROUTES)
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_shadow_is_422_until_a_challenger_is_published(api, path, value):
+    base, _ = api
+    r = get(base, path, symbol="BTCUSDT", shadow=value)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["query", "shadow"] and error["input"] == value
+    assert "no shadow challenger is published" in error["msg"]
+    assert requests.head(f"{base}{path}?symbol=BTCUSDT&shadow=1", timeout=30).status_code == 422
+
+
+@pytest.mark.parametrize("path", PREDICTION_ROUTES)
+def test_shadow_false_is_the_champion(api, path):
+    base, _ = api
+    champion = get(base, path, symbol="BTCUSDT").json()
+    for value in ("0", "false"):
+        r = get(base, path, symbol="BTCUSDT", shadow=value)
+        assert r.status_code == 200 and r.json() == champion
+    assert get(base, path, symbol="BTCUSDT", shadow="maybe").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "unknown", "accepted"),
+    [
+        ("/ml/predict_deep", "sample", "symbol, n_samples, shadow"),
+        ("/ml/predict_ensemble", "n_samples", "symbol, shadow"),
+        ("/ml/predict", "canary", "symbol, shadow"),
+        ("/ml/models/deep/status", "symbol", "none"),
+        ("/metrics/prom", "format", "none"),
+        ("/healthz", "verbose", "none"),
+        ("/livez", "verbose", "none"),
+    ],
+)
+def test_unknown_query_parameters_are_422_naming_them(api, path, unknown, accepted):
+    base, _ = api
+    params = (
+        {"symbol": "BTCUSDT", unknown: "7"} if path.startswith("/ml/predict") else {unknown: "7"}
+    )
+    r = get(base, path, **params)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert (error["type"], error["loc"], error["input"]) == (
+        "extra_forbidden",
+        ["query", unknown],
+        "7",
+    )
+    assert error["msg"] == f"unknown query parameter {unknown!r}; {path} accepts: {accepted}"
+
+
+def test_every_unknown_query_parameter_is_named(api):
+    base, _ = api
+    r = get(base, "/ml/predict_deep", symbol="BTCUSDT", foo="1", bar="2")
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["query", "foo"], ["query", "bar"]]
+
+
+def test_livez_is_alive_while_halted_or_unpublished_and_healthz_is_not(api, home):
+    base, _ = api
+    KillSwitch(home["home"]).engage("HALTED", "exchange outage", by="ops")
+    assert get(base, "/healthz").status_code == 503
+    live = get(base, "/livez")
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})
+    assert requests.head(f"{base}/livez", timeout=30).status_code == 200
+    (published_dir(home["home"]) / "latest_predictions.json").unlink()
+    assert get(base, "/healthz").status_code == 503
+    assert get(base, "/livez").status_code == 200
 
 
 def test_symbol_spellings_and_unknown_symbol(api):
@@ -225,7 +336,8 @@ def test_other_n_samples_reruns_mc_dropout_on_the_exported_model(api, home):
     assert body["p_up"] == pytest.approx(p[0], abs=1e-12)
     assert body["mu"] == pytest.approx(mc["mu"][0], abs=1e-12)
     total = np.sqrt(mc["aleatoric"][0] + mc["epistemic"][0])
-    assert body["uncertainty"]["total"] == pytest.approx(total, rel=1e-9)
+    assert body["uncertainty"] == pytest.approx(total, rel=1e-9)
+    assert body["uncertainty_parts"]["total"] == body["uncertainty"]
     expected_conf = transformer_confidence(p, mc["epistemic_p"])[0]
     assert body["confidence"] == pytest.approx(expected_conf, abs=1e-12)
 
@@ -263,7 +375,7 @@ def test_no_file_and_corrupt_file_are_503(api, home):
     assert r.status_code == 503 and "not valid JSON" in r.json()["detail"]
     assert get(base, "/healthz").status_code == 503
     families = {f.name for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
-    assert families == {"levibot_predictions_available"}
+    assert families & set(METRIC_NAMES) == {"levibot_predictions_available"}
 
 
 def test_healthy_then_stale(api, home):
@@ -312,7 +424,7 @@ def test_live_kill_switch_overrides_the_published_state(api, home):
     assert body["kill_switch"] == "HALTED" and "exchange outage" in body["kill_switch_reason"]
     # BTC was published as ENTRY_LONG size 0.5 while ACTIVE: halted since, it is not served.
     btc = get(base, "/ml/predict_ensemble", symbol="BTCUSDT").json()
-    assert (btc["signal"], btc["size"], btc["position"]) == ("HOLD", 0.0, 0.0)
+    assert (btc["signal"], btc["side"], btc["size"], btc["position"]) == ("HOLD", None, 0.0, 0.0)
     assert btc["kill_switch_applied"] is True and btc["stop_loss"] is None
     assert body["kill_switch_applied"] is False  # SOL published EXIT: nothing to cut
     metrics = {f.name: f for f in text_string_to_metric_families(get(base, "/metrics/prom").text)}
@@ -321,7 +433,12 @@ def test_live_kill_switch_overrides_the_published_state(api, home):
     assert get(base, "/healthz").status_code == 200  # reducing sizes is not unhealthy
     btc = get(base, "/ml/predict", symbol="BTCUSDT").json()
     # 0.5 published x the default reducing factor 0.5.
-    assert (btc["signal"], btc["size"], btc["kill_switch_applied"]) == ("ENTRY_LONG", 0.25, True)
+    assert (btc["signal"], btc["side"], btc["size"], btc["kill_switch_applied"]) == (
+        "ENTRY",
+        "long",
+        0.25,
+        True,
+    )
     status = get(base, "/ml/models/deep/status").json()
     assert status["kill_switch"]["state"] == "REDUCING"
 
@@ -381,7 +498,12 @@ def test_stale_entry_is_cut_by_the_api_itself(clocked, home):
     clock["now"] = minutes_stale(home, STALE_LIMIT - 0.5)
     for path in PREDICT_PATHS:
         btc = get(base, path, symbol="BTCUSDT").json()
-        assert (btc["signal"], btc["size"], btc["position"]) == ("ENTRY_LONG", 0.5, 0.5), path
+        assert (btc["signal"], btc["side"], btc["size"], btc["position"]) == (
+            "ENTRY",
+            "long",
+            0.5,
+            0.5,
+        ), path
         assert (btc["kill_switch"], btc["kill_switch_reason"]) == ("ACTIVE", ""), path
         assert btc["kill_switch_applied"] is False
     assert get(base, "/ml/models/deep/status").json()["kill_switch"]["state"] == "ACTIVE"
@@ -481,6 +603,7 @@ def test_openapi_documents_every_endpoint(api):
         "/ml/models/deep/status",
         "/metrics/prom",
         "/healthz",
+        "/livez",
     } <= paths
     assert get(base, "/docs").status_code == 200
 
@@ -501,7 +624,7 @@ def test_metrics_equal_the_published_values(api, home):
     assert by("levibot_ml_signal", "symbol") == {"BTCUSDT": 1, "ETHUSDT": 0, "SOLUSDT": 2}
     assert by("levibot_ml_position", "symbol") == {"BTCUSDT": 0.5, "ETHUSDT": 0.0, "SOLUSDT": 0.0}
     assert by("levibot_ml_cross_asset_ratio", "pair") == {"BTC_ETH": 30.5, "ETH_SOL": 15.25}
-    assert by("levibot_paper_drawdown", "symbol") == {
+    assert by("levibot_paper_drawdown_ratio", "symbol") == {
         "BTCUSDT": 0.0,
         "ETHUSDT": 0.01,
         "SOLUSDT": 0.02,
@@ -585,11 +708,19 @@ def _exprs(obj) -> list[str]:
     return []
 
 
-def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
+METRIC_IN_EXPR = re.compile(r"\b(?:levibot|process|python)_[a-z_]+")
+
+
+def test_dashboard_and_alerts_use_emitted_metrics(api):
+    """Every metric a panel or an alert names is served by the real /metrics/prom (family or
+    sample name, e.g. a histogram's ``_bucket``); no alert reads an age frozen by a push."""
     import yaml
 
-    text = render_metrics(_latest(), Settings(home=tmp_path).market.symbols, 2_000_000).decode()
-    emitted = {f.name for f in text_string_to_metric_families(text)}
+    base, _ = api
+    assert get(base, "/healthz").status_code == 200  # a request, so the API metrics have samples
+    families = list(text_string_to_metric_families(get(base, "/metrics/prom").text))
+    emitted = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    assert {"levibot_api_request_duration_seconds_bucket", "process_cpu_seconds_total"} <= emitted
     dashboard = json.loads((DEPLOY / "grafana" / "levibot-dashboard.json").read_text())
     panels = [p for p in dashboard["panels"] if p.get("type") != "row"]
     assert len(panels) >= 9
@@ -598,7 +729,7 @@ def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
         exprs = _exprs(panel.get("targets", []))
         assert exprs, f"panel {panel['title']!r} has no query"
         for expr in exprs:
-            names = set(re.findall(r"levibot_[a-z_]+", expr))
+            names = set(METRIC_IN_EXPR.findall(expr))
             assert names and names <= emitted, (panel["title"], names - emitted)
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alerts = [r for g in rules["groups"] for r in g["rules"]]
@@ -606,7 +737,9 @@ def test_dashboard_and_alerts_use_emitted_metrics(tmp_path):
         a["alert"] for a in alerts
     }
     for alert in alerts:
-        assert set(re.findall(r"levibot_[a-z_]+", alert["expr"])) <= emitted
+        names = set(METRIC_IN_EXPR.findall(alert["expr"]))
+        assert names <= emitted, (alert["alert"], names - emitted)
+        assert not {"levibot_data_lag_seconds", "levibot_prediction_age_seconds"} & names
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     job = scrape["scrape_configs"][0]
     assert job["job_name"] == "levibot" and job["metrics_path"] == "/metrics/prom"
@@ -631,7 +764,7 @@ def assert_predictions_unreadable(base: str, why: str) -> None:
     metrics = get(base, "/metrics/prom")
     assert metrics.status_code == 200, metrics.text
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
-    assert set(families) == {"levibot_predictions_available"}
+    assert set(families) & set(METRIC_NAMES) == {"levibot_predictions_available"}
     assert families["levibot_predictions_available"].samples[0].value == 0
 
 
@@ -755,6 +888,7 @@ HEAD_PATHS = (
     ("/ml/models/deep/status", {}),
     ("/metrics/prom", {}),
     ("/healthz", {}),
+    ("/livez", {}),
     ("/openapi.json", {}),
     ("/docs", {}),
 )
@@ -859,6 +993,8 @@ def test_with_a_token_every_data_route_needs_it(api, authed, path, params):
 def test_with_a_token_healthz_and_the_docs_stay_open(api, authed):
     assert get(authed, "/healthz").status_code == 200
     assert requests.head(f"{authed}/healthz", timeout=30).status_code == 200
+    assert get(authed, "/livez").status_code == 200
+    assert requests.head(f"{authed}/livez", timeout=30).status_code == 200
     schema = get(authed, "/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert get(authed, "/docs").status_code == 200

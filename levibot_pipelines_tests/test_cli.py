@@ -2,6 +2,7 @@
 `evaluate` budget options and the summary texts over the status use case."""
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import duckdb
 import pytest
 
-from levibot_pipelines.adapters.home import ensemble_weights_path
+from levibot_pipelines.adapters.home import ensemble_weights_path, report_json
 from levibot_pipelines.cli import (
     backtest_summary,
     build_parser,
@@ -47,6 +48,19 @@ def test_demo_builds_everything_offline_and_status_reports_it(tmp_path):
     assert (tmp_path / "dagster" / "dagster.yaml").exists()  # the instance `make dev` opens
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):  # trained, evaluated and summarised
         assert f"{symbol}: 200 test bars in 1 fold(s); champions lgbm v1, deep v1" in out.stdout
+        # Two weights, each named, each as stored: the published champions' and the report's.
+        published = json.loads(ensemble_weights_path(tmp_path, symbol).read_text())["w_lgbm"]
+        report = json.loads((tmp_path / "reports" / symbol / "report.json").read_text())
+        (fold,) = report["symbols"][symbol]["fold_details"]
+        assert (
+            f"{symbol}: 200 test bars in 1 fold(s); champions lgbm v1, deep v1\n"
+            "  w_lgbm, the LightGBM share of the ensemble (each bar then reweighted by "
+            "confidence):\n"
+            f"    {published:.2f} published: the champions' ensemble "
+            f"(models/{symbol}/ensemble.json)\n"
+            f"    {fold['ensemble_weight_lgbm']:.2f} in the table's `ensemble` row: fitted in the "
+            "report's fold\n"
+        ) in out.stdout
     status = run(["status"], tmp_path)
     assert status.returncode == 0 and "cross_asset_features" in status.stdout
 
@@ -85,15 +99,42 @@ def test_summaries_print_the_status_use_case(tmp_path):
     lines = model_summary(settings).splitlines()
     store = f"sqlite:///{settings.home / 'mlflow.db'}"
     assert lines[1] == f"models (walk-forward test windows; MLflow store {store}):"
+    at = lines.index("BTCUSDT: 200 test bars in 1 fold(s); champions lgbm v2, deep v3")
+    assert lines[at + 2 : at + 4] == [
+        "    0.40 published: the champions' ensemble (models/BTCUSDT/ensemble.json)",
+        "    not recorded in the table's `ensemble` row: fitted in the report's fold",
+    ]
+    at = lines.index("ETHUSDT: 200 test bars in 1 fold(s); champions lgbm v?, deep v?")
     assert (
-        "BTCUSDT: 200 test bars in 1 fold(s); champions lgbm v2, deep v3, ensemble w_lgbm=0.40"
-        in lines
-    )
-    assert (
-        "ETHUSDT: 200 test bars in 1 fold(s); champions lgbm v?, deep v?, ensemble w_lgbm=nan"
-        in lines
+        lines[at + 2] == "    nan published: the champions' ensemble (models/ETHUSDT/ensemble.json)"
     )
     assert lines[-1] == "SOLUSDT: no report yet"
+
+
+def test_the_summary_tells_the_published_weight_from_the_report_folds_weights(tmp_path):
+    """The issue's case: the champions' ensemble leans on LightGBM (1.00) while the report's
+    folds fitted 0.00, 0.93 and 1.00, so its ensemble row is not the published ensemble."""
+    settings = Settings.from_env(env={"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_SYMBOLS": "BTCUSDT"})
+    write_report(tmp_path, "BTCUSDT")
+    path = report_json(tmp_path, "BTCUSDT")
+    doc = json.loads(path.read_text())
+    doc["symbols"]["BTCUSDT"]["folds"] = 3
+    doc["symbols"]["BTCUSDT"]["fold_details"] = [
+        {"index": i, "ensemble_weight_lgbm": w} for i, w in enumerate((0.0, 0.93, 1.0))
+    ]
+    write_json(path, doc)
+    write_json(
+        ensemble_weights_path(tmp_path, "BTCUSDT"),
+        {"lgbm_version": "4", "deep_version": "4", "w_lgbm": 1.0},
+    )
+    lines = model_summary(settings).splitlines()
+    assert lines[2:6] == [
+        "BTCUSDT: 200 test bars in 3 fold(s); champions lgbm v4, deep v4",
+        "  w_lgbm, the LightGBM share of the ensemble (each bar then reweighted by confidence):",
+        "    1.00 published: the champions' ensemble (models/BTCUSDT/ensemble.json)",
+        "    0.00, 0.93, 1.00 in the table's `ensemble` row: fitted in each of the report's 3 "
+        "folds",
+    ]
 
 
 @pytest.mark.parametrize(

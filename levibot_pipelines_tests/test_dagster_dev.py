@@ -1,6 +1,7 @@
 """A real `dagster dev` (webserver + daemon) over a temporary home: the schedule and sensors are
 RUNNING by default, and the daemon's sensor rebuilds the features once all symbols have landed."""
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pytest
 
 from levibot_pipelines_tests.conftest import SYMBOLS
@@ -64,13 +66,12 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-@pytest.fixture()
-def dagster_dev(tmp_path):
+def dev_environment(tmp_path: Path) -> tuple[Path, dict]:
+    """A fresh LEVIBOT_HOME with the project's dagster.yaml, and the environment to run in it."""
     home = tmp_path / "home"
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)
     (dagster_home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    port = free_port()
     start = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEVIBOT_", "DAGSTER_"))}
     env.update(LEVIBOT_HOME=str(home), LEVIBOT_START=start, DAGSTER_HOME=str(dagster_home))
@@ -78,27 +79,47 @@ def dagster_dev(tmp_path):
     # :16, ... lands a second ingest of every symbol and, rightly, a second feature rebuild
     # (a CI run at 12:30:43 saw exactly that). Once a year, 1 January 04:04, instead.
     env.update(LEVIBOT_INGEST_CRON="4 4 1 1 *", LEVIBOT_RETRAIN_CRON="4 4 1 1 *")
+    return dagster_home, env
+
+
+def start_dagster_dev(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """``dagster dev`` on a free loopback port, in its own process group."""
+    port = free_port()
     dagster = str(Path(sys.executable).with_name("dagster"))
     cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    log = (tmp_path / "dagster_dev.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, *cmd],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with log_path.open("a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRAPPER, *cmd],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, port
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop ``proc``'s whole process group by its pid: ``sig`` first, SIGKILL after 30 s."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def dagster_dev(tmp_path):
+    dagster_home, env = dev_environment(tmp_path)
+    proc, port = start_dagster_dev(env, tmp_path / "dagster_dev.log")
     try:
         yield port, dagster_home, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+        stop(proc)
 
 
 def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
@@ -114,6 +135,7 @@ def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
         "features_after_ingest": "RUNNING",
         "feature_freshness_alert": "RUNNING",
         "publish_on_features": "RUNNING",
+        "stuck_run_alert": "RUNNING",
     }
     # The premise of "exactly one rebuild" below: no schedule tick can land in the test.
     assert {s["cronSchedule"] for s in nodes[0]["schedules"]} == {"4 4 1 1 *"}
@@ -136,3 +158,75 @@ def test_dagster_dev_runs_the_automation(dagster_dev, monkeypatch):
     time.sleep(25)  # one more sensor interval: no second rebuild for the same ingest tick
     assert len(graphql(port, RUNS)["runsOrError"]["results"]) == len(runs) == 1
     assert (Path(env["LEVIBOT_HOME"]) / "features" / "cross_asset_features.parquet").exists()
+
+
+def claimed_by(instance: dg.DagsterInstance, pool: str) -> set[str]:
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    return {slot.run_id for slot in info.claimed_slots}
+
+
+def test_a_power_loss_during_a_run_does_not_freeze_the_warehouse_pool(tmp_path, monkeypatch):
+    """dagster dev and a features run holding the only `duckdb_writer` slot are killed with
+    SIGKILL (a power loss, an OOM kill of the lot): the run is left STARTED with its slot
+    claimed. After a restart, run monitoring finds its worker gone (the launcher's pid check),
+    marks it FAILURE and frees the slot, and the next rebuild runs."""
+    dagster_home, env = dev_environment(tmp_path)
+    log = tmp_path / "dagster_dev.log"
+    for key in ("LEVIBOT_HOME", "LEVIBOT_START"):
+        monkeypatch.setenv(key, env[key])
+    from levibot_pipelines.definitions import load_definitions
+    from levibot_pipelines.defs.run_launcher import worker_pid
+
+    ingest = load_definitions().resolve_job_def("ingest_job")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+
+        def ingest_all():
+            for symbol in SYMBOLS:
+                assert ingest.execute_in_process(partition_key=symbol, instance=instance).success
+
+        def features_runs(status=None):
+            statuses = [status] if status else None
+            return instance.get_runs(dg.RunsFilter(job_name="features_job", statuses=statuses))
+
+        proc, port = start_dagster_dev(env, log)
+        try:
+            wait_for(lambda: graphql(port, STATES)["repositoriesOrError"]["nodes"], 120, "the UI")
+            ingest_all()
+            deadline, victim = time.monotonic() + 150, None
+            while victim is None and time.monotonic() < deadline:
+                claimed = claimed_by(instance, "duckdb_writer")
+                victim = next((r for r in features_runs() if r.run_id in claimed), None)
+                time.sleep(0.05)
+            assert victim is not None, f"no features run claimed the slot: {features_runs()}"
+            pid, _ = worker_pid(instance, victim.run_id)
+            # The code server and its run workers live in a session of their own: collect
+            # them before the process group goes.
+            server = psutil.Process(pid).parent()
+            doomed = [server, *server.children(recursive=True)]
+        finally:
+            stop(proc, signal.SIGKILL)
+        for p in doomed:  # everything, the code server and the run worker included
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(doomed, timeout=10)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        stuck = instance.get_run_by_id(victim.run_id)
+        assert stuck.status == dg.DagsterRunStatus.STARTED
+        assert victim.run_id in claimed_by(instance, "duckdb_writer")
+
+        proc, port = start_dagster_dev(env, log)
+        try:
+            wait_for(lambda: graphql(port, STATES)["repositoriesOrError"]["nodes"], 120, "the UI")
+            ingest_all()  # asks for a second rebuild, which needs the slot
+            wait_for(
+                lambda: features_runs(dg.DagsterRunStatus.SUCCESS),
+                240,
+                "the second features run to succeed (monitoring polls every 30 s and frees "
+                "an ended run's slots after 30 s)",
+            )
+        finally:
+            stop(proc)
+        assert instance.get_run_by_id(victim.run_id).status == dg.DagsterRunStatus.FAILURE
+        messages = [e.message for e in instance.all_logs(victim.run_id)]
+        assert any(f"run worker process {pid} is gone" in m for m in messages), messages[-5:]
+        assert victim.run_id not in claimed_by(instance, "duckdb_writer")

@@ -4,11 +4,13 @@ import json
 import os
 import threading
 import time
-from datetime import UTC, datetime
+import warnings
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
@@ -16,12 +18,17 @@ from levibot_pipelines.adapters.home import warehouse_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.sources import SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.definitions import freshness_policies, load_definitions
+from levibot_pipelines.defs.common import MARKDOWN_INLINE_LIMIT
 from levibot_pipelines.defs.market import build_market_assets
 from levibot_pipelines.defs.market_checks import build_market_checks
+from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.defs.resources import AlertResource, MarketDataResource, TradingResource
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ingest import ingest_symbol
 from levibot_pipelines_tests.conftest import SYMBOLS, TF_MS, recent_start
+from levibot_pipelines_tests.fake_exchange import FakeBinance
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -283,8 +290,7 @@ def test_a_warehouse_locked_by_another_process_does_not_fail_the_features(tmp_pa
 
 
 def test_a_corrupt_stored_ohlcv_file_fails_once_naming_the_file(tmp_path):
-    """A permanent error (a corrupt stored file) is not retried: the RetryPolicy of ``ohlcv``
-    is for transient source errors."""
+    """A permanent error (a corrupt stored file) is not retried."""
     settings = Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_START": recent_start()})
     path = ParquetStore(settings.home).ohlcv_path("BTCUSDT")
     path.parent.mkdir(parents=True)
@@ -304,3 +310,146 @@ def test_a_corrupt_stored_ohlcv_file_fails_once_naming_the_file(tmp_path):
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     text = str(failure.step_failure_data.user_failure_data.description)
     assert str(path) in text and "move it aside and re-ingest" in text
+
+
+def test_an_exchange_outage_costs_one_tick_a_bounded_number_of_attempts(tmp_path):
+    """The ccxt source owns retries; ``ohlcv`` has no RetryPolicy on top. With
+    LEVIBOT_SOURCE_RETRY_SECONDS=1.2 and the default backoff (0.5 s, then 1 s) the second retry
+    would end past the budget: one tick of one symbol makes 2 kline requests, never retried by
+    Dagster (before: up to 6 x 4 = 24)."""
+    start = datetime.now(UTC) - timedelta(days=2)
+    start_ms = int(start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+    bars = simulate_bars("BTCUSDT", start_ms, start_ms + 100 * TF_MS, TF_MS, seed=7)
+    with FakeBinance({"BTCUSDT": bars}) as exchange:
+        exchange.fail_from = 0
+        settings = Settings.from_env(
+            {
+                "LEVIBOT_HOME": str(tmp_path),
+                "LEVIBOT_START": start.date().isoformat(),
+                "LEVIBOT_SOURCE": "ccxt",
+                "LEVIBOT_EXCHANGE_API_URL": exchange.api_url,
+                "LEVIBOT_SOURCE_RETRY_SECONDS": "1.2",
+            }
+        )
+        ohlcv_defs = [a for a in build_market_assets(settings) if dg.AssetKey("ohlcv") in a.keys]
+        assert all(a.op.retry_policy is None for a in ohlcv_defs)
+        result = dg.materialize(
+            ohlcv_defs,
+            partition_key="BTCUSDT",
+            resources={"market": MarketDataResource(settings)},
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert len(exchange.kline_requests) == 2
+    events = [e.event_type for e in result.all_events]
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in events
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "injected outage" in failure.step_failure_data.error.to_string()
+
+
+def test_loading_the_definitions_emits_no_preview_warning(env):
+    """Every process that loads the code location (webserver, daemon, each run) once repeated a
+    PreviewWarning of ``Definitions.map_asset_specs``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_definitions()
+        loaded.resolve_asset_graph()
+        loaded.get_repository_def()
+    flagged = [
+        f"{w.category.__name__}: {w.message}"
+        for w in caught
+        if issubclass(w.category, dg.PreviewWarning | dg.BetaWarning)
+    ]
+    assert flagged == []
+
+
+def _windows(policy: dg.FreshnessPolicy) -> tuple[timedelta, timedelta]:
+    return policy.warn_window.to_timedelta(), policy.fail_window.to_timedelta()
+
+
+def test_freshness_policies_have_the_documented_windows(defs):
+    """Defaults (15m bars, ingest every 15 minutes, daily retraining): ``ohlcv`` warns after
+    15 + 15 = 30 and fails after 2 x 15 + 15 = 45 minutes; the model assets warn after 1.5 and
+    fail after 2 retrain periods (36 h, 48 h); features and predictions 30 / 60 minutes."""
+    graph = defs.resolve_asset_graph()
+
+    def windows(name: str) -> tuple[timedelta, timedelta]:
+        return _windows(graph.get(dg.AssetKey(name)).freshness_policy)
+
+    minutes, hours = (lambda n: timedelta(minutes=n)), (lambda n: timedelta(hours=n))
+    assert windows("ohlcv") == (minutes(30), minutes(45))
+    assert (
+        windows("cross_asset_features")
+        == windows("latest_predictions")
+        == (
+            minutes(30),
+            minutes(60),
+        )
+    )
+    assert set(MODEL_ASSETS) == {"lgbm_model", "deep_tfm_model", "ensemble_weights", "model_report"}
+    for name in MODEL_ASSETS:
+        assert windows(name) == (hours(36), hours(48)), name
+
+
+def test_freshness_windows_follow_the_settings(tmp_path):
+    """1h bars ingested hourly: 1 + 1 = 2 h / 2 x 1 + 1 = 3 h; retraining weekly: 10.5 / 14
+    days."""
+    settings = Settings.from_env(
+        {
+            "LEVIBOT_HOME": str(tmp_path),
+            "LEVIBOT_TIMEFRAME": "1h",
+            "LEVIBOT_INGEST_CRON": "2 * * * *",
+            "LEVIBOT_RETRAIN_CRON": "0 3 * * 1",
+        }
+    )
+    policies = freshness_policies(settings)
+    assert _windows(policies[dg.AssetKey("ohlcv")]) == (timedelta(hours=2), timedelta(hours=3))
+    assert _windows(policies[dg.AssetKey("lgbm_model")]) == (
+        timedelta(days=10.5),
+        timedelta(days=14),
+    )
+
+
+def test_model_report_shows_its_plots_inline(defs, instance, env, tmp_path):
+    """The Dagster UI shows Markdown metadata under 1000 characters inline and longer Markdown
+    (an embedded PNG) behind "[Show Markdown]": the plots are short Markdown images served by
+    the MLflow UI (its /get-artifact route for the report run), the PNG files are linked, and
+    a short backtest table is inline too."""
+    for symbol in SYMBOLS:
+        defs.resolve_job_def("ingest_job").execute_in_process(
+            partition_key=symbol, instance=instance
+        )
+    defs.resolve_job_def("features_job").execute_in_process(instance=instance)
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        partition_key="SOLUSDT", instance=instance
+    )
+    meta = {
+        node: {
+            k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()
+        }
+        for node in ("model_report", "lgbm_model")
+    }
+    report = meta["model_report"]
+    run_id = report["mlflow_run"].rpartition("/runs/")[2]
+    for key in ("plots", "backtest_summary", "metrics"):
+        assert len(report[key]) < MARKDOWN_INLINE_LIMIT, key
+    assert report["plots"].split("\n\n") == [
+        f"![{name}](http://127.0.0.1:5000/get-artifact?path=plots/{name}.png&run_uuid={run_id})"
+        for name in ("reliability_ensemble", "risk_coverage", "equity", "drawdown")
+    ]
+    plots = Path(report["plot_files"])
+    names = {p.name for p in plots.glob("SOLUSDT_*.png")}
+    assert {"SOLUSDT_equity.png", "SOLUSDT_drawdown.png", "SOLUSDT_risk_coverage.png"} <= names
+    assert report["backtest_summary"].splitlines()[2].startswith("| policy (ensemble) | ")
+    assert len(report["equity"]) > MARKDOWN_INLINE_LIMIT  # the embedded copy, collapsed
+    lgbm = meta["lgbm_model"]
+    lgbm_run = lgbm["mlflow_run"].rpartition("/runs/")[2]
+    assert lgbm["reliability_plot"] == (
+        "![reliability](http://127.0.0.1:5000/get-artifact?"
+        f"path=plots/reliability.png&run_uuid={lgbm_run})"
+    )
+    client = mlflow.MlflowClient(
+        tracking_uri=f"sqlite:///{Path(env['LEVIBOT_HOME']) / 'mlflow.db'}"
+    )
+    for run, path in ((run_id, "plots/equity.png"), (lgbm_run, "plots/reliability.png")):
+        assert Path(client.download_artifacts(run, path, dst_path=str(tmp_path))).stat().st_size

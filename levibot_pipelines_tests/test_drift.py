@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from levibot_pipelines.core.trading.drift import (
     REPORT_SCHEMA,
+    SPREAD_MARGIN,
+    beyond_spread,
     drift_alarm,
+    drift_level,
     drift_report,
     feature_psi,
     max_level,
@@ -195,16 +198,61 @@ def test_drift_report_errors_name_the_symbol(windows, recent, match):
         drift_report(_features(1000), windows, recent, ["f1"], 0.1, 0.25)
 
 
-def test_slow_feature_is_error_by_threshold_but_not_beyond_training():
+def test_slow_feature_past_the_error_threshold_but_within_training_is_ok():
     # A slow oscillation (period 400 bars) sampled for 2000 bars: any 100-bar window covers a
     # quarter period, so its PSI against the whole history is large (> 0.25) although the
     # process never changes; the newest window is no stranger than the windows in training.
+    # The textbook level would be ERROR; the drift level is ok, and nothing alarms.
     t = np.arange(2100)
     feats = pl.DataFrame(
         {"symbol": "AAA", "timestamp": t.astype(np.int64) * TF, "f": np.sin(2 * np.pi * t / 400)}
     )
     report = drift_report(feats, {"AAA": (0, 1999 * TF)}, 100, ["f"], 0.1, 0.25)
     row = report.row(0, named=True)
-    assert row["level"] == "error" and row["psi"] > 0.25
+    assert psi_level(row["psi"], 0.1, 0.25) == "error" and row["level"] == "ok"
     assert row["psi_in_training"] >= row["psi"] and not row["beyond_training"]
-    assert drift_alarm(report) is None  # ERROR by threshold alone does not reach the kill-switch
+    assert max_level(report) == "ok" and drift_alarm(report) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "spread", "expected"),
+    [
+        (0.05, 0.01, "ok"),  # below warn: ok whatever the spread
+        (0.20, 0.20, "ok"),  # warn band, within the spread
+        (0.29, 0.20, "ok"),  # within 1.5 x 0.20 = 0.30
+        (0.31, 0.20, "error"),  # past 0.25 and past 0.30: a shock
+        (0.20, 0.10, "warn"),  # past 1.5 x 0.10 = 0.15, but not past 0.25
+        (0.60, 0.40, "ok"),  # past 0.25, within 1.5 x 0.40 = 0.60 (inclusive)
+        (0.61, 0.40, "error"),
+        (0.05, math.nan, "ok"),  # unknown spread: textbook level ...
+        (0.20, math.nan, "warn"),
+        (5.00, math.nan, "warn"),  # ... but never ERROR without a spread to beat
+    ],
+)
+def test_drift_level_is_the_textbook_level_beyond_the_in_training_spread(value, spread, expected):
+    assert SPREAD_MARGIN == 1.5
+    assert drift_level(value, spread, 0.1, 0.25) == expected
+
+
+def test_beyond_spread_needs_the_margin_and_a_known_spread():
+    assert beyond_spread(0.31, 0.2) and not beyond_spread(0.29, 0.2)  # 1.5 x 0.2 = 0.3
+    assert beyond_spread(0.21, 0.2, margin=1.0)
+    assert not beyond_spread(5.0, math.nan)
+
+
+def test_drift_level_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="psi_in_training=-0.1: expected a number >= 0 or NaN"):
+        drift_level(0.3, -0.1, 0.1, 0.25)
+    with pytest.raises(ValueError, match="margin=0.5: expected a number >= 1"):
+        drift_level(0.3, 0.1, 0.1, 0.25, margin=0.5)
+    with pytest.raises(ValueError, match="psi=nan"):
+        drift_level(math.nan, 0.1, 0.1, 0.25)
+
+
+def test_short_reference_warns_but_never_alarms():
+    # 150 reference bars hold one 100-bar window: no spread (NaN); the +1 sd shift of AAA's f1
+    # is textbook ERROR but only WARN here, and the kill-switch has nothing to act on.
+    report = drift_report(_features(1000), {"AAA": (750 * TF, 899 * TF)}, 100, ["f1"], 0.1, 0.25)
+    row = report.row(0, named=True)
+    assert math.isnan(row["psi_in_training"]) and not row["beyond_training"]
+    assert row["psi"] > 0.25 and row["level"] == "warn" and drift_alarm(report) is None

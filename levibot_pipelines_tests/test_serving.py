@@ -140,7 +140,13 @@ def test_api_serves_the_published_rows(api):
         assert ens.status_code == 200
         body = ens.json()
         assert body["p_up"] == pytest.approx(row["ensemble_p_up"])
-        assert body["signal"] == row["signal"] and body["bar_time"] == row["bar_time"]
+        # The seed's vocabulary: ENTRY_LONG / ENTRY_SHORT are served as ENTRY with the side.
+        entries = {"ENTRY_LONG": ("ENTRY", "long"), "ENTRY_SHORT": ("ENTRY", "short")}
+        if row["signal"] in entries:
+            assert (body["signal"], body["side"]) == entries[row["signal"]]
+        else:
+            assert body["signal"] == row["signal"]
+        assert body["bar_time"] == row["bar_time"] and type(body["uncertainty"]) is float
         deep = requests.get(f"{base}/ml/predict_deep", params={"symbol": symbol}, timeout=10)
         assert deep.json()["p_up"] == pytest.approx(row["deep_p_up"])
         assert deep.json()["model_version"] == row["deep_version"]

@@ -146,9 +146,24 @@ class CcxtSource:
     """Paginated OHLCV from any ccxt exchange, rate limited, with bounded exponential-backoff retry
     on what ccxt classes as recoverable (``OperationFailed``: its ``NetworkError`` family of
     timeouts, 429/418 rate limits, 5xx and DDoS protection, plus exchange codes such as Binance's
-    -1000 "unknown error"). Everything else (bad symbol, auth, bad request) is raised at once."""
+    -1000 "unknown error"). Everything else (bad symbol, auth, bad request) is raised at once.
+
+    This is the one layer that retries the exchange (the ``ohlcv`` asset has no Dagster
+    ``RetryPolicy``; the next schedule tick is the next try), with two bounds per fetch (one
+    ``pages`` call, i.e. one symbol in one tick):
+
+    - attempts: at most ``max_retries + 1`` (default 6) per request; an outage fails the first
+      request that meets it, so a tick makes at most that many failed attempts;
+    - time: at most ``retry_seconds`` (default 60, LEVIBOT_SOURCE_RETRY_SECONDS) spent in failed
+      attempts and backoff sleeps together. Each request's timeout (``timeout_ms``, default 10 s)
+      is cut to what is left of that budget, and no retry starts with less than
+      ``MIN_ATTEMPT_S`` left after its backoff, so a hanging exchange is given up on in time.
+
+    ``backoff_s`` (seconds) doubles after each failed attempt: 0.5, 1, 2, 4, 8 by default.
+    """
 
     name = "ccxt"
+    MIN_ATTEMPT_S = 0.5  # a retry needs at least this much of the budget after its backoff
 
     def __init__(
         self,
@@ -160,12 +175,17 @@ class CcxtSource:
         max_retries: int = 5,
         backoff_s: float = 0.5,
         timeout_ms: int = 10_000,
+        retry_seconds: float = 60.0,
     ) -> None:
         if exchange_id not in ccxt.exchanges:
             raise ValueError(
                 f"unknown exchange {exchange_id!r} (LEVIBOT_EXCHANGE); ccxt knows "
                 f"{len(ccxt.exchanges)} exchanges, for example binance, bybit, kraken, okx"
             )
+        if not retry_seconds > 0:
+            raise ValueError(f"retry_seconds must be > 0 seconds, got {retry_seconds!r}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries!r}")
         config: dict = {"enableRateLimit": True, "timeout": timeout_ms}
         if exchange_id == "binance":
             # Spot markets only, and no currency endpoint (it needs an API key).
@@ -183,20 +203,40 @@ class CcxtSource:
         self.page_limit = page_limit
         self.max_retries = max_retries
         self.backoff_s = backoff_s
-        self.retries = 0
+        self.timeout_ms = timeout_ms
+        self.retry_seconds = retry_seconds
+        self.retries = 0  # retries since construction, every fetch together
+        self.failing_s = 0.0  # seconds failed (attempts + sleeps) in the current fetch
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()``, retried on ``ccxt.OperationFailed`` within both bounds (see the class)."""
         for attempt in range(self.max_retries + 1):
+            left_s = self.retry_seconds - self.failing_s
+            self.exchange.timeout = max(1, int(min(self.timeout_ms, left_s * 1000)))
+            started = time.monotonic()
             try:
                 return fn()
             except ccxt.OperationFailed as exc:
-                if attempt == self.max_retries:
-                    raise
+                self.failing_s += time.monotonic() - started
                 delay = self.backoff_s * 2**attempt
-                self.retries += 1
                 reason = redact_text(str(exc), self.api_url)  # ccxt quotes the request URL
+                left_s = self.retry_seconds - self.failing_s - delay
+                if attempt == self.max_retries or left_s < self.MIN_ATTEMPT_S:
+                    log.warning(
+                        "%s failed (%s); giving up after %d attempts, %.1fs failing "
+                        "(at most %d attempts, %.0fs)",
+                        what,
+                        reason,
+                        attempt + 1,
+                        self.failing_s,
+                        self.max_retries + 1,
+                        self.retry_seconds,
+                    )
+                    raise
+                self.retries += 1
                 log.warning("%s failed (%s); retry %d in %.2fs", what, reason, attempt + 1, delay)
                 time.sleep(delay)
+                self.failing_s += delay
         raise AssertionError("unreachable")
 
     def market_symbol(self, symbol: str) -> str:
@@ -213,6 +253,9 @@ class CcxtSource:
         )
 
     def pages(self, symbol: str, since_ms: int, until_ms: int) -> Iterator[pl.DataFrame]:
+        """Pages of at most ``page_limit`` bars from ``since_ms`` to ``until_ms``; one fetch,
+        whose failures share one ``retry_seconds`` budget."""
+        self.failing_s = 0.0
         unified = self.market_symbol(symbol)
         cursor = since_ms
         while cursor <= until_ms:

@@ -32,9 +32,12 @@ def _ohlcv_asset(partitions: dg.StaticPartitionsDefinition) -> dg.AssetsDefiniti
         partitions_def=partitions,
         group_name="market",
         kinds={"parquet", "polars"},
-        retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        # No RetryPolicy: the ccxt source owns retries, bounded per tick (at most 6 attempts per
+        # request and LEVIBOT_SOURCE_RETRY_SECONDS failing); the next schedule tick is the next try.
         description="Closed OHLCV bars per symbol (open time in ms UTC), validated, upserted "
-        "incrementally into $LEVIBOT_HOME/ohlcv/{SYMBOL}.parquet.",
+        "incrementally into $LEVIBOT_HOME/ohlcv/{SYMBOL}.parquet. A failing exchange is "
+        "retried by the source only (at most 6 attempts per request and "
+        "LEVIBOT_SOURCE_RETRY_SECONDS, default 60 s, per symbol and tick).",
     )
     def ohlcv(context: dg.AssetExecutionContext, market: Market) -> dg.MaterializeResult:
         settings = market.settings
@@ -47,7 +50,7 @@ def _ohlcv_asset(partitions: dg.StaticPartitionsDefinition) -> dg.AssetsDefiniti
                 now_ms=now_ms(),
                 tf_ms=settings.market.timeframe_ms,
             )
-        except StoredFileError as exc:  # permanent: the retry policy is for source errors
+        except StoredFileError as exc:  # permanent: fail once, naming the file
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         return dg.MaterializeResult(
             metadata={

@@ -3,7 +3,6 @@
 ``usecases.report``) and returns its metadata. Their checks, the training job and its schedule
 are in ``defs/model_checks.py``."""
 
-import base64
 from pathlib import Path
 
 import dagster as dg
@@ -12,20 +11,22 @@ import polars as pl
 from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.reports import backtest_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
-from levibot_pipelines.defs.common import markdown_table, symbol_partitions
+from levibot_pipelines.defs.common import (
+    backtest_summary_md,
+    image_md,
+    markdown_table,
+    mlflow_images_md,
+    symbol_partitions,
+)
 from levibot_pipelines.defs.resources import Market, Models
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases import train
-from levibot_pipelines.usecases.report import ReportResult, report_symbol
+from levibot_pipelines.usecases.report import PLOT_ARTIFACTS, ReportResult, report_symbol
 
 FEATURES = dg.AssetKey("cross_asset_features")
 MODEL_ASSETS = ("lgbm_model", "deep_tfm_model", "ensemble_weights", "model_report")
 TRAINING_POOL = "training"  # one training step at a time: 2 cores do not train 3 models at once
 SCORES = ("auc", "log_loss", "brier", "bss", "ece")
-
-
-def image_md(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def _train_metadata(res: train.TrainResult) -> dict:
@@ -39,6 +40,8 @@ def _train_metadata(res: train.TrainResult) -> dict:
         "rows": dg.MetadataValue.json(res.sizes),
         **{f"test_{k}": float(m[k]) for k in SCORES},
         "test_acc_at_coverage": dg.MetadataValue.json(m["acc_at_coverage"]),
+        # Shown inline (served by the MLflow UI); the embedded copy sits behind [Show Markdown].
+        "reliability_plot": mlflow_images_md(res.run_url, {"reliability": "plots/reliability.png"}),
         "reliability": image_md(res.reliability_png, "reliability diagram"),
     }
 
@@ -52,6 +55,10 @@ def _report_metadata(res: ReportResult) -> dict:
         "n_test": rep["n_test"],
         "folds": rep["folds"],
         "metrics": dg.MetadataValue.md(markdown_table(table)),
+        "backtest_summary": dg.MetadataValue.md(backtest_summary_md(bt)),
+        # Inline images served by the MLflow UI; the PNG files; then the embedded copies.
+        "plots": mlflow_images_md(res.run_url, PLOT_ARTIFACTS),
+        "plot_files": dg.MetadataValue.path(str(res.out / "plots")),
         "mlflow_run": dg.MetadataValue.url(redact_url(res.run_url)),
         "report": dg.MetadataValue.path(str(res.out / "report.md")),
         "reliability_ensemble": image_md(res.reliability_png, "reliability"),

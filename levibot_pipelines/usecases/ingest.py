@@ -95,4 +95,9 @@ def make_source(market: MarketSettings) -> Source:
         )
     if market.source == "files":
         return FilesSource(market.files_dir, market.timeframe)
-    return CcxtSource(market.exchange, timeframe=market.timeframe, api_url=market.exchange_api_url)
+    return CcxtSource(
+        market.exchange,
+        timeframe=market.timeframe,
+        api_url=market.exchange_api_url,
+        retry_seconds=market.source_retry_seconds,
+    )

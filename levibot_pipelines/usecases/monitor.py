@@ -3,9 +3,11 @@ and the feature table's data-time freshness.
 
 :func:`feature_drift` only observes: the ``feature_drift`` asset check reports it, and the
 publisher (which runs after every feature build once every symbol has trained models) hands it
-to ``usecases.risk``, which sets the kill-switch's drift trigger. :func:`watch_freshness` is the
-``feature_freshness_alert`` sensor's use case: it evaluates the staleness trigger through
-``usecases.risk`` and says whether the PASS/WARN/FAIL state changed since the last look.
+to ``usecases.risk``, which sets the kill-switch's drift trigger. Both judge it by one rule,
+``core.trading.drift.drift_level``: the check is at ERROR exactly when the switch has an alarm.
+:func:`watch_freshness` is the ``feature_freshness_alert`` sensor's use case: it evaluates the
+staleness trigger through ``usecases.risk`` and says whether the PASS/WARN/FAIL state changed
+since the last look.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ FEATURES = "cross_asset_features"
 @dataclass(frozen=True)
 class DriftResult:
     """A drift report (``core.trading.drift.REPORT_SCHEMA``, one row per symbol and feature),
-    its worst ``level`` ("ok"/"warn"/"error"), the ``worst`` PSI, the ``alarm`` the kill-switch
-    acts on (``None`` when none) and, per symbol, a description of its ``reference`` window."""
+    its worst ``level`` ("ok"/"warn"/"error", from ``drift_level``: the check's verdict), the
+    ``worst`` PSI (largest, whatever its level), the ``alarm`` the kill-switch acts on (the
+    largest PSI at level "error"; ``None`` when none, i.e. whenever ``level`` is not "error")
+    and, per symbol, a description of its ``reference`` window."""
 
     report: pl.DataFrame
     level: str
@@ -79,8 +83,10 @@ def _reading(row: dict) -> PsiReading:
 def feature_drift(s: Settings, tracker: Tracker, features: pl.DataFrame) -> DriftResult:
     """PSI of each model feature, the newest ``drift_window`` bars against each symbol's
     reference window (:func:`reference_windows`; before any champion, the walk-forward training
-    length ``walk[0]`` of bars), leveled by ``psi_warn``/``psi_error`` (settings defaults 0.1 and
-    0.25). Raises ``ValueError`` naming the symbol when a window is empty."""
+    length ``walk[0]`` of bars), leveled by ``core.trading.drift.drift_level``: ok within the
+    feature's in-training spread or below ``psi_warn`` (0.1), error past ``psi_error`` (0.25)
+    and beyond the spread, else warn. Raises ``ValueError`` naming the symbol when a window is
+    empty."""
     recent_bars, symbols = s.trading.drift_window, list(s.market.symbols)
     warn, error = s.trading.psi_warn, s.trading.psi_error
     windows, described = reference_windows(
@@ -88,9 +94,9 @@ def feature_drift(s: Settings, tracker: Tracker, features: pl.DataFrame) -> Drif
     )
     report = drift_report(features, windows, recent_bars, FEATURE_COLUMNS, warn=warn, error=error)
     worst = report.sort("psi", descending=True).row(0, named=True)
-    # The kill-switch reacts only to features past the ERROR level AND more unusual than any
-    # window of the same length inside the training window (slow features exceed 0.25 on
-    # ordinary weeks; see core.trading.drift.drift_report).
+    # One rule for the check and the kill-switch: a feature is at "error" only past the ERROR
+    # level AND beyond its in-training spread (slow features exceed 0.25 on ordinary weeks; see
+    # core.trading.drift), and the switch's alarm is the largest such row.
     top = drift_alarm(report)
     return DriftResult(
         report=report,

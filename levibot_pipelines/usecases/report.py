@@ -61,6 +61,16 @@ def backtest_symbol(
     )
 
 
+# The report run's plots in MLflow: {name: artifact path}. The same PNGs are in the report
+# directory (``adapters.reports.write_report``: ``plots/{SYMBOL}_{...}.png``).
+PLOT_ARTIFACTS = {
+    "reliability_ensemble": "plots/reliability_ensemble.png",
+    "risk_coverage": "plots/risk_coverage.png",
+    "equity": "plots/equity.png",
+    "drawdown": "plots/drawdown.png",
+}
+
+
 @dataclass(frozen=True)
 class ReportResult:
     """What ``report_symbol`` wrote and logged, with what the asset's metadata shows."""
@@ -122,7 +132,7 @@ def report_symbol(
     out = report_dir(settings.home, symbol)
     write_report(out, [ev], {**meta, "symbols": [symbol], "config": cfg.to_dict()}, {symbol: bt})
     rep = symbol_report(ev)
-    bt_plots = backtest_plots(bt, symbol)
+    bt_plots = backtest_plots(bt, symbol)  # x-axis: the test window's bar times (UTC dates)
     rel = reliability_diagram(
         ev.predictions.get_column("y_up").to_numpy(),
         ev.predictions.get_column("p_ensemble").to_numpy(),
@@ -135,9 +145,10 @@ def report_symbol(
         metrics=report_metrics(rep, bt.report),
         files={
             "report.json": json.dumps({**rep, "backtest": bt.report}),
-            "plots/reliability_ensemble.png": rel,
-            "plots/risk_coverage.png": rc,
-            **{f"plots/{name}": png for name, png in bt_plots.items()},
+            PLOT_ARTIFACTS["reliability_ensemble"]: rel,
+            PLOT_ARTIFACTS["risk_coverage"]: rc,
+            PLOT_ARTIFACTS["equity"]: bt_plots["equity.png"],
+            PLOT_ARTIFACTS["drawdown"]: bt_plots["drawdown.png"],
         },
         tags={"symbol": symbol, "kind": "report"},
     )

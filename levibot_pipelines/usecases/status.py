@@ -55,7 +55,10 @@ NEWEST_FEATURES_SQL = (
 class ModelStatus:
     """One symbol's champions and walk-forward test metrics (from ``report.json`` and
     ``ensemble.json``). Versions are ``"?"`` and ``w_lgbm`` NaN while no ensemble is fitted;
-    ``metrics`` has one row per model: ``model`` and ``METRIC_COLUMNS`` (rounded to 4)."""
+    ``metrics`` has one row per model: ``model`` and ``METRIC_COLUMNS`` (rounded to 4).
+    Two different ensemble weights: ``w_lgbm`` is the champions' (``ensemble.json``, what is
+    published); ``report_w_lgbm`` the weight each report fold fitted for its own models (what
+    the ``ensemble`` row of ``metrics`` used), oldest fold first, empty when not recorded."""
 
     symbol: str
     n_test: int
@@ -64,6 +67,7 @@ class ModelStatus:
     deep_version: str
     w_lgbm: float
     metrics: pl.DataFrame
+    report_w_lgbm: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,11 @@ def model_status(home: Path, symbols: Sequence[str]) -> dict[str, ModelStatus | 
             deep_version=ens.get("deep_version", "?"),
             w_lgbm=ens.get("w_lgbm", float("nan")),
             metrics=metrics,
+            report_w_lgbm=tuple(
+                float(fold["ensemble_weight_lgbm"])
+                for fold in rep.get("fold_details", [])
+                if "ensemble_weight_lgbm" in fold
+            ),
         )
     return out
 

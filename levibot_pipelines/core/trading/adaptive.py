@@ -5,9 +5,14 @@ and take-profit distances and levels. ``core.trading.policy`` assembles them int
 Time alignment: a value at bar ``t`` uses inputs at rows ``<= t`` only (trailing windows are
 causal and cut at ``t``).
 
-``volatility`` in the scalar helpers is RELATIVE volatility: the bar's volatility divided by its
-trailing long-run level, so 1.0 is a typical bar, 2.0 twice as volatile as usual.
-``relative_volatility`` builds it from the absolute feature ``vol_20``.
+``volatility`` (every public helper) is ABSOLUTE, as in the seed: a per-bar return std such as
+``vol_20`` (0.02 = 2%). The rules read it RELATIVE to ``reference_volatility``, the typical level
+(keyword, default ``REFERENCE_VOLATILITY`` = 0.02, the seed's): ``relative = volatility /
+reference_volatility``, so 1.0 is a typical bar and 2.0 twice as volatile as usual. The seed's
+calls give the seed's results, e.g. ``size_from_confidence(0.8, 0.02, 1.2, 1.0) == 0.96`` and
+``adaptive_stop_loss(50000, 0.03, 0.02) == 48500`` (a 3% stop at the typical volatility).
+``core.trading.policy`` measures the typical level per bar instead (``relative_volatility``: the
+trailing mean of ``vol_20``) and passes that ratio with ``reference_volatility=1.0``.
 
 Regime codes (``REGIME_NAMES``): +1 trend, 0 neutral, -1 mean-reverting. Over a window of ``n``
 one-bar log returns ``r`` two statistics are each about N(0, 1) for a driftless random walk, so
@@ -34,7 +39,8 @@ from levibot_pipelines.core.checks import check_int, check_range
 REGIME_NAMES: dict[int, str] = {1: "trend", 0: "neutral", -1: "meanrev"}
 REGIME_CODES: dict[str, int] = {v: k for k, v in REGIME_NAMES.items()}
 REGIME_Z = 2.5
-SHOCK_VOLATILITY = 3.0
+REFERENCE_VOLATILITY = 0.02  # the seed's typical absolute per-bar volatility (relative 1.0)
+SHOCK_VOLATILITY = 3.0  # relative volatility of a shock
 MIN_VOLATILITY = 0.5  # floor of relative volatility in sizing: calm bars at most double a size
 UNCERTAINTY_SCALE = 0.05  # std of the MC p at which the size halves
 REGIME_SHIFT = 0.02  # entry threshold change in a trend (-) or a mean-reverting market (+)
@@ -46,6 +52,13 @@ STOP_VOL_BOUNDS = (0.5, 2.0)
 
 def _out(a: np.ndarray) -> float | np.ndarray:
     return float(a) if a.ndim == 0 else a
+
+
+def _relative(volatility: object, reference_volatility: object) -> np.ndarray:
+    """``volatility / reference_volatility`` (both finite and > 0; they broadcast)."""
+    vol = check_range(volatility, "volatility", 0.0, math.inf, open_lo=True)
+    ref = check_range(reference_volatility, "reference_volatility", 0.0, math.inf, open_lo=True)
+    return vol / ref
 
 
 def relative_volatility(volatility: object, lookback: int) -> np.ndarray:
@@ -73,20 +86,24 @@ def size_from_confidence(
     min_confidence: float = 0.0,
     uncertainty_scale: float = UNCERTAINTY_SCALE,
     min_volatility: float = MIN_VOLATILITY,
+    reference_volatility: object = REFERENCE_VOLATILITY,
 ) -> float | np.ndarray:
     """Position size as a fraction of equity (a float for scalar inputs, else an array):
 
-        size = base_size * confidence * regime_multiplier / max(volatility, min_volatility)
+        rel  = volatility / reference_volatility
+        size = base_size * confidence * regime_multiplier / max(rel, min_volatility)
                / (1 + uncertainty / uncertainty_scale)
 
     capped at ``max_size`` (None: no cap) and exactly 0 where ``confidence < min_confidence``.
-    ``confidence`` in [0, 1]; ``volatility`` RELATIVE (> 0, 1.0 typical), floored at
-    ``min_volatility`` (default 0.5) so calm bars at most double a size; ``uncertainty`` >= 0 the
-    std of the MC-dropout ``p`` (None: 0), which halves the size at ``uncertainty_scale`` (0.05).
-    Inputs broadcast. Non-decreasing in confidence, non-increasing in volatility and uncertainty.
+    ``confidence`` in [0, 1]; ``volatility`` ABSOLUTE (> 0) over ``reference_volatility`` (> 0,
+    default 0.02), the relative volatility floored at ``min_volatility`` (default 0.5) so calm
+    bars at most double a size; ``uncertainty`` >= 0 the std of the MC-dropout ``p`` (None: 0),
+    which halves the size at ``uncertainty_scale`` (0.05). The seed's example:
+    ``size_from_confidence(0.8, 0.02, 1.2, 1.0)`` = 0.8 * 1.2 / 1 = 0.96. Inputs broadcast.
+    Non-decreasing in confidence, non-increasing in volatility and uncertainty.
     """
     conf = check_range(confidence, "confidence", 0.0, 1.0)
-    vol = check_range(volatility, "volatility", 0.0, math.inf, open_lo=True)
+    vol = _relative(volatility, reference_volatility)
     unc = check_range(0.0 if uncertainty is None else uncertainty, "uncertainty", 0.0, math.inf)
     for name, v in (("regime_multiplier", regime_multiplier), ("base_size", base_size)):
         check_range(v, name, 0.0, math.inf)
@@ -113,29 +130,40 @@ def _regime_codes(s1, s2, s3, n: int, z: float) -> np.ndarray:
 
 
 def classify_regime(
-    recent_returns: object, volatility: float | None = None, *, z: float = REGIME_Z
+    recent_returns: object,
+    volatility: float | None = None,
+    *,
+    z: float = REGIME_Z,
+    reference_volatility: float = REFERENCE_VOLATILITY,
 ) -> str:
     """Regime of one bar from its trailing one-bar log returns (1-D, finite, >= 2 values, the
-    newest last) and optionally its RELATIVE volatility: ``"trend"``, ``"neutral"`` or
-    ``"meanrev"`` as defined in the module docstring (threshold ``z``, default 2.5; a relative
-    volatility >= 3 is neutral). ``classify_regimes`` computes the same over a series."""
+    newest last) and optionally its ABSOLUTE volatility (> 0): ``"trend"``, ``"neutral"`` or
+    ``"meanrev"`` as defined in the module docstring (threshold ``z``, default 2.5; a
+    volatility >= 3 x ``reference_volatility`` (default 0.02) is a shock: neutral).
+    ``classify_regimes`` computes the same over a series."""
     r = check_range(recent_returns, "recent_returns", -math.inf, math.inf)
     if r.ndim != 1 or r.size < 2:
         raise ValueError(f"recent_returns must be 1-D with >= 2 values, got shape {r.shape}")
     if volatility is not None:
-        if check_range(volatility, "volatility", 0.0, math.inf, open_lo=True) >= SHOCK_VOLATILITY:
+        if _relative(volatility, reference_volatility) >= SHOCK_VOLATILITY:
             return "neutral"
     code = _regime_codes(r.sum(), (r * r).sum(), (r[1:] * r[:-1]).sum(), r.size, z)
     return REGIME_NAMES[int(code)]
 
 
 def classify_regimes(
-    ret_1: object, lookback: int = 96, volatility: object | None = None, *, z: float = REGIME_Z
+    ret_1: object,
+    lookback: int = 96,
+    volatility: object | None = None,
+    *,
+    z: float = REGIME_Z,
+    reference_volatility: object = REFERENCE_VOLATILITY,
 ) -> np.ndarray:
     """``classify_regime`` at every bar, int8 codes of shape (n,): bar ``t`` uses the window
     ``ret_1[t - lookback + 1 .. t]`` (one-bar log returns, finite) and ``volatility[t]``
-    (RELATIVE, optional); the first ``lookback - 1`` bars are neutral (0). Window sums come
-    from cumulative sums, so a bar's code depends on rows ``<= t`` only."""
+    (ABSOLUTE, optional, over ``reference_volatility``: a scalar or shape (n,), default 0.02);
+    the first ``lookback - 1`` bars are neutral (0). Window sums come from cumulative sums, so
+    a bar's code depends on rows ``<= t`` only."""
     check_int("lookback", lookback, 2)
     r = check_range(ret_1, "ret_1", -math.inf, math.inf)
     if r.ndim != 1:
@@ -152,7 +180,7 @@ def classify_regimes(
         vol = check_range(volatility, "volatility", 0.0, math.inf, open_lo=True)
         if vol.shape != r.shape:
             raise ValueError(f"volatility has shape {vol.shape}, expected {r.shape} like ret_1")
-        codes[vol >= SHOCK_VOLATILITY] = 0
+        codes[_relative(vol, reference_volatility) >= SHOCK_VOLATILITY] = 0
     return codes
 
 
@@ -163,16 +191,18 @@ def adaptive_entry_threshold(
     *,
     regime_shift: float = REGIME_SHIFT,
     vol_sensitivity: float = VOL_SENSITIVITY,
+    reference_volatility: object = REFERENCE_VOLATILITY,
 ) -> float | np.ndarray:
-    """Entry threshold on ``P(up)`` (a long needs ``p >= threshold``):
+    """Entry threshold on ``P(up)`` (a long needs ``p >= threshold``), with ``rel = volatility /
+    reference_volatility`` (ABSOLUTE volatility > 0 over its typical level, default 0.02):
 
         threshold = clip(base - regime_shift * code
-                         + vol_sensitivity * clip(volatility - 1, 0, 3), 0.501, 0.99)
+                         + vol_sensitivity * clip(rel - 1, 0, 3), 0.501, 0.99)
 
     ``code`` +1 trend / 0 neutral / -1 meanrev (``regime`` a name, a code or an array of codes):
-    a trend lowers the threshold, a mean-reverting market raises it. ``volatility`` is RELATIVE
-    (> 0); above its usual level it raises the threshold, by at most 0.03 (defaults 0.02 and
-    0.01): base 0.55 at volatility 1 gives 0.53 / 0.55 / 0.57, at volatility 2 0.54 / 0.56 / 0.58.
+    a trend lowers the threshold, a mean-reverting market raises it. Volatility above its
+    typical level raises it, by at most 0.03 (defaults 0.02 and 0.01): base 0.55 at volatility
+    0.02 (rel 1) gives 0.53 / 0.55 / 0.57 (the seed's), at 0.04 (rel 2) 0.54 / 0.56 / 0.58.
     ``base_threshold`` in (0.5, 0.99]; the result always lies in [0.501, 0.99].
     """
     check_range(base_threshold, "base_threshold", 0.5, THRESHOLD_BOUNDS[1], open_lo=True)
@@ -183,7 +213,7 @@ def adaptive_entry_threshold(
     code = np.asarray(regime)
     if not np.isin(code, (-1, 0, 1)).all():
         raise ValueError(f"regime codes must be in {{-1, 0, 1}}, got {np.unique(code)}")
-    vol = check_range(volatility, "volatility", 0.0, math.inf, open_lo=True)
+    vol = _relative(volatility, reference_volatility)
     for name, v in (("regime_shift", regime_shift), ("vol_sensitivity", vol_sensitivity)):
         check_range(v, name, 0.0, 0.5)
     excess = np.clip(vol - 1.0, 0.0, MAX_VOL_EXCESS)
@@ -192,41 +222,62 @@ def adaptive_entry_threshold(
 
 
 def stop_distance_pct(
-    base_pct: float, volatility: object, vol_bounds: tuple[float, float] = STOP_VOL_BOUNDS
+    base_pct: float,
+    volatility: object,
+    vol_bounds: tuple[float, float] = STOP_VOL_BOUNDS,
+    *,
+    reference_volatility: object = REFERENCE_VOLATILITY,
 ) -> float | np.ndarray:
     """Distance of a stop or take-profit from the entry as a fraction of its price:
-    ``base_pct * clip(volatility, lo, hi)`` with RELATIVE ``volatility`` (> 0) and
-    ``vol_bounds = (lo, hi)`` (default (0.5, 2)): wider in volatile markets, tighter in calm."""
+    ``base_pct * clip(volatility / reference_volatility, lo, hi)`` with ABSOLUTE ``volatility``
+    (> 0) over its typical level (default 0.02) and ``vol_bounds = (lo, hi)`` (default
+    (0.5, 2)): wider in volatile markets, tighter in calm; ``base_pct`` at the typical level."""
     lo, hi = vol_bounds
     if not (0.0 < lo <= hi < math.inf):
         raise ValueError(f"vol_bounds must satisfy 0 < lo <= hi < inf, got {vol_bounds}")
     check_range(base_pct, "base_pct", 0.0, math.inf, open_lo=True)
-    vol = check_range(volatility, "volatility", 0.0, math.inf, open_lo=True)
+    vol = _relative(volatility, reference_volatility)
     return _out(base_pct * np.clip(vol, lo, hi))
 
 
-def _level(entry_price: float, pct: float, vol: float, side: str | int, name: str, sign: int):
+def _level(
+    entry_price: float, pct: float, vol: float, ref: float, side: str | int, name: str, sign: int
+) -> float:
     sides = {"long": 1, "short": -1, 1: 1, -1: -1}
     if isinstance(side, bool) or side not in sides:
         raise ValueError(f"side must be 'long' or 'short' (or +1/-1), got {side!r}")
     check_range(entry_price, "entry_price", 0.0, math.inf, open_lo=True)
-    d = stop_distance_pct(pct, vol)
+    d = stop_distance_pct(pct, vol, reference_volatility=ref)
     if d >= 1.0:
         raise ValueError(f"{name} distance {d} must be < 1 so the level stays above 0")
     return float(entry_price * (1.0 + sign * sides[side] * d))
 
 
 def adaptive_stop_loss(
-    entry_price: float, base_stop_pct: float, volatility: float, side: str | int = "long"
+    entry_price: float,
+    base_stop_pct: float,
+    volatility: float,
+    side: str | int = "long",
+    *,
+    reference_volatility: float = REFERENCE_VOLATILITY,
 ) -> float:
     """Stop price: ``entry * (1 - d)`` for a long, ``entry * (1 + d)`` for a short, with
-    ``d = stop_distance_pct(base_stop_pct, volatility)`` (RELATIVE volatility)."""
-    return _level(entry_price, base_stop_pct, volatility, side, "stop", -1)
+    ``d = stop_distance_pct(base_stop_pct, volatility, reference_volatility=...)`` (ABSOLUTE
+    volatility; default typical level 0.02). The seed's ``adaptive_stop_loss(50000, 0.03,
+    0.02)``: d = 0.03 * clip(0.02 / 0.02, 0.5, 2) = 0.03, so 50000 * 0.97 = 48500."""
+    return _level(entry_price, base_stop_pct, volatility, reference_volatility, side, "stop", -1)
 
 
 def adaptive_take_profit(
-    entry_price: float, base_tp_pct: float, volatility: float, side: str | int = "long"
+    entry_price: float,
+    base_tp_pct: float,
+    volatility: float,
+    side: str | int = "long",
+    *,
+    reference_volatility: float = REFERENCE_VOLATILITY,
 ) -> float:
     """Take-profit price: ``entry * (1 + d)`` for a long, ``entry * (1 - d)`` for a short, with
-    ``d = stop_distance_pct(base_tp_pct, volatility)`` (RELATIVE volatility)."""
-    return _level(entry_price, base_tp_pct, volatility, side, "take_profit", 1)
+    ``d = stop_distance_pct(base_tp_pct, volatility, reference_volatility=...)`` (ABSOLUTE
+    volatility; default typical level 0.02), e.g. ``(50000, 0.06, 0.02)`` -> 53000."""
+    ref = reference_volatility
+    return _level(entry_price, base_tp_pct, volatility, ref, side, "take_profit", 1)

@@ -5,7 +5,10 @@ A 15m model's edge is small next to a round trip's ~20 bps of fees plus slippage
 trades rarely: only when ``P(up)`` clears an entry threshold that adapts to the regime and the
 volatility, only when the model is not too uncertain, with a size that grows with confidence and
 shrinks with volatility and uncertainty. The scalar and vectorized pieces (sizes, regimes,
-thresholds, stops, relative volatility) live in ``core.trading.adaptive``.
+thresholds, stops, relative volatility) live in ``core.trading.adaptive``. Those take an
+absolute ``volatility`` over a fixed typical level (the seed's 0.02); the policy measures the
+typical level per bar instead (the trailing mean of ``vol_20``, ``relative_volatility``) and
+hands them that ratio with ``reference_volatility=1.0`` (``REL``).
 
 Time alignment: every output at bar ``t`` is decided at the close of ``t`` from inputs at rows
 ``<= t`` (the backtest fills it at ``open(t+1)``). Trailing windows are causal and cut at ``t``.
@@ -30,6 +33,8 @@ from levibot_pipelines.core.trading.adaptive import (
     stop_distance_pct,
 )
 from levibot_pipelines.core.trading.backtest import Signals
+
+REL = 1.0  # ``reference_volatility`` for volatility that is already relative (1.0 typical)
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,8 @@ def policy_signals(
         p, confidence, volatility, ret_1, uncertainty, size_multiplier
     )
     rel_vol = relative_volatility(vol_abs, cfg.vol_lookback)
-    regime = classify_regimes(ret, cfg.regime_lookback, rel_vol)
-    thr = adaptive_entry_threshold(cfg.base_threshold, regime, rel_vol)
+    regime = classify_regimes(ret, cfg.regime_lookback, rel_vol, reference_volatility=REL)
+    thr = adaptive_entry_threshold(cfg.base_threshold, regime, rel_vol, reference_volatility=REL)
     size = _sizes(conf, rel_vol, unc, cfg) * size_multiplier
     side, blocked = _entry_sides(pa, thr, size, unc, cfg)
     return PolicyOutput(
@@ -176,6 +181,7 @@ def _sizes(
         uncertainty=known_unc,
         min_confidence=cfg.min_confidence,
         uncertainty_scale=cfg.uncertainty_scale,
+        reference_volatility=REL,
     )
 
 
@@ -201,13 +207,16 @@ def _signals(
     """The backtest's ``Signals``: sizes at entries only, stop and take-profit distances from
     ``stop_distance_pct``, exits where ``p`` crosses the exit threshold or is NaN."""
     no_p = np.isnan(pa)
+
+    def distance(base_pct: float) -> np.ndarray:
+        d = stop_distance_pct(base_pct, rel_vol, reference_volatility=REL)
+        return np.asarray(d, dtype=np.float64)
+
     return Signals(
         entry_side=side,
         size=np.where(side != 0, size, 0.0),
-        stop_pct=np.asarray(stop_distance_pct(cfg.base_stop_pct, rel_vol), dtype=np.float64),
-        take_profit_pct=np.asarray(
-            stop_distance_pct(cfg.base_take_profit_pct, rel_vol), dtype=np.float64
-        ),
+        stop_pct=distance(cfg.base_stop_pct),
+        take_profit_pct=distance(cfg.base_take_profit_pct),
         exit_long=(no_p | (pa < cfg.exit_threshold)) & (side != 1),
         exit_short=(no_p | (pa > 1.0 - cfg.exit_threshold)) & (side != -1),
     )

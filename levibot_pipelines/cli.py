@@ -563,7 +563,12 @@ def backtest_summary(settings: Settings) -> str:
     if table is None:
         return "\npolicy backtest: no report yet"
     costs = f"{settings.trading.fee_bps:g} bps fees + slippage per side"
-    return f"\npolicy backtest on the walk-forward test bars (net of {costs}):\n{table}"
+    verdicts = status.decision_verdicts(settings.home, settings.market.symbols)
+    lines = "".join(f"\n  {symbol}: {v}" for symbol, v in verdicts.items())
+    decision = f"\ndecision engine (flat unless a validated edge clears the round trip):{lines}"
+    return f"\npolicy backtest on the walk-forward test bars (net of {costs}):\n{table}" + (
+        decision if verdicts else ""
+    )
 
 
 def predictions_summary(settings: Settings) -> str:
@@ -612,8 +617,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     # Files are replayed whole unless told otherwise; other sources start at LEVIBOT_START.
     start = args.start or ("2000-01-01" if args.source == "files" else None)
+    if args.edge is not None and args.source != "synthetic":
+        raise SettingsError(
+            f"--edge={args.edge!r} plants an edge in the synthetic market: it needs "
+            f"--source synthetic, got --source {args.source}"
+        )
+    if args.edge is not None:
+        from levibot_pipelines.core.data.synthetic import PlantedEdge
+
+        try:
+            PlantedEdge.parse(args.edge)
+        except ValueError as exc:
+            raise SettingsError(f"--{exc}") from None  # "--edge '80': expected BPS@HORIZON ..."
     given = {
         "LEVIBOT_SOURCE": args.source,
+        "LEVIBOT_SYNTHETIC_EDGE": args.edge,
         "LEVIBOT_FILES_DIR": args.files_dir,
         "LEVIBOT_SYMBOLS": args.symbols,
         "LEVIBOT_START": start,
@@ -628,9 +646,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"--walk={args.walk!r}: expected TRAIN,VAL,CALIB,TEST bar counts"
             ) from None
         purge = args.purge
+    test_from_ms = _date_ms("--test-from", args.test_from) if args.test_from else None
     profile, cfg = eval_config(
         args.profile,
-        walk=WalkForwardConfig(train=train, val=val, calib=calib, test=test, purge=purge),
+        # From a date: fold 0 trains on everything before it (an expanding train part).
+        walk=WalkForwardConfig(
+            train=train,
+            val=val,
+            calib=calib,
+            test=test,
+            purge=purge,
+            expanding=test_from_ms is not None,
+        ),
+        test_from_ms=test_from_ms,
         epochs=args.epochs,
         mc_samples=args.mc_samples,
         max_train_samples=args.max_train_samples,
@@ -646,7 +674,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{m}:auc={models[m]['auc']:.3f},bss={models[m]['bss']:+.4f}" for m in models
             )
         )
+        if "decision" in rep:
+            print(f"{symbol}: {rep['decision']['verdict']}")
     return 0
+
+
+def _date_ms(flag: str, raw: str) -> int:
+    """An ISO date or date-time (UTC) as ms UTC, or a ``SettingsError`` naming ``flag``."""
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"{flag}={raw!r}: expected an ISO date such as 2025-06-01") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 def _progress(message: str) -> None:
@@ -736,6 +777,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--symbols", help="comma-separated (default: LEVIBOT_SYMBOLS)")
     ev.add_argument(
+        "--edge",
+        metavar="BPS@HORIZON",
+        help="with --source synthetic only: plant a known edge, a reversal of BPS in total over "
+        "the HORIZON bars after every large bar (a positive control for the decision engine; "
+        "default: LEVIBOT_SYNTHETIC_EDGE, unset: none)",
+    )
+    ev.add_argument(
         "--start",
         help="ISO date where history starts (default: all of it with --source files, "
         "else LEVIBOT_START)",
@@ -751,6 +799,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="TRAIN,VAL,CALIB,TEST bars per fold (default: "
         + ",".join(str(v) for v in EVALUATE_WALK)
         + ")",
+    )
+    ev.add_argument(
+        "--test-from",
+        metavar="DATE",
+        help="ISO date (UTC) where the first test part starts: each fold trains on everything "
+        "before its validation part (expanding), and only bars from DATE on are scored "
+        "(default: folds laid out from the start of the history)",
     )
     budget = ev.add_argument_group(
         "evaluate budget", "levibot evaluate's own defaults, not read from LEVIBOT_* settings"

@@ -13,6 +13,7 @@ Invalid values fail at start with a message naming the variable and the allowed 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,8 +43,10 @@ class MarketSettings:
     start: str = "2025-01-01"
     files_dir: Path | None = None
     synthetic_seed: int = 7
+    synthetic_edge: str | None = None  # "BPS@HORIZON": a planted reversal (core.data.synthetic)
     ingest_cron: str = "1-59/15 * * * *"
     source_retry_seconds: float = 60.0  # per symbol and tick, failed exchange requests + backoff
+    futures: str | None = None  # None (off), "ccxt", or a directory of futures files
 
     @property
     def timeframe_ms(self) -> int:
@@ -253,6 +256,39 @@ def _symbols(name: str, raw: str) -> tuple[str, ...]:
     return symbols
 
 
+def _futures(name: str, raw: str) -> str | None:
+    """``none`` -> None (no futures features), ``ccxt`` -> ``"ccxt"``, else an existing
+    directory of ``{SYMBOL}-funding-8h.parquet`` / ``{SYMBOL}-mark-1h.parquet`` files."""
+    if raw.lower() in ("none", "ccxt"):
+        return None if raw.lower() == "none" else "ccxt"
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise SettingsError(
+            f"{name}={raw!r}: expected ccxt, none, or a directory of futures files "
+            f"({path} is not a directory)"
+        )
+    return str(path)
+
+
+def _edge(name: str, raw: str) -> str | None:
+    """``none`` -> None (no planted edge); ``"80.0@4"`` -> ``"80@4"``: the synthetic market's
+    planted reversal, ``BPS@HORIZON`` with ``BPS`` > 0 and ``HORIZON`` an integer >= 1 (the
+    rule of ``core.data.synthetic.PlantedEdge.parse``, which settings may not import)."""
+    if raw.lower() == "none":
+        return None
+    bps, sep, horizon = raw.partition("@")
+    try:
+        value, bars = float(bps), int(horizon)
+    except ValueError:
+        value, bars = math.nan, 0
+    if not (sep and math.isfinite(value) and value > 0 and bars >= 1):
+        raise SettingsError(
+            f"{name}={raw!r}: expected BPS@HORIZON, a positive total drift in bps and a "
+            "horizon in bars >= 1, e.g. 80@4"
+        )
+    return f"{value:g}@{bars}"
+
+
 def _walk(name: str, raw: str) -> tuple[int, int, int, int]:
     parts = [p.strip() for p in raw.split(",")]
     if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -376,12 +412,14 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_START": ("market", "start", _iso_date),
     "LEVIBOT_FILES_DIR": ("market", "files_dir", _path),
     "LEVIBOT_SYNTHETIC_SEED": ("market", "synthetic_seed", _int),
+    "LEVIBOT_SYNTHETIC_EDGE": ("market", "synthetic_edge", _edge),
     "LEVIBOT_INGEST_CRON": ("market", "ingest_cron", _text),
     "LEVIBOT_SOURCE_RETRY_SECONDS": (
         "market",
         "source_retry_seconds",
         _number(low=0.0, strict=True),
     ),
+    "LEVIBOT_FUTURES": ("market", "futures", _futures),
     "LEVIBOT_LABEL_HORIZON": ("models", "label_horizon", _positive_int),
     "LEVIBOT_PROFILE": ("models", "profile", _choice(PROFILES)),
     "LEVIBOT_WALK": ("models", "walk", _walk),

@@ -61,6 +61,10 @@ def test_demo_builds_everything_offline_and_status_reports_it(tmp_path):
             f"    {fold['ensemble_weight_lgbm']:.2f} in the table's `ensemble` row: fitted in the "
             "report's fold\n"
         ) in out.stdout
+        # The decision engine's verdict, as the report stores it, under the backtest table.
+        verdict = report["symbols"][symbol]["decision"]["verdict"]
+        assert f"\n  {symbol}: {verdict}" in out.stdout
+    assert "decision engine (flat unless a validated edge clears the round trip):" in out.stdout
     status = run(["status"], tmp_path)
     assert status.returncode == 0 and "cross_asset_features" in status.stdout
 

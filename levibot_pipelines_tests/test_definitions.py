@@ -441,6 +441,9 @@ def test_model_report_shows_its_plots_inline(defs, instance, env, tmp_path):
     names = {p.name for p in plots.glob("SOLUSDT_*.png")}
     assert {"SOLUSDT_equity.png", "SOLUSDT_drawdown.png", "SOLUSDT_risk_coverage.png"} <= names
     assert report["backtest_summary"].splitlines()[2].startswith("| policy (ensemble) | ")
+    # The decision engine's verdict, as a line of its own and atop its fold table.
+    assert report["verdict"].startswith(("no validated edge after costs", "edge after costs in"))
+    assert report["decision"].startswith(f"**Verdict: {report['verdict']}.**")
     assert len(report["equity"]) > MARKDOWN_INLINE_LIMIT  # the embedded copy, collapsed
     lgbm = meta["lgbm_model"]
     lgbm_run = lgbm["mlflow_run"].rpartition("/runs/")[2]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
@@ -136,8 +137,13 @@ def test_evaluate_command_writes_the_report(tmp_path):
         assert bt["buy_and_hold"]["n_trades"] == 1
         # The test span: the first test bar to the bar the last signal fills in.
         assert bt["n_bars"] >= sym["n_test"]
+        # The decision engine: one choice per fold, flat among 49 candidates, and a verdict.
+        decision = sym["decision"]
+        assert len(decision["folds"]) == sym["folds"] and decision["n_candidates"] == 49
+        assert decision["verdict"].startswith(("no validated edge", "edge after costs in"))
     assert report["meta"]["profile"] == "small"
     md = (out / "report.md").read_text()
+    assert md.count("**Verdict: ") == 3
     assert "| ensemble |" in md and "plots/SOLUSDT_risk_coverage.png" in md
     assert "| policy (ensemble) |" in md and "plots/BTCUSDT_equity.png" in md
     pngs = list((out / "plots").glob("*.png"))
@@ -199,3 +205,47 @@ def test_evaluate_names_a_bad_candle_file_in_one_line(tmp_path, text, message):
     lines = [line for line in done.stderr.splitlines() if line.startswith("levibot: ")]
     assert len(lines) == 1, done.stderr
     assert str(files / "BTCUSDT-15m.csv") in lines[0] and message in lines[0]
+
+
+def test_test_from_scores_only_bars_from_that_date_and_trains_on_everything_before():
+    features = build_features(synthetic_long(3200), tf_ms=TF_MS, horizon=1)
+    data = symbol_data(features, "BTCUSDT")
+    # Sample k is row k + 15 (windows of 16, no gaps): start the test at sample 2400.
+    test_from = int(data.timestamps[2400 + 15])
+    walk = WalkForwardConfig(train=1000, val=250, calib=250, test=300, purge=20, expanding=True)
+    cfg = EvalConfig(
+        transformer=TINY,
+        walk=walk,
+        horizon=1,
+        epochs=1,
+        mc_samples=2,
+        max_train_samples=300,
+        test_from_ms=test_from,
+    )
+    ev = evaluate_symbol(data, cfg, tf_ms=TF_MS)
+    # 2985 samples: tests at [2400, 2700) and [2700, 3000) would end past 2985: one fold.
+    assert [f["test"] for f in ev.folds] == [(2400, 2700)]
+    assert ev.folds[0]["test_start_ms"] == test_from
+    assert ev.predictions["timestamp"].min() == test_from
+    # Everything before the validation part trains: test 2400 - purge 20 - calib 250 - purge
+    # 20 - val 250 - purge 20 = 1840, so train is [0, 1840).
+    assert ev.folds[0]["train"] == (0, 1840)
+    assert (ev.folds[0]["val"], ev.folds[0]["calib"]) == ((1860, 2110), (2130, 2380))
+
+
+def test_evaluate_test_from_with_too_short_a_history_names_the_bars_missing(tmp_path):
+    start = recent_start(12)
+    day_after = (date.fromisoformat(start) + timedelta(days=1)).isoformat()
+    cmd = [sys.executable, "-m", "levibot_pipelines.cli", "evaluate", "--source", "synthetic"]
+    cmd += ["--start", start, "--test-from", day_after, "--out", str(tmp_path / "out")]
+    env = {"LEVIBOT_HOME": str(tmp_path / "unused"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    # One day of 15m bars precedes the date, less the first rows without a full window; a
+    # fold needs 20000 + 3000 + 3000 + 3 * 130 = 26390 before its test part.
+    assert f"test from {day_after} 00:00 UTC: only " in done.stderr
+    assert "a fold needs 26390" in done.stderr and " missing" in done.stderr
+    bad = subprocess.run(
+        cmd[:-4] + ["--test-from", "June", "--out", "x"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "--test-from='June': expected an ISO date" in bad.stderr

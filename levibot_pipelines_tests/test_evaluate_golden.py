@@ -91,9 +91,18 @@ def test_evaluate_report_numbers_match_the_golden_file(tmp_path):
     assert not diffs, "\n".join(diffs[:40])
 
 
-@pytest.mark.parametrize("key", ["BTCUSDT.n_test", "SOLUSDT.folds"])
+LAYOUT = {
+    "BTCUSDT.n_test": 900.0,
+    "SOLUSDT.folds": 3.0,
+    "BTCUSDT.models.deep.skill.deciles.0.n": 90.0,
+    "BTCUSDT.models.deep.skill.deciles.9.n": 90.0,
+}
+
+
+@pytest.mark.parametrize("key", sorted(LAYOUT))
 def test_golden_layout_is_what_the_walk_forward_gives(key):
     # 2600 bars -> 2401 feature rows; windows of 16 start at row 15, the newest row has no
     # label: 2385 samples. One fold spans 900+250+250+300+3*20 = 1760 -> (2385-1760)//300+1 = 3.
+    # The Transformer's 900 test p are distinct: each of its 10 score deciles holds 90 bars.
     want = json.loads(GOLDEN.read_text())
-    assert want[key] == {"BTCUSDT.n_test": 900.0, "SOLUSDT.folds": 3.0}[key]
+    assert want[key] == LAYOUT[key]

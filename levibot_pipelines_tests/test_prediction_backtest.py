@@ -116,3 +116,28 @@ def test_predictions_without_candles_are_an_error():
         align_bars(
             _pred(np.array([N + 5]), np.array([0.7])), _bars(np.full(N, 100.0)), _features(N)
         )
+
+
+def test_report_carries_the_reversal_rule_and_the_random_distribution():
+    from levibot_pipelines.adapters.reports import backtest_markdown
+
+    # Closes alternate down, up, down... over the span 200-210 (opens at the previous close):
+    # the reversal rule (long only) buys after each down bar and sells after the next up bar.
+    close = 100.0 * np.where(np.arange(N) % 2 == 0, 1.0, 0.99)
+    rows = np.arange(200, 210)
+    p = np.array([0.9] + [0.52] * 4 + [0.3] + [0.52] * 4)
+    bt = backtest_predictions(_pred(rows, p), _bars(close), _features(N), UNCAPPED, NO_COSTS)
+    rep = bt.report
+    # Span bars 200..210: down bars (close 99) at the odd 201..209, 5 of them; each long fills
+    # at open = 99 and exits at the next open = 100: +1/99 per trade, no costs.
+    rev = rep["reversal_rule"]
+    assert rev["n_trades"] == 5
+    assert rev["total_return"] == pytest.approx((100 / 99) ** 5 - 1)
+    for m in (rep, rep["models"]["lgbm"], rep["models"]["deep"]):
+        d = m["random_distribution"]
+        assert d["n_seeds"] == 200 and d["n_trades"]["q50"] == m["n_trades"] == 1
+        assert d["total_return"]["q05"] <= d["total_return"]["q50"] <= d["total_return"]["q95"]
+        assert 0.0 <= d["policy_percentile"] <= 1.0
+    md = backtest_markdown(rep)
+    assert "| reversal rule |" in md and "over 200 seeds" in md
+    assert md.count("| ensemble |") == 1 and "| lgbm |" in md and "| deep |" in md

@@ -7,6 +7,7 @@ from levibot_pipelines.core.evaluation.splits import (
     Fold,
     WalkForwardConfig,
     min_purge,
+    splits_from,
     walk_forward_splits,
 )
 
@@ -122,3 +123,36 @@ def test_too_few_samples_says_how_many_are_needed():
         walk_forward_splits(24, SMALL)
     with pytest.raises(ValueError, match="n_samples must be an integer >= 0, got -1"):
         walk_forward_splits(-1, SMALL)
+
+
+def test_first_test_aligns_fold_zero_and_uses_everything_before_when_expanding():
+    # train 10, val 3, calib 3, test 4, purge 2: 22 samples precede a test part.
+    cfg = WalkForwardConfig(train=10, val=3, calib=3, test=4, purge=2, expanding=True)
+    folds = walk_forward_splits(40, cfg, first_test=30)
+    assert [(int(f.test[0]), int(f.test[-1]) + 1) for f in folds] == [(30, 34), (34, 38)]
+    # fold 0 starts at 30 - 22 = 8; expanding: train is [0, 18), everything before val.
+    assert (int(folds[0].train[0]), int(folds[0].train[-1]) + 1) == (0, 18)
+    assert (int(folds[0].val[0]), int(folds[0].calib[-1]) + 1) == (20, 28)
+    rolling = walk_forward_splits(40, replace(cfg, expanding=False), first_test=30)
+    assert (int(rolling[0].train[0]), int(rolling[0].train[-1]) + 1) == (8, 18)
+
+
+def test_first_test_with_too_short_a_history_says_how_many_bars_are_missing():
+    cfg = WalkForwardConfig(train=10, val=3, calib=3, test=4, purge=2)
+    with pytest.raises(ValueError, match="only 15 samples precede .* needs 22 .*: 7 missing"):
+        walk_forward_splits(40, cfg, first_test=15)
+    with pytest.raises(ValueError, match="only 3 samples from the first test sample on"):
+        walk_forward_splits(40, cfg, first_test=37)
+
+
+def test_splits_from_a_date_name_the_symbol_the_date_and_the_bars_missing():
+    cfg = WalkForwardConfig(train=10, val=3, calib=3, test=4, purge=2)
+    times = np.arange(40, dtype=np.int64) * 900_000  # 15m bars from 1970-01-01 00:00
+    folds = splits_from(times, cfg, required_purge=2, test_from_ms=30 * 900_000, what="BTCUSDT")
+    assert int(folds[0].test[0]) == 30
+    between = 29 * 900_000 + 1  # between bars 29 and 30: the first test bar is 30
+    assert int(splits_from(times, cfg, required_purge=2, test_from_ms=between)[0].test[0]) == 30
+    with pytest.raises(
+        ValueError, match=r"BTCUSDT: test from 1970-01-01 03:00 UTC: only 12 samples .*10 missing"
+    ):
+        splits_from(times, cfg, required_purge=2, test_from_ms=12 * 900_000, what="BTCUSDT")

@@ -17,7 +17,7 @@ import ccxt
 import polars as pl
 
 from levibot_pipelines.adapters.redact import redact_text
-from levibot_pipelines.core.data.synthetic import simulate_bars
+from levibot_pipelines.core.data.synthetic import PlantedEdge, simulate_bars
 from levibot_pipelines.core.data.timeframes import timeframe_to_ms
 from levibot_pipelines.core.data.validation import RAW_COLUMNS
 
@@ -38,11 +38,16 @@ class SyntheticSource:
 
     name = "synthetic"
 
-    def __init__(self, *, start_ms: int, tf_ms: int, seed: int) -> None:
-        self.start_ms, self.tf_ms, self.seed = start_ms, tf_ms, seed
+    def __init__(
+        self, *, start_ms: int, tf_ms: int, seed: int, edge: PlantedEdge | None = None
+    ) -> None:
+        """``edge``: the optional planted reversal (LEVIBOT_SYNTHETIC_EDGE; None: none)."""
+        self.start_ms, self.tf_ms, self.seed, self.edge = start_ms, tf_ms, seed, edge
 
     def pages(self, symbol: str, since_ms: int, until_ms: int) -> Iterator[pl.DataFrame]:
-        bars = simulate_bars(symbol, self.start_ms, until_ms, self.tf_ms, seed=self.seed)
+        bars = simulate_bars(
+            symbol, self.start_ms, until_ms, self.tf_ms, seed=self.seed, edge=self.edge
+        )
         yield bars.filter(pl.col("timestamp") >= since_ms)
 
 

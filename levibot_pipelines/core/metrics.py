@@ -125,6 +125,28 @@ def ece(y: object, p: object, n_bins: int = 15) -> float:
     return reliability_bins(y, p, n_bins)[3]
 
 
+def ece_quantile(y: object, p: object, n_bins: int = 15) -> float:
+    """Expected calibration error, L1 norm, on ``n_bins`` equal-count bins (default 15).
+
+    Where ``p`` is concentrated (on 15m candles 98% of it lies in [0.43, 0.59]) nearly all
+    uniform bins of ``ece`` are empty; these bins follow the data instead. Edges are the
+    quantiles of ``p`` at ``k / n_bins``, ``k = 1..n_bins-1`` (``np.quantile``, linear); the bin
+    of ``p`` is ``searchsorted(edges, p, side="right")``, so tied ``p`` always share a bin (a bin
+    then holds more than ``n / n_bins`` bars and another fewer) and empty bins are skipped: a
+    constant ``p`` gives one bin and ``|mean(y) - p|``. ``y``/``p`` shape (n,).
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    y_arr, p_arr = _labels_and_probs(y, p)
+    edges = np.quantile(p_arr, np.arange(1, n_bins) / n_bins)
+    idx = np.searchsorted(edges, p_arr, side="right")
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    filled = count > 0
+    mean_p = np.bincount(idx, weights=p_arr, minlength=n_bins)[filled] / count[filled]
+    frac_pos = np.bincount(idx, weights=y_arr, minlength=n_bins)[filled] / count[filled]
+    return float(np.sum(np.abs(frac_pos - mean_p) * count[filled]) / p_arr.size)
+
+
 def risk_coverage(
     y: object, p: object, confidence: object | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

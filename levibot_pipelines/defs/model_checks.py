@@ -42,6 +42,11 @@ def _predictions_check(
     return predictions_valid
 
 
+# Log-loss differences below this (nats per bar) are noise at report sizes: an ensemble of two
+# near-coin-flip members differs from the better one by ~1e-4 on a few hundred bars.
+ENSEMBLE_LOG_LOSS_TOLERANCE = 1e-3
+
+
 def skill_problems(models: dict[str, dict]) -> list[str]:
     """What ``calibration_and_skill`` warns about in a report's per-model metrics."""
     problems = [
@@ -51,7 +56,7 @@ def skill_problems(models: dict[str, dict]) -> list[str]:
         f"{n}: BSS {models[n]['bss']:+.4f} < 0" for n in SKILL_MODELS if models[n]["bss"] < 0
     ]
     best = min(models["lgbm"]["log_loss"], models["deep"]["log_loss"])
-    if models["ensemble"]["log_loss"] > best:
+    if models["ensemble"]["log_loss"] > best + ENSEMBLE_LOG_LOSS_TOLERANCE:
         problems.append(
             f"ensemble log loss {models['ensemble']['log_loss']:.5f} > best member {best:.5f}"
         )
@@ -63,8 +68,9 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
         asset="model_report",
         name="calibration_and_skill",
         partitions_def=partitions,
-        description="WARN when a model's ECE > 0.02, "
-        "its Brier skill score < 0, or the ensemble is worse than its best member.",
+        description="WARN when a model's ECE > 0.02, its Brier skill score < 0, or the "
+        "ensemble's log loss exceeds its best member's by more than 0.001 (smaller differences "
+        "are noise at report sizes).",
     )
     def calibration_and_skill(
         context: dg.AssetCheckExecutionContext, models: Models

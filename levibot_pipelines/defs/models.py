@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from levibot_pipelines.adapters.redact import redact_url
-from levibot_pipelines.adapters.reports import backtest_markdown
+from levibot_pipelines.adapters.reports import backtest_markdown, decision_markdown
 from levibot_pipelines.core.evaluation.walk_forward import SymbolData, symbol_data
 from levibot_pipelines.defs.common import (
     backtest_summary_md,
@@ -52,6 +52,8 @@ def _report_metadata(res: ReportResult) -> dict:
         [{"model": n, **{k: m[k] for k in SCORES}} for n, m in rep["models"].items()]
     )
     return {
+        "verdict": res.decision["verdict"],
+        "decision": dg.MetadataValue.md(decision_markdown(res.decision)),
         "n_test": rep["n_test"],
         "folds": rep["folds"],
         "metrics": dg.MetadataValue.md(markdown_table(table)),

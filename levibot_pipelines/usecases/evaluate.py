@@ -17,7 +17,7 @@ from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_
 from levibot_pipelines.core.models.transformer import resolve_profile
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ingest import ingest_symbol, make_source
-from levibot_pipelines.usecases.report import backtest_symbol
+from levibot_pipelines.usecases.report import backtest_symbol, decide_symbol
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,15 @@ def run_evaluate(
         bars = store.read_all_ohlcv(local.market.symbols)
         features = build_features(bars, tf_ms=local.market.timeframe_ms, horizon=cfg.horizon)
     say(f"features: {features.height} rows")
-    evaluations, backtests = [], {}
+    evaluations, backtests, decisions = [], {}, {}
     for symbol in settings.market.symbols:
         ev = evaluate_symbol(
             symbol_data(features, symbol), cfg, tf_ms=settings.market.timeframe_ms, progress=say
         )
         evaluations.append(ev)
         backtests[symbol] = backtest_symbol(settings, symbol, ev.predictions, bars, features)
+        decisions[symbol] = decide_symbol(settings, symbol, ev, bars).report
+        say(f"{symbol}: decision engine: {decisions[symbol]['verdict']}")
         bt = backtests[symbol].report
         say(
             f"{symbol}: policy backtest net Sharpe {bt['sharpe']:.2f} ({bt['n_trades']} trades, "
@@ -70,7 +72,7 @@ def run_evaluate(
         "torch_threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    report = write_report(out, evaluations, meta, backtests)
+    report = write_report(out, evaluations, meta, backtests, decisions)
     say(f"wrote {out / 'report.json'} and {out / 'report.md'} in {meta['wall_s']:.0f} s")
     return report
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from levibot_pipelines.adapters.sources import CcxtSource, FilesSource, Source, SyntheticSource
 from levibot_pipelines.adapters.store import ParquetStore
+from levibot_pipelines.core.data.synthetic import PlantedEdge
 from levibot_pipelines.core.data.timeframes import data_lag_ms, last_closed_bar
 from levibot_pipelines.core.data.validation import count_gaps, validate_ohlcv
 from levibot_pipelines.settings import MarketSettings
@@ -90,8 +91,12 @@ def ingest_symbol(
 def make_source(market: MarketSettings) -> Source:
     """The candle source named by ``market.source`` (LEVIBOT_SOURCE), set up from ``market``."""
     if market.source == "synthetic":
+        edge = market.synthetic_edge
         return SyntheticSource(
-            start_ms=market.start_ms, tf_ms=market.timeframe_ms, seed=market.synthetic_seed
+            start_ms=market.start_ms,
+            tf_ms=market.timeframe_ms,
+            seed=market.synthetic_seed,
+            edge=PlantedEdge.parse(edge) if edge else None,
         )
     if market.source == "files":
         return FilesSource(market.files_dir, market.timeframe)

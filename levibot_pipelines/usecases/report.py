@@ -21,8 +21,10 @@ from levibot_pipelines.adapters.reports import (
 )
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
+from levibot_pipelines.core.evaluation.decision_walk import DecisionBacktest, decision_backtest
 from levibot_pipelines.core.evaluation.walk_forward import (
     EvalConfig,
+    SymbolEvaluation,
     evaluate_symbol,
     risk_coverage_curves,
     symbol_data,
@@ -61,6 +63,24 @@ def backtest_symbol(
     )
 
 
+def decide_symbol(
+    s: Settings, symbol: str, ev: SymbolEvaluation, bars: pl.DataFrame
+) -> DecisionBacktest:
+    """The decision engine on ``symbol``'s walk-forward ``ev`` (choice on each fold's val and
+    calib bars, trading on its test bars) with the configured costs and shorting, each
+    position the configured maximum size."""
+    cfg = backtest_config(s, symbol)
+    return decision_backtest(
+        ev.predictions,
+        ev.selection,
+        bars.filter(pl.col("symbol") == symbol) if "symbol" in bars.columns else bars,
+        cfg.costs,
+        allow_short=s.trading.allow_short,
+        size=policy_config(s).max_size,
+        bars_per_year=cfg.bars_per_year,
+    )
+
+
 # The report run's plots in MLflow: {name: artifact path}. The same PNGs are in the report
 # directory (``adapters.reports.write_report``: ``plots/{SYMBOL}_{...}.png``).
 PLOT_ARTIFACTS = {
@@ -83,6 +103,7 @@ class ReportResult:
     reliability_png: bytes  # the ensemble's reliability diagram
     risk_coverage_png: bytes
     backtest_pngs: dict[str, bytes] = field(default_factory=dict)  # equity.png, drawdown.png, ...
+    decision: dict = field(default_factory=dict)  # the decision engine's report, with its verdict
 
 
 def metric_key(key: str) -> str:
@@ -128,9 +149,12 @@ def report_symbol(
     features = store.read_features()
     data = symbol_data(features, symbol)
     ev = evaluate_symbol(data, cfg, tf_ms=settings.market.timeframe_ms, progress=progress)
-    bt = backtest_symbol(settings, symbol, ev.predictions, store.read_ohlcv(symbol), features)
+    bars = store.read_ohlcv(symbol)
+    bt = backtest_symbol(settings, symbol, ev.predictions, bars, features)
+    decision = decide_symbol(settings, symbol, ev, bars).report
     out = report_dir(settings.home, symbol)
-    write_report(out, [ev], {**meta, "symbols": [symbol], "config": cfg.to_dict()}, {symbol: bt})
+    doc = {**meta, "symbols": [symbol], "config": cfg.to_dict()}
+    write_report(out, [ev], doc, {symbol: bt}, {symbol: decision})
     rep = symbol_report(ev)
     bt_plots = backtest_plots(bt, symbol)  # x-axis: the test window's bar times (UTC dates)
     rel = reliability_diagram(
@@ -144,7 +168,7 @@ def report_symbol(
         params={"config": cfg.to_dict(), "policy": bt.report["policy"]},
         metrics=report_metrics(rep, bt.report),
         files={
-            "report.json": json.dumps({**rep, "backtest": bt.report}),
+            "report.json": json.dumps({**rep, "backtest": bt.report, "decision": decision}),
             PLOT_ARTIFACTS["reliability_ensemble"]: rel,
             PLOT_ARTIFACTS["risk_coverage"]: rc,
             PLOT_ARTIFACTS["equity"]: bt_plots["equity.png"],
@@ -152,4 +176,4 @@ def report_symbol(
         },
         tags={"symbol": symbol, "kind": "report"},
     )
-    return ReportResult(symbol, out, rep, bt.report, run.url, rel, rc, bt_plots)
+    return ReportResult(symbol, out, rep, bt.report, run.url, rel, rc, bt_plots, decision)

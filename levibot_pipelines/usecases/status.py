@@ -178,6 +178,18 @@ def backtest_table(home: Path, symbols: Sequence[str]) -> pl.DataFrame | None:
     return pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(4))
 
 
+def decision_verdicts(home: Path, symbols: Sequence[str]) -> dict[str, str]:
+    """Per symbol with a report holding the decision engine's result, its verdict line
+    (``core.evaluation.decision_walk.verdict``)."""
+    out = {}
+    for symbol in symbols:
+        rep = _symbol_report(home, symbol)
+        decision = rep.get("decision") if rep is not None else None
+        if decision and "verdict" in decision:
+            out[symbol] = decision["verdict"]
+    return out
+
+
 def published_status(home: Path) -> PublishedStatus | None:
     """The published latest predictions as a :class:`PublishedStatus`; None when nothing is
     published yet."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from levibot_pipelines.core.data.futures import FUTURES_COLUMNS, FuturesData, futures_features
 from levibot_pipelines.core.data.validation import SchemaError
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -78,6 +79,7 @@ def build_features(
     tf_ms: int,
     horizon: int,
     warmup: int = WARMUP_BARS,
+    futures: FuturesData | None = None,
 ) -> pl.DataFrame:
     """Build the feature table from validated long-format bars.
 
@@ -89,9 +91,12 @@ def build_features(
             configured ``LEVIBOT_LABEL_HORIZON``).
         warmup: rows per segment needed before a row is kept (default 200, the longest window;
             at least 21, so that every 20-bar window of returns is full).
+        futures: optional funding settlements and mark bars (``core.data.futures``); when
+            given, ``FUTURES_COLUMNS`` are appended after ``FEATURE_SCHEMA``'s columns (null
+            for symbols or times without futures data). None (default): the table is unchanged.
 
     Returns:
-        ``FEATURE_SCHEMA`` columns sorted by ``symbol, timestamp``.
+        ``FEATURE_SCHEMA`` columns sorted by ``symbol, timestamp`` (+ ``FUTURES_COLUMNS``).
     """
     symbols = _checked_symbols(bars, horizon, warmup)
     wide = _wide_frame(bars, symbols, tf_ms, horizon).with_columns(**_cross_features())
@@ -110,7 +115,13 @@ def build_features(
         .select(list(FEATURE_SCHEMA))
         for sym in symbols
     ]
-    return pl.concat(pl.collect_all(frames)).cast(FEATURE_SCHEMA)
+    table = pl.concat(pl.collect_all(frames)).cast(FEATURE_SCHEMA)
+    if futures is None:
+        return table
+    extra = futures_features(bars.select("symbol", "timestamp", "close"), futures, tf_ms=tf_ms)
+    return table.join(extra, on=["symbol", "timestamp"], how="left", maintain_order="left").select(
+        *FEATURE_SCHEMA, *FUTURES_COLUMNS
+    )
 
 
 def _checked_symbols(bars: pl.DataFrame, horizon: int, warmup: int) -> list[str]:

@@ -15,6 +15,18 @@ to cope with:
 Every random stream is drawn per bar from its own generator seeded by ``(seed, stream, symbol)``
 and every transform is causal, so bar ``i`` depends only on the seed, the symbol, the start time
 and ``i``: extending ``end_ms`` appends bars and never rewrites earlier ones (a live-feed replay).
+
+Planted edge (optional, ``PlantedEdge``; off by default, and then every bar is unchanged): a
+known, learnable inefficiency for end-to-end controls (``levibot evaluate --edge BPS@HORIZON``).
+An *event* is a bar ``e`` whose own log return (before any planted drift) is large,
+``|ret[e]| > EVENT_VOLS * vol`` (``vol``: the symbol's typical one-bar std, ``SymbolProfile``;
+about 17% of bars). After the event bar closes, each of the next ``horizon`` bars
+``e+1 .. e+horizon`` gets a drift of ``-sign(ret[e]) * bps / horizon`` bps added to its log
+return: the price reverts by ``bps`` in total against the event's move, from ``open(e+1)``
+(which equals ``close(e)`` here) to ``close(e+horizon)``. Overlapping events add their drifts.
+The edge is causal (bar ``i`` reads events at ``i-horizon .. i-1`` only) and visible to the
+features at the close of ``e`` (a large ``ret_1``, an extreme ``z_20``), so a model that learns
+it finds a mean ``horizon``-bar forward return of about ``bps`` after an event, signed against it.
 """
 
 from __future__ import annotations
@@ -54,6 +66,53 @@ class MarketParams:
     regime_switch: float = 0.002  # probability per bar of leaving the current regime
     regime_vol: tuple[float, float, float] = (0.75, 1.0, 1.6)  # calm, trending, turbulent
     trend_drift: float = 0.03  # drift in trending regimes, in units of the bar's volatility
+
+
+@dataclass(frozen=True)
+class PlantedEdge:
+    """A planted reversal after large bars (module docstring): ``bps`` > 0, the total drift in bps
+    over the ``horizon`` >= 1 bars after an event, against the event's move."""
+
+    bps: float
+    horizon: int
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.bps) and self.bps > 0):
+            raise ValueError(f"planted edge bps must be a positive number, got {self.bps!r}")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"planted edge horizon must be an integer >= 1, got {self.horizon!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> PlantedEdge:
+        """``"80@4"`` -> ``PlantedEdge(bps=80.0, horizon=4)``; ``ValueError`` naming ``text``
+        when it is not ``BPS@HORIZON`` with ``BPS`` > 0 and ``HORIZON`` an integer >= 1."""
+        bps, sep, horizon = str(text).strip().partition("@")
+        try:
+            if not sep:
+                raise ValueError
+            return cls(float(bps), int(horizon))
+        except ValueError:
+            raise ValueError(
+                f"edge {text!r}: expected BPS@HORIZON, a positive total drift in bps and a "
+                "horizon in bars >= 1, e.g. 80@4"
+            ) from None
+
+    def __str__(self) -> str:
+        return f"{self.bps:g}@{self.horizon}"
+
+
+EVENT_VOLS = 1.5  # an event bar moves more than this many of the symbol's typical one-bar stds
+
+
+def planted_drift(ret: np.ndarray, vol: float, edge: PlantedEdge) -> np.ndarray:
+    """The planted edge's per-bar log-return drift, shape of ``ret`` (one-bar log returns before
+    the drift; ``vol``: the symbol's typical one-bar std): for every event ``e``
+    (``|ret[e]| > EVENT_VOLS * vol``), ``-sign(ret[e]) * edge.bps * 1e-4 / edge.horizon`` on
+    bars ``e+1 .. e+edge.horizon``, summed over overlapping events; causal."""
+    event = np.where(np.abs(ret) > EVENT_VOLS * vol, -np.sign(ret), 0.0)
+    # drift[i] = per_bar * sum(event[i - horizon .. i - 1])
+    spread = lfilter(np.r_[0.0, np.ones(edge.horizon)], [1.0], event)
+    return spread * edge.bps * 1e-4 / edge.horizon
 
 
 def _rng(seed: int, stream: str, symbol: str = "") -> np.random.Generator:
@@ -112,12 +171,14 @@ def simulate_bars(
     *,
     seed: int,
     params: MarketParams | None = None,
+    edge: PlantedEdge | None = None,
 ) -> pl.DataFrame:
     """Candles for ``symbol`` with open times on the grid from ``start_ms`` to ``end_ms`` inclusive.
 
     Returns columns ``timestamp`` (ms, open time), ``open, high, low, close, volume``. Bars
     depend only on ``(seed, symbol, start_ms, index)``, so a later ``end_ms`` only appends.
-    ``seed`` has no default: the pipeline passes ``LEVIBOT_SYNTHETIC_SEED``.
+    ``seed`` has no default: the pipeline passes ``LEVIBOT_SYNTHETIC_SEED``. ``edge`` (default
+    None: none) plants the reversal of the module docstring (``LEVIBOT_SYNTHETIC_EDGE``).
     """
     if tf_ms <= 0:
         raise ValueError(f"tf_ms must be positive, got {tf_ms}")
@@ -137,6 +198,8 @@ def simulate_bars(
         _, _, lead = _returns(LEAD_SYMBOL, n, seed, p, None)
     ret, sigma, _ = _returns(symbol, n, seed, p, lead)
     prof = PROFILES.get(symbol, DEFAULT_PROFILE)
+    if edge is not None:
+        ret = ret + planted_drift(ret, prof.vol, edge)
     close = prof.price * np.exp(np.cumsum(ret))
     open_ = np.r_[prof.price, close[:-1]]
     up_wick = np.abs(_rng(seed, "up_wick", symbol).standard_normal(n))

@@ -12,6 +12,7 @@ time by ``step`` samples, so everything fitted in a fold has seen only the past 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -111,15 +112,22 @@ def _part(start: int, stop: int) -> np.ndarray:
 
 
 def walk_forward_splits(
-    n_samples: int, cfg: WalkForwardConfig, *, required_purge: int = 0
+    n_samples: int,
+    cfg: WalkForwardConfig,
+    *,
+    required_purge: int = 0,
+    first_test: int | None = None,
 ) -> list[Fold]:
     """Purged walk-forward folds over ``n_samples`` time-ordered samples.
 
-    Fold ``k`` starts at ``s = k * cfg.stride`` and is laid out as::
+    Fold ``k`` starts at ``s = offset + k * cfg.stride`` and is laid out as::
 
         train [s, s+train) | purge | val | purge | calib | purge | test
 
-    (with ``expanding=True`` train is ``[0, s+train)`` instead). Folds are generated while the
+    (with ``expanding=True`` train is ``[0, s+train)`` instead). ``offset`` is 0, or, with
+    ``first_test``, chosen so that fold 0's test part starts at sample ``first_test`` (every
+    sample before it is available for fitting, none after it is scored earlier). Folds are
+    generated while the
     test part ends at or before ``n_samples``; trailing samples that do not fill a whole test
     part are left out. With ``step == test`` (the default) the test parts of consecutive folds
     are contiguous and do not overlap, so their concatenation is one out-of-sample stretch.
@@ -129,13 +137,16 @@ def walk_forward_splits(
         cfg: part sizes, purge and stride.
         required_purge: the purge the caller's features/labels need, usually
             ``min_purge(horizon, window)``; ``cfg.purge`` must be at least this.
+        first_test: the sample where the first test part starts (None: where the first whole
+            fold ends up, ``cfg.span - cfg.test``).
 
     Returns:
         Folds in time order, ``index`` 0, 1, ...
 
     Raises:
-        ValueError: if ``cfg.purge < required_purge`` or ``n_samples < cfg.span`` (not even one
-            fold fits).
+        ValueError: if ``cfg.purge < required_purge``, ``n_samples < cfg.span`` (not even one
+            fold fits), or fewer than ``cfg.span - cfg.test`` samples precede ``first_test``
+            (the message says how many are missing) or no whole test part follows it.
     """
     check_int("n_samples", n_samples, 0)
     check_int("required_purge", required_purge, 0)
@@ -144,16 +155,17 @@ def walk_forward_splits(
             f"cfg.purge={cfg.purge} is below required_purge={required_purge}: parts would share "
             f"bars (purge must be >= label horizon + window - 1)"
         )
+    offset = _offset(n_samples, cfg, first_test)  # with first_test: its own, clearer errors
     if n_samples < cfg.span:
         raise ValueError(
             f"n_samples={n_samples} is too few for one walk-forward fold: need at least "
             f"{cfg.span} = train {cfg.train} + val {cfg.val} + calib {cfg.calib} + "
             f"test {cfg.test} + 3 * purge {cfg.purge}"
         )
-    n_folds = (n_samples - cfg.span) // cfg.stride + 1
+    n_folds = (n_samples - offset - cfg.span) // cfg.stride + 1
     folds = []
     for k in range(n_folds):
-        start = k * cfg.stride
+        start = offset + k * cfg.stride
         train_end = start + cfg.train
         val_start = train_end + cfg.purge
         calib_start = val_start + cfg.val + cfg.purge
@@ -168,3 +180,47 @@ def walk_forward_splits(
             )
         )
     return folds
+
+
+def _offset(n_samples: int, cfg: WalkForwardConfig, first_test: int | None) -> int:
+    """Where fold 0 starts so that its test part starts at ``first_test`` (0 without it)."""
+    if first_test is None:
+        return 0
+    check_int("first_test", first_test, 0)
+    before = cfg.span - cfg.test  # train + val + calib + 3 purges precede a test part
+    if first_test < before:
+        raise ValueError(
+            f"only {first_test} samples precede the first test sample, a fold needs {before} "
+            f"(train {cfg.train} + val {cfg.val} + calib {cfg.calib} + 3 * purge {cfg.purge}): "
+            f"{before - first_test} missing"
+        )
+    if first_test + cfg.test > n_samples:
+        raise ValueError(
+            f"only {n_samples - first_test} samples from the first test sample on, a test part "
+            f"needs {cfg.test}"
+        )
+    return first_test - before
+
+
+def splits_from(
+    sample_times: np.ndarray,
+    cfg: WalkForwardConfig,
+    *,
+    required_purge: int,
+    test_from_ms: int | None,
+    what: str = "history",
+) -> list[Fold]:
+    """``walk_forward_splits`` over samples with bar times ``sample_times`` (ms UTC,
+    increasing, shape (n,)); with ``test_from_ms`` the first test part starts at the first
+    sample at or after it. A history too short for that is a ``ValueError`` naming ``what``
+    (e.g. the symbol), the date and how many bars are missing."""
+    if test_from_ms is None:
+        return walk_forward_splits(len(sample_times), cfg, required_purge=required_purge)
+    first = int(np.searchsorted(sample_times, test_from_ms))
+    try:
+        return walk_forward_splits(
+            len(sample_times), cfg, required_purge=required_purge, first_test=first
+        )
+    except ValueError as exc:
+        day = datetime.fromtimestamp(test_from_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        raise ValueError(f"{what}: test from {day}: {exc} (a sample is a bar)") from None

@@ -36,11 +36,12 @@ from levibot_pipelines.core.evaluation.fitting import (
     fit_transformer_rows,
     fold_rows,
 )
+from levibot_pipelines.core.evaluation.skill import skill_scores
 from levibot_pipelines.core.evaluation.splits import (
     Fold,
     WalkForwardConfig,
     min_purge,
-    walk_forward_splits,
+    splits_from,
 )
 from levibot_pipelines.core.metrics import brier, picp, risk_coverage, summarize
 from levibot_pipelines.core.models.ensemble import fit_ensemble_weight
@@ -49,6 +50,7 @@ from levibot_pipelines.core.models.lgbm import LGBMConfig
 from levibot_pipelines.core.models.transformer import TransformerConfig
 
 MODELS = ("lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal")
+SKILL_MODELS = ("lgbm", "deep", "ensemble", "last_return", "reversal")  # base_rate: no ranking
 RET_1 = FEATURE_COLUMNS.index("ret_1")
 
 
@@ -74,6 +76,7 @@ class EvalConfig:
     mc_samples: int = field(kw_only=True)
     max_folds: int | None = None  # evaluate only the most recent folds (None: all)
     seed: int = 0
+    test_from_ms: int | None = None  # first test part starts at this bar time (None: anywhere)
 
     def __post_init__(self) -> None:
         check_int("horizon", self.horizon, 1)
@@ -128,6 +131,9 @@ class SymbolEvaluation:
     predictions: pl.DataFrame  # one row per test bar: labels, every model's p, deep mu/sigma
     folds: list[dict]
     metrics: dict[str, dict] = field(default_factory=dict)
+    # The same columns on each fold's val and calib bars, plus ``part``: what the decision
+    # engine chooses on (``core.evaluation.decision_walk``), never the test bars.
+    selection: pl.DataFrame | None = None
 
 
 def _rule_probability(ret_1: np.ndarray, strength: float, sign: float) -> np.ndarray:
@@ -141,13 +147,14 @@ def _fold_predictions(
     lg: LgbmFit,
     dp: TransformerFit,
     w: float,
+    part: str = "test",
 ) -> pl.DataFrame:
-    """One row per test bar of a fold: label, every model's p (``MODELS``), the Transformer's
-    uncertainty and the members' confidences."""
-    X, y, test_rows = data.X, data.y_up, rows["test"]
-    test = dp.outputs["test"]
-    conf_l = lg.confidence("test")
-    p_e, _, _ = ensemble_outputs(lg.p["test"], conf_l, test["p_up"], test["confidence"], w)
+    """One row per bar of a fold's ``part`` (default the test part): label, every model's p
+    (``MODELS``), the Transformer's uncertainty and the members' confidences."""
+    X, y, test_rows = data.X, data.y_up, rows[part]
+    test = dp.outputs[part]
+    conf_l = lg.confidence(part)
+    p_e, _, _ = ensemble_outputs(lg.p[part], conf_l, test["p_up"], test["confidence"], w)
     y_train = y[rows["train"]]
     base = float(y_train.mean())
     momentum_acc = float(np.mean((X[rows["train"], RET_1] > 0) == (y_train > 0.5)))
@@ -159,7 +166,7 @@ def _fold_predictions(
             "fold": np.full(len(test_rows), fold_index, dtype=np.int32),
             "y_up": y[test_rows],
             "fwd_ret": data.fwd_ret[test_rows],
-            "p_lgbm": lg.p["test"],
+            "p_lgbm": lg.p[part],
             "p_deep": test["p_up"],
             "p_ensemble": p_e,
             "p_base_rate": np.full(len(test_rows), base),
@@ -210,13 +217,18 @@ def evaluate_symbol(
     say = progress or (lambda _msg: None)
     window = cfg.transformer.window
     samples = labeled_ends(window_ends(data.timestamps, window, tf_ms), data.y_up, data.fwd_ret)
-    folds = walk_forward_splits(
-        len(samples), cfg.walk, required_purge=min_purge(cfg.horizon, window)
+    folds = splits_from(
+        data.timestamps[samples],
+        cfg.walk,
+        required_purge=min_purge(cfg.horizon, window),
+        test_from_ms=cfg.test_from_ms,
+        what=data.symbol,
     )
     if cfg.max_folds is not None:
         folds = folds[-cfg.max_folds :]
     X, y = data.X, data.y_up
     parts_out: list[pl.DataFrame] = []
+    selection: list[pl.DataFrame] = []
     fold_info: list[dict] = []
     for fold in folds:
         started = time.perf_counter()
@@ -228,6 +240,12 @@ def evaluate_symbol(
         )
         w = fit_ensemble_weight(lg.p["val"], dp.p["val"], y[rows["val"]])
         parts_out.append(_fold_predictions(data, fold.index, rows, lg, dp, w))
+        selection += [
+            _fold_predictions(data, fold.index, rows, lg, dp, w, part).with_columns(
+                part=pl.lit(part)
+            )
+            for part in ("val", "calib")
+        ]
         info = _fold_summary(data, fold, rows, lg, dp, w)
         info["seconds"] = round(time.perf_counter() - started, 2)
         fold_info.append(info)
@@ -241,6 +259,7 @@ def evaluate_symbol(
         predictions=predictions,
         folds=fold_info,
         metrics=score_predictions(predictions),
+        selection=pl.concat(selection),
     )
 
 
@@ -248,7 +267,9 @@ def score_predictions(pred: pl.DataFrame) -> dict[str, dict]:
     """Metrics of every model on the pooled test predictions.
 
     BSS uses each bar's own train-fold base rate as the reference forecast. The Transformer also
-    gets PICP of its predictive sigma at 50% and 90%.
+    gets PICP of its predictive sigma at 50% and 90%. Each of ``SKILL_MODELS`` gets ``skill``
+    (``core.evaluation.skill.skill_scores`` against ``fwd_ret``: IC, deciles, quantile-bin ECE,
+    paired differences, block-bootstrapped over the test bars in time order).
     """
     y = pred.get_column("y_up").to_numpy()
     reference = brier(y, pred.get_column("train_base_rate").to_numpy())
@@ -261,6 +282,9 @@ def score_predictions(pred: pl.DataFrame) -> dict[str, dict]:
         out[name] = m
     ret, mu, sigma = (pred.get_column(c).to_numpy() for c in ("fwd_ret", "mu", "sigma"))
     out["deep"]["picp"] = {str(lv): picp(ret, mu, sigma, lv) for lv in (0.5, 0.9)}
+    scores = {name: pred.get_column(f"p_{name}").to_numpy() for name in SKILL_MODELS}
+    for name, skill in skill_scores(y, ret, scores).items():
+        out[name]["skill"] = skill
     return out
 
 

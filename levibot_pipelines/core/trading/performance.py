@@ -9,6 +9,7 @@ This module needs nothing from ``core.trading.backtest`` at run time (it re-expo
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,6 +86,42 @@ def probabilistic_sharpe_ratio(returns: object, benchmark: float = 0.0) -> float
     var = max(1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2, 1e-12)
     z = (sr - benchmark) * math.sqrt(n - 1) / math.sqrt(var)
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+EULER_GAMMA = 0.5772156649015329
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
+    """Expected largest of ``n_trials`` Sharpe ratios whose true value is 0 (Bailey & Lopez de
+    Prado 2014): ``sqrt(V) ((1 - g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))``, ``g`` the
+    Euler-Mascheroni constant, ``V`` the variance of the trials' Sharpe ratios (per period, the
+    units of the result). 0.0 for one trial."""
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    if not (math.isfinite(sharpe_variance) and sharpe_variance >= 0):
+        raise ValueError(f"sharpe_variance must be a finite number >= 0, got {sharpe_variance}")
+    if n_trials == 1:
+        return 0.0
+    inv = NormalDist().inv_cdf
+    z = (1 - EULER_GAMMA) * inv(1 - 1 / n_trials) + EULER_GAMMA * inv(1 - 1 / (n_trials * math.e))
+    return math.sqrt(sharpe_variance) * z
+
+
+def deflated_sharpe_ratio(
+    returns: object, n_trials: int, sharpe_variance: float | None = None
+) -> float:
+    """Deflated Sharpe ratio (Bailey & Lopez de Prado 2014): the probabilistic Sharpe ratio of
+    ``returns`` against the Sharpe ratio the best of ``n_trials`` skill-less candidates would
+    show, ``probabilistic_sharpe_ratio(returns, expected_max_sharpe(n_trials, V))``.
+
+    ``returns``: per-period returns of the chosen candidate, shape (n,); pass daily returns
+    (``daily_returns``), as the report does. ``n_trials``: candidates tried (>= 1; 1 gives the
+    PSR vs 0). ``sharpe_variance``: variance of the trials' per-period Sharpe ratios; None uses
+    the null variance of one Sharpe estimate, ``1 / (n - 1)`` (i.i.d. normal returns, true
+    Sharpe 0), for when the trials' Sharpe ratios are not kept."""
+    r = check_array(returns, "returns", allow_empty=True)
+    variance = 1.0 / max(r.size - 1, 1) if sharpe_variance is None else sharpe_variance
+    return probabilistic_sharpe_ratio(r, expected_max_sharpe(n_trials, variance))
 
 
 def drawdown(equity: object) -> np.ndarray:

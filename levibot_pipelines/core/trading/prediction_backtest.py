@@ -19,8 +19,13 @@ import polars as pl
 
 from levibot_pipelines.core.checks import check_columns
 from levibot_pipelines.core.models.inference import margin
-from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals
-from levibot_pipelines.core.trading.baselines import compare
+from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals, run_backtest
+from levibot_pipelines.core.trading.baselines import (
+    compare,
+    random_distribution,
+    reversal_signals,
+)
+from levibot_pipelines.core.trading.performance import backtest_metrics
 from levibot_pipelines.core.trading.policy import PolicyConfig, policy_signals
 
 # model -> (probability column, confidence column or None for |2p - 1|, uses deep uncertainty)
@@ -124,7 +129,10 @@ def backtest_predictions(
     seed: int = 0,
 ) -> SymbolBacktest:
     """Run the policy on each model's walk-forward predictions and backtest it net of costs,
-    next to buy-and-hold, flat, a random policy with the same turnover, and 2x costs."""
+    next to buy-and-hold, flat, the reversal rule (``reversal_rule``, short only when
+    ``policy.allow_short``), a random policy with the same turnover (one seed,
+    ``random_same_turnover``, and its distribution over seeds, ``random_distribution``), and
+    2x costs."""
     frame = align_bars(pred, bars, features)
     ts = frame.get_column("timestamp").to_numpy().astype(np.int64)
     start, stop = _test_span(ts, pred)
@@ -142,9 +150,16 @@ def backtest_predictions(
         cmp = compare(span_ts, *prices, slice_signals(out.signals, start, stop), cfg, seed=seed)
         equity[model] = cmp["policy"].result.equity
         report[model] = _model_report(cmp, int(out.blocked_uncertain[start:stop].sum()))
+        report[model]["random_distribution"] = random_distribution(
+            span_ts, prices[0], prices[3], cmp["policy"].result, cfg, seed=seed
+        )
         if "buy_and_hold" not in report:  # the same for every model: kept from the first
             report["buy_and_hold"] = _pick(cmp["buy_and_hold"].metrics)
             report["flat"] = _pick(cmp["flat"].metrics)
+            rule = reversal_signals(prices[3], allow_short=policy.allow_short)
+            report["reversal_rule"] = _pick(
+                backtest_metrics(run_backtest(span_ts, *prices, rule, cfg), cfg)
+            )
             equity["buy_and_hold"] = cmp["buy_and_hold"].result.equity
     top = report.pop("ensemble")
     return SymbolBacktest(

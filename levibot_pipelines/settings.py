@@ -46,7 +46,6 @@ class MarketSettings:
     synthetic_edge: str | None = None  # "BPS@HORIZON": a planted reversal (core.data.synthetic)
     ingest_cron: str = "1-59/15 * * * *"
     source_retry_seconds: float = 60.0  # per symbol and tick, failed exchange requests + backoff
-    futures: str | None = None  # None (off), "ccxt", or a directory of futures files
 
     @property
     def timeframe_ms(self) -> int:
@@ -256,20 +255,6 @@ def _symbols(name: str, raw: str) -> tuple[str, ...]:
     return symbols
 
 
-def _futures(name: str, raw: str) -> str | None:
-    """``none`` -> None (no futures features), ``ccxt`` -> ``"ccxt"``, else an existing
-    directory of ``{SYMBOL}-funding-8h.parquet`` / ``{SYMBOL}-mark-1h.parquet`` files."""
-    if raw.lower() in ("none", "ccxt"):
-        return None if raw.lower() == "none" else "ccxt"
-    path = Path(raw).expanduser().resolve()
-    if not path.is_dir():
-        raise SettingsError(
-            f"{name}={raw!r}: expected ccxt, none, or a directory of futures files "
-            f"({path} is not a directory)"
-        )
-    return str(path)
-
-
 def _edge(name: str, raw: str) -> str | None:
     """``none`` -> None (no planted edge); ``"80.0@4"`` -> ``"80@4"``: the synthetic market's
     planted reversal, ``BPS@HORIZON`` with ``BPS`` > 0 and ``HORIZON`` an integer >= 1 (the
@@ -419,7 +404,6 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
         "source_retry_seconds",
         _number(low=0.0, strict=True),
     ),
-    "LEVIBOT_FUTURES": ("market", "futures", _futures),
     "LEVIBOT_LABEL_HORIZON": ("models", "label_horizon", _positive_int),
     "LEVIBOT_PROFILE": ("models", "profile", _choice(PROFILES)),
     "LEVIBOT_WALK": ("models", "walk", _walk),

@@ -223,7 +223,7 @@ def test_unreadable_file_and_missing_directory(tmp_path):
     (tmp_path / "BTCUSDT-mark-1h.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match=r"BTCUSDT-mark-1h.parquet cannot be read as Parquet"):
         FuturesFilesSource(tmp_path).mark("BTCUSDT", 0, T0)
-    with pytest.raises(ValueError, match=r"LEVIBOT_FUTURES='/no/such' is not a directory"):
+    with pytest.raises(ValueError, match=r"futures directory '/no/such' is not a directory"):
         FuturesFilesSource("/no/such")
     with pytest.raises(ValueError, match=r"no futures data for any of \['ETHUSDT'\]"):
         load_futures(FuturesFilesSource(tmp_path), ["ETHUSDT"], since_ms=0, now_ms=T0)

@@ -159,18 +159,3 @@ def test_api_token_is_a_secret_kept_out_of_repr_and_messages(tmp_path):
         with pytest.raises(SettingsError, match="LEVIBOT_API_TOKEN: expected at least 16") as exc:
             Settings.from_env({**env, "LEVIBOT_API_TOKEN": bad})
         assert bad not in str(exc.value)
-
-
-def test_futures_is_opt_in_and_names_a_bad_directory(tmp_path):
-    assert Settings.from_env({"LEVIBOT_HOME": str(tmp_path)}).market.futures is None
-    read = lambda v: Settings.from_env({"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_FUTURES": v})  # noqa: E731
-    assert read("ccxt").market.futures == "ccxt"
-    assert read("None").market.futures is None
-    assert read(str(tmp_path)).market.futures == str(tmp_path.resolve())
-    with pytest.raises(SettingsError, match=r"LEVIBOT_FUTURES='/no/such/dir': expected ccxt"):
-        read("/no/such/dir")
-
-
-def test_futures_has_a_readme_row():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "| `LEVIBOT_FUTURES` | - | opt-in perpetual-futures features" in readme

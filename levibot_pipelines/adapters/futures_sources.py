@@ -8,11 +8,14 @@ bars by open time), each with timestamps in ``[since_ms, until_ms]``, or None wh
 no such data for the symbol. ``load_futures`` gathers them into ``core.data.futures.FuturesData``
 and drops mark bars that are not complete at ``now_ms``.
 
+Not yet wired into the pipeline: no setting selects a source, and the feature table, its
+checks and the models keep their fixed columns until the models take a feature list.
+
 - ``FuturesFilesSource``: the layout of ``shared/data/futures``: ``{SYMBOL}-funding-8h.parquet``
-  and ``{SYMBOL}-mark-1h.parquet`` (LEVIBOT_FUTURES=<that directory>).
+  and ``{SYMBOL}-mark-1h.parquet``.
 - ``CcxtFuturesSource``: ccxt's ``fetch_funding_rate_history`` and mark OHLCV
   (``fetch_ohlcv(..., params={"price": "mark"})``) on ``binanceusdm`` by default, paginated and
-  rate limited, with ``CcxtSource``'s bounded retry (LEVIBOT_FUTURES=ccxt).
+  rate limited, with ``CcxtSource``'s bounded retry.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class FuturesFilesSource:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise ValueError(f"LEVIBOT_FUTURES={str(self.directory)!r} is not a directory")
+            raise ValueError(f"futures directory {str(self.directory)!r} is not a directory")
 
     def _read(self, path: Path) -> pl.DataFrame | None:
         if not path.exists():
@@ -251,7 +254,7 @@ FUTURES_EXCHANGE = {"binance": "binanceusdm"}  # spot exchange id -> its perpetu
 
 
 def futures_source(setting: str | None, *, exchange: str = "binance", **kw) -> FuturesSource | None:
-    """The source LEVIBOT_FUTURES names: None (unset, the default: no futures features),
+    """The source ``setting`` names: None (no futures features),
     ``ccxt`` (the perpetuals of the spot ``exchange``: ``binance`` -> ``binanceusdm``, others
     as is; ``kw`` go to ``CcxtFuturesSource``), or else a directory for ``FuturesFilesSource``."""
     if setting is None:

@@ -169,21 +169,17 @@ class CcxtFuturesSource(CcxtSource):
         unified = self._unified(symbol)
         if unified is None:
             return None
-        rows, cursor = [], since_ms
-        while cursor <= until_ms:
-            page = self._retry(
-                lambda c=cursor: self.exchange.fetch_funding_rate_history(
-                    unified, since=c, limit=self.page_limit, params={"until": until_ms}
-                ),
-                f"{self.exchange_id} fetch_funding_rate_history {symbol} since {cursor}",
-            )
-            if not page:
-                break
-            rows += [(int(r["timestamp"]), _number(r.get("fundingRate"))) for r in page]
-            newest = max(int(r["timestamp"]) for r in page)
-            if newest < cursor:
-                break
-            cursor = newest + 1
+        pages = self.row_pages(
+            lambda c: self.exchange.fetch_funding_rate_history(
+                unified, since=c, limit=self.page_limit, params={"until": until_ms}
+            ),
+            f"{self.exchange_id} fetch_funding_rate_history {symbol}",
+            since_ms,
+            until_ms,
+            step_ms=1,
+            time_of=lambda r: int(r["timestamp"]),
+        )
+        rows = [(int(r["timestamp"]), _number(r.get("fundingRate"))) for p in pages for r in p]
         df = pl.DataFrame(rows, schema=FUNDING_SCHEMA, orient="row")
         df = df.with_columns(pl.col("timestamp") // HOUR_MS * HOUR_MS).unique("timestamp")
         where = f"{self.exchange_id} funding of {symbol}"
@@ -197,21 +193,16 @@ class CcxtFuturesSource(CcxtSource):
         unified = self._unified(symbol)
         if unified is None:
             return None
-        rows, cursor = [], since_ms
-        while cursor <= until_ms:
-            page = self._retry(
-                lambda c=cursor: self.exchange.fetch_ohlcv(
-                    unified, "1h", since=c, limit=self.page_limit, params={"price": "mark"}
-                ),
-                f"{self.exchange_id} mark ohlcv {symbol} since {cursor}",
-            )
-            if not page:
-                break
-            rows += [(int(r[0]), *(_number(v) for v in r[1:5])) for r in page]
-            newest = max(int(r[0]) for r in page)
-            if newest < cursor:
-                break
-            cursor = newest + MARK_TF_MS
+        pages = self.row_pages(
+            lambda c: self.exchange.fetch_ohlcv(
+                unified, "1h", since=c, limit=self.page_limit, params={"price": "mark"}
+            ),
+            f"{self.exchange_id} mark ohlcv {symbol}",
+            since_ms,
+            until_ms,
+            step_ms=MARK_TF_MS,
+        )
+        rows = [(int(r[0]), *(_number(v) for v in r[1:5])) for p in pages for r in p]
         df = pl.DataFrame(rows, schema=MARK_SCHEMA, orient="row").unique("timestamp")
         out = check_mark(df, f"{self.exchange_id} mark bars of {symbol}")
         return out.filter(pl.col("timestamp").is_between(since_ms, until_ms))

@@ -257,26 +257,46 @@ class CcxtSource:
             f"it lists {len(by_id)} markets, for example {sorted(by_id)[:5]}"
         )
 
+    def row_pages(
+        self,
+        fetch: Callable[[int], list],
+        what: str,
+        since_ms: int,
+        until_ms: int,
+        *,
+        step_ms: int,
+        time_of: Callable[[object], int] = lambda row: int(row[0]),
+    ) -> Iterator[list]:
+        """Raw pages ``fetch(cursor)`` from ``since_ms`` to ``until_ms``, each through
+        ``_retry`` (``what`` names it in the log): the next cursor is the page's newest row time
+        (``time_of``, ms) plus ``step_ms``; stops at an empty page, past ``until_ms``, or at a
+        page that does not advance. The caller resets ``failing_s`` once per series."""
+        cursor = since_ms
+        while cursor <= until_ms:
+            rows = self._retry(lambda c=cursor: fetch(c), f"{what} since {cursor}")
+            if not rows:
+                return
+            newest = max(time_of(r) for r in rows)
+            yield rows
+            if newest < cursor:
+                return
+            cursor = newest + step_ms
+
     def pages(self, symbol: str, since_ms: int, until_ms: int) -> Iterator[pl.DataFrame]:
         """Pages of at most ``page_limit`` bars from ``since_ms`` to ``until_ms``; one fetch,
         whose failures share one ``retry_seconds`` budget."""
         self.failing_s = 0.0
         unified = self.market_symbol(symbol)
-        cursor = since_ms
-        while cursor <= until_ms:
-            rows = self._retry(
-                lambda c=cursor: self.exchange.fetch_ohlcv(
-                    unified, self.timeframe, since=c, limit=self.page_limit
-                ),
-                f"{self.exchange_id} fetch_ohlcv {symbol} since {cursor}",
-            )
-            if not rows:
-                break
+        for rows in self.row_pages(
+            lambda c: self.exchange.fetch_ohlcv(
+                unified, self.timeframe, since=c, limit=self.page_limit
+            ),
+            f"{self.exchange_id} fetch_ohlcv {symbol}",
+            since_ms,
+            until_ms,
+            step_ms=self.tf_ms,
+        ):
             page = pl.DataFrame(
                 [r[:6] for r in rows], schema=list(RAW_SCHEMA), orient="row", strict=False
             ).cast(RAW_SCHEMA, strict=False)
-            newest = int(page.get_column("timestamp").max())
             yield page.filter(pl.col("timestamp").is_between(since_ms, until_ms))
-            if newest < cursor:
-                break
-            cursor = newest + self.tf_ms

@@ -93,9 +93,9 @@ def publish(home: dict, **kw) -> dict[str, dict]:
 
 @contextmanager
 def serving(app) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields its base URL."""
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    """Serve ``app`` with uvicorn on a loopback port the OS picks; yields its base URL and
+    stops the server on exit (also when the body fails)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -103,9 +103,12 @@ def serving(app) -> Iterator[str]:
     while not srv.started and time.time() < deadline:
         time.sleep(0.02)
     assert srv.started, "uvicorn did not start within 20 s"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
     assert not thread.is_alive()
 
 

@@ -10,14 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +24,7 @@ from levibot_pipelines.api import create_app
 from levibot_pipelines.api_metrics import API_METRIC_NAMES, UNMATCHED
 from levibot_pipelines.core.data.timeframes import last_closed_bar
 from levibot_pipelines.settings import Settings
+from levibot_pipelines_tests.test_api import serving
 from levibot_pipelines_tests.test_prediction_files import (
     SYMBOLS,
     TF_MS,
@@ -59,26 +57,6 @@ def _meta(symbol: str) -> dict[str, bytes]:
     return {"meta.json": tiny_deep_files(symbol)["meta.json"]}
 
 
-@contextmanager
-def serving(home: Path) -> Iterator[str]:
-    """A fresh ``create_app`` over ``home`` under uvicorn on a free loopback port; its URL."""
-    app = create_app(Settings(home=home))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "uvicorn did not start within 20 s"
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-
-
 def scrape(base: str) -> dict:
     """``/metrics/prom`` parsed: family name -> family (a counter's name without ``_total``)."""
     r = requests.get(f"{base}/metrics/prom", timeout=10)
@@ -88,7 +66,7 @@ def scrape(base: str) -> dict:
 
 @needs_promtool
 def test_served_metrics_pass_promtool_check_metrics(published_home):
-    with serving(published_home) as base:
+    with serving(create_app(Settings(home=published_home))) as base:
         requests.get(f"{base}/ml/predict", params={"symbol": "BTCUSDT"}, timeout=10)
         requests.get(f"{base}/no/such/path", timeout=10)
         text = requests.get(f"{base}/metrics/prom", timeout=10).text
@@ -110,7 +88,7 @@ def test_alert_rules_pass_promtool_check_rules():
 
 
 def test_requests_are_counted_by_route_template_per_app(published_home):
-    with serving(published_home) as base:
+    with serving(create_app(Settings(home=published_home))) as base:
         for symbol in ("BTCUSDT", "btc/usdt", "XRPUSDT"):  # 200, 200, 404 (unknown symbol)
             requests.get(f"{base}/ml/predict", params={"symbol": symbol}, timeout=10)
         requests.get(f"{base}/no/such/path?x=1", timeout=10)  # no route: one label value
@@ -138,14 +116,14 @@ def test_requests_are_counted_by_route_template_per_app(published_home):
     assert hist[("levibot_api_request_duration_seconds_bucket", "+Inf")] == 3
     assert 0 < hist[("levibot_api_request_duration_seconds_sum", None)] < 30
     # A second app in the same process has a registry of its own: nothing counted yet.
-    with serving(published_home) as other:
+    with serving(create_app(Settings(home=published_home))) as other:
         assert scrape(other)["levibot_api_requests"].samples == []
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ProcessCollector reads /proc (Linux only)")
 def test_process_metrics_are_served(published_home):
     before = time.time()
-    with serving(published_home) as base:
+    with serving(create_app(Settings(home=published_home))) as base:
         fam = scrape(base)
     assert fam["process_resident_memory_bytes"].samples[0].value > 10 * 2**20
     assert fam["process_cpu_seconds"].samples[0].value > 0  # process_cpu_seconds_total

@@ -2,8 +2,6 @@
 files and DuckDB views, and the HTTP API serving them from a real server on loopback."""
 
 import json
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import duckdb
 import polars as pl
 import pytest
 import requests
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
@@ -21,6 +18,7 @@ from levibot_pipelines.api import create_app
 from levibot_pipelines.defs.resources import TradingResource
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import SYMBOLS
+from levibot_pipelines_tests.test_api import serving
 
 FEATURES = dg.AssetKey("cross_asset_features")
 
@@ -107,28 +105,11 @@ def test_publish_job_writes_one_checked_row_per_symbol(published):
     assert n_latest == len(SYMBOLS) and n_hist == history.height
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(published, env):
     settings = Settings.from_env(overrides={"LEVIBOT_HOME": str(published["home"])})
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}", published["home"]
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings)) as url:
+        yield url, published["home"]
 
 
 def test_api_serves_the_published_rows(api):

@@ -13,11 +13,61 @@ import json
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import parse_qs, urlparse
 
 import polars as pl
 
 TF_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
+
+
+class JsonServer:
+    """A JSON HTTP server on a loopback port the OS picks, served from a thread while used as a
+    context manager: every GET is ``self.answer(path, query) -> (status, body)``. ``api_url``
+    is the base URL plus ``API_ROOT``. Subclasses set their state, then call
+    ``super().__init__()``."""
+
+    API_ROOT = ""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def api_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{self.API_ROOT}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, object]:
+        raise NotImplementedError
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                status, body = fake.answer(url.path, query)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
 
 
 def _market(symbol: str) -> dict:
@@ -56,7 +106,9 @@ def _market(symbol: str) -> dict:
     }
 
 
-class FakeBinance:
+class FakeBinance(JsonServer):
+    API_ROOT = "/api/v3"
+
     def __init__(self, frames: dict[str, pl.DataFrame]) -> None:
         self.frames = {s: df.sort("timestamp") for s, df in frames.items()}
         self.fail_next: deque[int] = deque()
@@ -65,21 +117,20 @@ class FakeBinance:
         self.visible_until: int | None = None
         self.kline_requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def api_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/v3"
-
-    def __enter__(self) -> FakeBinance:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, object]:
+        if path == "/api/v3/exchangeInfo":
+            return 200, {
+                "timezone": "UTC",
+                "serverTime": 0,
+                "rateLimits": [],
+                "exchangeFilters": [],
+                "symbols": [_market(s) for s in self.frames],
+            }
+        if path == "/api/v3/klines":
+            return self.klines(query)
+        return 404, {"code": -1, "msg": f"no route {path}"}
 
     def klines(self, query: dict[str, str]) -> tuple[int, object]:
         with self._lock:
@@ -126,37 +177,3 @@ class FakeBinance:
                 ]
             )
         return 200, rows
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                if url.path == "/api/v3/exchangeInfo":
-                    status, body = (
-                        200,
-                        {
-                            "timezone": "UTC",
-                            "serverTime": 0,
-                            "rateLimits": [],
-                            "exchangeFilters": [],
-                            "symbols": [_market(s) for s in fake.frames],
-                        },
-                    )
-                elif url.path == "/api/v3/klines":
-                    status, body = fake.klines(query)
-                else:
-                    status, body = 404, {"code": -1, "msg": f"no route {url.path}"}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler

@@ -4,11 +4,7 @@ Binance USDT-M-shaped HTTP server (``/fapi/v1/exchangeInfo``, ``fundingRate``,
 
 from __future__ import annotations
 
-import json
-import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import ccxt
 import polars as pl
@@ -21,6 +17,7 @@ from levibot_pipelines.adapters.futures_sources import (
     load_futures,
 )
 from levibot_pipelines_tests.conftest import SHARED_DATA
+from levibot_pipelines_tests.fake_exchange import JsonServer
 
 FUTURES_DIR = SHARED_DATA / "futures"
 H = 3_600_000
@@ -57,31 +54,19 @@ def _perpetual(symbol: str) -> dict:
     }
 
 
-class FakeBinanceFutures:
+class FakeBinanceFutures(JsonServer):
     """In-memory funding settlements and mark bars behind Binance's USDT-M public API. Funding
     times are served ``late_ms`` after the grid, as Binance does; ``fail_next`` queues HTTP
     statuses for the next data requests; ``requests`` records (path, query) of each."""
+
+    API_ROOT = "/fapi/v1"
 
     def __init__(self, funding: dict[str, pl.DataFrame], mark: dict[str, pl.DataFrame]) -> None:
         self.funding, self.mark = funding, mark
         self.late_ms = 7
         self.fail_next: deque[int] = deque()
         self.requests: list[tuple[str, dict]] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def api_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/fapi/v1"
-
-    def __enter__(self) -> FakeBinanceFutures:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     def answer(self, path: str, q: dict) -> tuple[int, object]:
         if path == "/fapi/v1/exchangeInfo":
@@ -122,26 +107,6 @@ class FakeBinanceFutures:
                 "timestamp", "open", "high", "low", "close"
             ).iter_rows()
         ]
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                status, body = fake.answer(url.path, query)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
 
 
 # --- files --------------------------------------------------------------------------------------

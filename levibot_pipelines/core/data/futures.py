@@ -121,24 +121,8 @@ def funding_features(
         .then(pl.col("funding_z").sign())
         .otherwise(pl.when(pl.col("funding_z").is_not_null()).then(0.0))
     )
-    joined = (
-        bars.with_columns(_close=pl.col("timestamp") + tf_ms)
-        .sort("_close")
-        .join_asof(
-            per_event.drop("timestamp").sort("_settled"),
-            left_on="_close",
-            right_on="_settled",
-            by="symbol",
-            strategy="backward",
-            check_sortedness=False,  # sorted by the key above; polars cannot check it with `by`
-        )
-    )
-    fresh = (pl.col("_close") - pl.col("_settled")) <= max_age_ms
-    return joined.select(
-        "symbol",
-        "timestamp",
-        *(pl.when(fresh).then(pl.col(c)).cast(pl.Float64).alias(c) for c in FUNDING_COLUMNS),
-    ).sort("symbol", "timestamp")
+    events = per_event.drop("timestamp").sort("_settled")
+    return _as_of_close(bars, events, "_settled", FUNDING_COLUMNS, tf_ms, max_age_ms)
 
 
 def basis_features(
@@ -161,21 +145,37 @@ def basis_features(
         .select("symbol", "_at", basis_bps=BPS * (pl.col("_mark") / pl.col("_spot")).log())
         .sort("_at")
     )
+    return _as_of_close(bars, per_mark, "_at", ("basis_bps",), tf_ms, max_age_ms)
+
+
+def _as_of_close(
+    bars: pl.DataFrame,
+    events: pl.DataFrame,
+    at: str,
+    columns: tuple[str, ...] | list[str],
+    tf_ms: int,
+    max_age_ms: int,
+) -> pl.DataFrame:
+    """``symbol, timestamp`` of ``bars`` with ``columns`` of each symbol's newest event known at
+    the bar's close (``events[at] <= timestamp + tf_ms``; ``events`` sorted by ``at``), as
+    Float64, null where that event is older than ``max_age_ms``; sorted by symbol, timestamp."""
     joined = (
         bars.with_columns(_close=pl.col("timestamp") + tf_ms)
         .sort("_close")
         .join_asof(
-            per_mark,
+            events,
             left_on="_close",
-            right_on="_at",
+            right_on=at,
             by="symbol",
             strategy="backward",
             check_sortedness=False,  # sorted by the key above; polars cannot check it with `by`
         )
     )
-    fresh = (pl.col("_close") - pl.col("_at")) <= max_age_ms
+    fresh = (pl.col("_close") - pl.col(at)) <= max_age_ms
     return joined.select(
-        "symbol", "timestamp", pl.when(fresh).then(pl.col("basis_bps")).alias("basis_bps")
+        "symbol",
+        "timestamp",
+        *(pl.when(fresh).then(pl.col(c)).cast(pl.Float64).alias(c) for c in columns),
     ).sort("symbol", "timestamp")
 
 

@@ -92,6 +92,10 @@ def build_home(home: Path) -> None:
                 "data_lag_s": (now - bar - TF_MS) / 1000,
                 "paper_equity": 1.01,
                 "paper_drawdown": 0.003,
+                "decision_model": "ensemble",
+                "horizon": 16,
+                "expected_net_bps": 12.3,
+                "decision_reason": "entry: expected net +12.3 bps over 16 bars",
             }
         )
     meta = {s: json.dumps({"version": "3", "name": f"levibot-deep-{s}"}).encode() for s in SYMBOLS}

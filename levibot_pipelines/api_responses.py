@@ -95,6 +95,24 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         "kill_switch": state,
         "kill_switch_reason": reason,
         "kill_switch_applied": cut.applied,
+        **decision_fields(row, state, cut.applied),
+    }
+
+
+def decision_fields(row: dict[str, Any], state: str, applied: bool) -> dict[str, Any]:
+    """The decision engine's part: the policy's model and horizon, the expected net return of
+    an entry at this bar (a fraction of notional, after the round trip; the row keeps bps) and
+    the reason, prefixed by the served kill-switch when it cut the published entry."""
+    net = row["expected_net_bps"]
+    reason = row["decision_reason"]
+    if applied:
+        cut = "no entry" if state == "HALTED" else "entry size cut"
+        reason = f"kill-switch {state}: {cut} ({reason})"
+    return {
+        "decision_model": row["decision_model"],
+        "horizon": row["horizon"],
+        "expected_net_return": None if net is None else net * 1e-4,
+        "reason": reason,
     }
 
 

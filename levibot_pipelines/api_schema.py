@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 SeedSignal = Literal["ENTRY", "EXIT", "HOLD"]
 Side = Literal["long", "short"]
 UncertaintySource = Literal["deep", "blend", "lgbm"]
+DecisionModel = Literal["lgbm", "deep", "ensemble", "reversal", "flat"]
 
 
 class UncertaintyParts(BaseModel):
@@ -69,6 +70,23 @@ class Prediction(BaseModel):
     kill_switch_applied: bool = Field(
         description="true when the live kill-switch is stricter than at publish time and the "
         "published entry was cut here (HALTED: no entry; REDUCING: size x reducing factor)"
+    )
+    decision_model: DecisionModel = Field(
+        description="the model the published decision policy trades on (chosen with the "
+        "champions on validation and calibration bars); flat: no validated edge, never trades"
+    )
+    horizon: int | None = Field(
+        description="bars a position of the decision policy is held at least (the horizon its "
+        "expected return is for); null for the flat policy"
+    )
+    expected_net_return: float | None = Field(
+        description="expected return of an entry at the close of t over horizon bars, from the "
+        "fill at open(t+1), after the round-trip fees and slippage and the uncertainty penalty, "
+        "as a fraction of notional (0.0012 = 12 bps); null for the flat policy or without a score"
+    )
+    reason: str = Field(
+        description="why the signal is what it is, e.g. 'no validated edge after costs' or "
+        "'entry: expected net +12.3 bps over 16 bars'"
     )
 
 

@@ -380,6 +380,8 @@ def training_lines(
         f"{symbol}: champion: {deep.get('champion_decision')}; test window log loss "
         f"{deep.get('test_log_loss', nan):.4f}, AUC {deep.get('test_auc', nan):.4f}",
         f"{symbol}: ensemble weight w_lgbm {w_lgbm:.2f} ({ensemble_weights_path(home, symbol)})",
+        f"{symbol}: decision policy: "
+        f"{asset_metadata(result, 'ensemble_weights').get('decision', 'not chosen')}",
     ]
 
 

@@ -89,6 +89,7 @@ class TradingSettings:
     psi_warn: float = 0.10
     psi_error: float = 0.25
     drift_window: int = 672
+    horizons: tuple[int, ...] = (1, 4, 16, 48)  # bars the decision engine may hold (its grid)
 
     def slippage_for(self, symbol: str) -> float:
         """Slippage in bps per side for ``symbol`` (LEVIBOT_SLIPPAGE_BPS)."""
@@ -274,6 +275,20 @@ def _edge(name: str, raw: str) -> str | None:
     return f"{value:g}@{bars}"
 
 
+def _horizons(name: str, raw: str) -> tuple[int, ...]:
+    """``"1,4,16,48"`` -> ``(1, 4, 16, 48)``: distinct holding periods in bars, each >= 1."""
+    parts = [p.strip() for p in raw.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise SettingsError(
+            f"{name}={raw!r}: expected comma-separated holding periods in bars >= 1, "
+            "such as 1,4,16,48"
+        )
+    horizons = tuple(int(p) for p in parts)
+    if len(set(horizons)) != len(horizons):
+        raise SettingsError(f"{name}={raw!r} lists a horizon twice")
+    return horizons
+
+
 def _walk(name: str, raw: str) -> tuple[int, int, int, int]:
     parts = [p.strip() for p in raw.split(",")]
     if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -425,6 +440,7 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_PSI_WARN": ("trading", "psi_warn", _number(low=0.0, strict=True)),
     "LEVIBOT_PSI_ERROR": ("trading", "psi_error", _number(low=0.0)),
     "LEVIBOT_DRIFT_WINDOW": ("trading", "drift_window", _positive_int),
+    "LEVIBOT_HORIZONS": ("trading", "horizons", _horizons),
     "LEVIBOT_API_HOST": ("serving", "api_host", _text),
     "LEVIBOT_API_PORT": ("serving", "api_port", _positive_int),
     "LEVIBOT_PUSHGATEWAY_URL": ("serving", "pushgateway_url", _url),

@@ -181,6 +181,12 @@ def test_predict_endpoints_serve_the_published_row(api, home):
         assert ens["uncertainty"] == deep["uncertainty"]
         assert ens["uncertainty_parts"] == deep["uncertainty_parts"]
         assert (ens["signal"], ens["side"]) == SEED_SIGNALS[symbol]
+        # The decision engine's policy: its model, horizon, expected net return (bps in the
+        # file, a fraction here) and reason.
+        assert (ens["decision_model"], ens["horizon"]) == (row["decision_model"], row["horizon"])
+        assert ens["reason"] == row["decision_reason"]
+        net = row["expected_net_bps"]
+        assert ens["expected_net_return"] == (None if net is None else pytest.approx(net * 1e-4))
 
         lgbm = get(base, "/ml/predict", symbol=symbol).json()
         assert lgbm["model_type"] == "lightgbm_calibrated" and lgbm["p_up"] == row["lgbm_p_up"]
@@ -479,6 +485,9 @@ def test_stale_entry_is_cut_by_the_api_itself(clocked, home):
         assert (btc["signal"], btc["size"], btc["position"]) == ("HOLD", 0.0, 0.0), path
         assert (btc["kill_switch"], btc["kill_switch_applied"]) == ("HALTED", True), path
         assert btc["kill_switch_reason"] == STALE_REASON, path
+        assert btc["reason"] == (
+            "kill-switch HALTED: no entry (entry: expected net +12.3 bps over 16 bars)"
+        ), path
         assert btc["stop_loss"] is None and btc["take_profit"] is None
         assert btc["staleness_minutes"] == STALE_LIMIT + 1 and btc["stale"] is True
     # Only entries are cut: SOL's published EXIT and ETH's HOLD pass unchanged.

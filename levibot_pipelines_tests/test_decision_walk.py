@@ -1,12 +1,19 @@
 """The decision engine on walk-forward frames: per fold it chooses on the val and calib rows and
 trades the test rows; a planted edge is found and pays after costs, noise stays flat."""
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
 
 from levibot_pipelines.core.data.targets import planted_edge_market
-from levibot_pipelines.core.evaluation.decision_walk import decision_backtest, verdict
+from levibot_pipelines.core.evaluation.decision_walk import (
+    champion_decision,
+    decision_backtest,
+    verdict,
+)
+from levibot_pipelines.core.evaluation.selection import decision_from_dict
 from levibot_pipelines.core.trading.backtest import CostModel
 
 VAL, CALIB, TEST, FOLDS = 3000, 3000, 4000, 3
@@ -71,3 +78,37 @@ def test_the_engine_needs_the_walk_forward_columns():
     pred, sel, bars = walk_frames(0.0, seed=0)
     with pytest.raises(ValueError, match="p_reversal"):
         decision_backtest(pred.drop("p_reversal"), sel, bars, COSTS)
+
+
+def champion_parts(edge_bps: float, seed: int) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """The newest layout's val, calib and test parts (one fold of ``walk_frames``)."""
+    pred, sel, bars = walk_frames(edge_bps, seed)
+    parts = {p: sel.filter((pl.col("fold") == 0) & (pl.col("part") == p)) for p in ("val", "calib")}
+    return parts | {"test": pred.filter(pl.col("fold") == 0)}, bars
+
+
+def test_the_champion_policy_is_chosen_like_a_fold_and_checked_on_its_test_bars():
+    parts, bars = champion_parts(80.0, seed=0)
+    d = champion_decision(parts, bars, COSTS, size=1.0)
+    # The same choice as fold 0 of the walk-forward, from the same val and calib bars.
+    fold0 = decision_backtest(*walk_frames(80.0, seed=0), COSTS, size=1.0).report["folds"][0]
+    assert (d["policy"]["model"], d["policy"]["horizon"]) == (fold0["model"], fold0["horizon"])
+    assert d["policy"]["model"] == "lgbm" and d["map"]["n_samples"] > 5000  # refit on both
+    assert d["n_candidates"] == len(d["candidates"]) == 49
+    assert d["candidates_passed"] == sum(c["passed"] for c in d["candidates"]) >= 1
+    assert d["test"]["n_trades"] == fold0["n_trades"] > 0
+    assert d["test"]["net_return"] == pytest.approx(fold0["net_return"])
+    assert d["test"]["gross_return"] > d["test"]["net_return"]
+    json.dumps(d)  # stored with the champions as JSON
+    policy, emap = decision_from_dict(d)
+    assert policy.horizon == d["policy"]["horizon"] and emap is not None
+
+
+def test_the_champion_policy_is_flat_on_noise_with_its_reason():
+    parts, bars = champion_parts(0.0, seed=1)
+    d = champion_decision(parts, bars, COSTS)
+    assert d["policy"]["model"] == "flat" and d["map"] is None
+    assert d["policy"]["reason"] == "no validated edge after costs"
+    assert d["test"] == {"n_trades": 0, "net_return": 0.0, "gross_return": 0.0}
+    with pytest.raises(ValueError, match="needs the val, calib and test parts"):
+        champion_decision({"val": parts["val"]}, bars, COSTS)

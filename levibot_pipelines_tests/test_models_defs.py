@@ -85,10 +85,34 @@ def test_deep_weights_load_without_pickle(trained, env):
 
 
 def test_ensemble_and_report(trained):
-    first, _, home, _ = trained
+    first, second, home, _ = trained
     ens = json.loads((home / "models" / SYMBOL / "ensemble.json").read_text())
     assert 0.0 <= ens["w_lgbm"] <= 1.0
     assert set(ens["test_log_loss"]) == {"lgbm", "deep", "ensemble"}
+    # The decision policy stored with the champions: 150 val bars are too few to fit any
+    # expected-return map (200), so no candidate is scored and flat wins, saying why.
+    d = ens["decision"]
+    assert d["policy"]["model"] == "flat" and d["map"] is None
+    assert d["policy"]["reason"] == "no validated edge after costs"
+    assert d["n_candidates"] == len(d["candidates"]) == 49
+    assert {c["status"] for c in d["candidates"]} == {"too few samples", "flat"}
+    assert d["test"] == {"n_trades": 0, "net_return": 0.0, "gross_return": 0.0}
+    # Chosen on the val then calib bars, both before the test window.
+    fit_end, score_start = (
+        int(d["chosen_on"]["fit"].split("/")[1]),
+        int(d["chosen_on"]["score"].split("/")[0]),
+    )
+    assert fit_end < score_start and int(d["chosen_on"]["score"].split("/")[1]) < int(
+        ens["test_window"].split("/")[0]
+    )
+    # Written by the second run, for its champions.
+    assert (ens["lgbm_version"], ens["deep_version"]) == (
+        meta(second, "lgbm_model")["model_version"],
+        meta(second, "deep_tfm_model")["model_version"],
+    )
+    ens_meta = meta(second, "ensemble_weights")
+    assert ens_meta["decision"].startswith("flat: no validated edge after costs (0 of 49")
+    assert ens_meta["decision_candidates"] == 49
     report = json.loads((home / "reports" / SYMBOL / "report.json").read_text())
     models = report["symbols"][SYMBOL]["models"]
     assert set(models) == {"lgbm", "deep", "ensemble", "base_rate", "last_return", "reversal"}

@@ -20,7 +20,12 @@ from levibot_pipelines.adapters.exported_model import (
     read_export_dir,
     read_exported_transformer,
 )
-from levibot_pipelines.adapters.home import exported_transformer_dir, history_glob, published_dir
+from levibot_pipelines.adapters.home import (
+    exported_transformer_dir,
+    history_dir,
+    history_glob,
+    published_dir,
+)
 from levibot_pipelines.adapters.prediction_files import (
     PUBLISHED_SCHEMA,
     read_history,
@@ -81,6 +86,14 @@ def make_row(symbol: str, bar_time: int = BAR, published_at: int | None = None, 
         "data_lag_s": 30.0,
         "paper_equity": 1.02 - 0.01 * i,
         "paper_drawdown": 0.01 * i,
+        "decision_model": ("ensemble", "flat", "lgbm")[i],
+        "horizon": (16, None, 4)[i],
+        "expected_net_bps": (12.3, None, -20.0)[i],
+        "decision_reason": (
+            "entry: expected net +12.3 bps over 16 bars",
+            "no validated edge after costs",
+            "exit long: expected gross +2.0 bps below the exit level 12 bps",
+        )[i],
     }
     row.update(kw)
     return row
@@ -120,7 +133,7 @@ def test_round_trip_json_parquet_and_history(tmp_path, models):
     path = write_published(tmp_path, rows, models)
     assert path == published_dir(tmp_path) / "latest_predictions.json"
     latest = read_latest(tmp_path)
-    assert latest.published_at == BAR + TF_MS + 30_000 and latest.schema_version == 1
+    assert latest.published_at == BAR + TF_MS + 30_000 and latest.schema_version == 2
     assert latest.rows == {r["symbol"]: r for r in rows.to_dicts()}
     assert (
         latest.rows["BTCUSDT"]["stop_loss"] == 98.0 and latest.rows["ETHUSDT"]["stop_loss"] is None
@@ -194,8 +207,8 @@ def test_truncated_or_foreign_json_is_a_published_file_error(tmp_path, models):
     path.write_text(good[: len(good) // 2])  # what a non-atomic writer would leave on a crash
     with pytest.raises(PublishedFileError, match=r"not valid JSON.*half-written"):
         read_latest(tmp_path)
-    path.write_text(json.dumps({**json.loads(good), "schema_version": 2}))
-    with pytest.raises(PublishedFileError, match=r"schema_version 2, expected 1"):
+    path.write_text(json.dumps({**json.loads(good), "schema_version": 1}))
+    with pytest.raises(PublishedFileError, match=r"schema_version 1, expected 2"):
         read_latest(tmp_path)
     path.write_text(json.dumps({**json.loads(good), "rows": []}))
     with pytest.raises(PublishedFileError, match=r"non-empty list"):
@@ -333,6 +346,10 @@ def test_published_columns_are_the_users_interface():
         "data_lag_s",
         "paper_equity",
         "paper_drawdown",
+        "decision_model",
+        "horizon",
+        "expected_net_bps",
+        "decision_reason",
     ]
 
 
@@ -419,3 +436,18 @@ def test_an_export_in_the_old_flat_directory_is_replaced_by_the_pointer(tmp_path
     assert load_exported_transformer(tmp_path, "BTCUSDT")[2] == "2"  # old layout still readable
     write_published(tmp_path, make_rows(), models)
     assert deep.is_symlink() and load_exported_transformer(tmp_path, "BTCUSDT")[2] == "3"
+
+
+def test_history_of_schema_1_reads_with_null_decision_columns(tmp_path, models):
+    """History files written before the decision engine keep the paper position replayable."""
+    old = make_rows().drop("decision_model", "horizon", "expected_net_bps", "decision_reason")
+    old_file = history_dir(tmp_path) / "predictions-1767226530000-0000aaaa.parquet"
+    old_file.parent.mkdir(parents=True)
+    old.write_parquet(old_file)
+    write_published(tmp_path, make_rows(bar_time=BAR + TF_MS), models)
+    history = read_history(tmp_path)
+    assert history.height == 6 and dict(history.schema) == PUBLISHED_SCHEMA
+    first, second = history.head(3), history.tail(3)
+    assert first.get_column("decision_model").null_count() == 3
+    assert first.get_column("signal").to_list() == ["ENTRY_LONG", "HOLD", "EXIT"]
+    assert second.get_column("decision_model").to_list() == ["ensemble", "flat", "lgbm"]

@@ -253,3 +253,44 @@ def test_only_a_lock_conflict_leaves_the_warehouse_views_unrefreshed(tmp_path, c
             refresh_warehouse_views(Warehouse(other), lambda conn: ["v"])
     real = DuckDBResource(database=str(tmp_path / "w.duckdb"))
     assert refresh_warehouse_views(real, lambda conn: ["v"]) == ["v"]
+
+
+def test_the_publisher_trades_the_policy_stored_with_the_champions(published):
+    """A stored non-flat policy drives the published row: an expected-return map that pays
+    500 bps over 16 bars at any score enters long, net of the 24 bps round trip."""
+    from levibot_pipelines.adapters.home import ensemble_weights_path, history_dir
+    from levibot_pipelines.adapters.store import write_text_atomic
+    from levibot_pipelines.core.trading.decision import DecisionPolicy, ExpectedReturnMap
+    from levibot_pipelines.defs.resources import ModelResource
+    from levibot_pipelines.usecases.publish import publish_latest
+
+    home = published["home"]
+    s = Settings.from_env(overrides={"LEVIBOT_HOME": str(home)})
+    path = ensemble_weights_path(home, "BTCUSDT")
+    original = path.read_text()
+    pair = json.loads(original)
+    assert pair["decision"]["policy"]["model"] == "flat"  # tiny data: nothing validated
+    policy = DecisionPolicy("ensemble", 16, 5.0, 24.0, 12.0, uncertainty_penalty=1.0)
+    emap = ExpectedReturnMap((0.0, 1.0), (0.05, 0.05), 500)
+    pair["decision"] = {**pair["decision"], "policy": policy.to_dict(), "map": emap.to_dict()}
+    before = set(history_dir(home).iterdir())
+    KillSwitch(home).release(by="test", reason="engine test", all_entries=True)
+    try:
+        write_text_atomic(json.dumps(pair), path)
+        report = publish_latest(s, ModelResource(s).tracker(), int(time.time() * 1000))
+        rows = {r["symbol"]: r for r in report.rows.to_dicts()}
+        btc = rows["BTCUSDT"]
+        assert (btc["signal"], btc["size"], btc["position"]) == ("ENTRY_LONG", 1.0, 1.0)
+        assert (btc["decision_model"], btc["horizon"]) == ("ensemble", 16)
+        assert btc["expected_net_bps"] == pytest.approx(476.0)
+        assert btc["decision_reason"] == "entry: expected net +476.0 bps over 16 bars"
+        assert btc["stop_loss"] is None and btc["take_profit"] is None
+        for symbol in ("ETHUSDT", "SOLUSDT"):  # still flat: HOLD with the reason
+            row = rows[symbol]
+            assert (row["signal"], row["decision_model"], row["horizon"]) == ("HOLD", "flat", None)
+            assert row["decision_reason"] == "no validated edge after costs"
+        assert read_latest(home).rows["BTCUSDT"]["decision_reason"] == btc["decision_reason"]
+    finally:
+        write_text_atomic(original, path)
+        for f in set(history_dir(home).iterdir()) - before:
+            f.unlink()

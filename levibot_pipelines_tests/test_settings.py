@@ -64,11 +64,26 @@ def test_values_are_parsed_and_normalised(tmp_path):
             r"LEVIBOT_PSI_ERROR=0.2 must be >= LEVIBOT_PSI_WARN=0.3",
         ),
         ({"LEVIBOT_PUSHGATEWAY_URL": "gateway:9091"}, r"LEVIBOT_PUSHGATEWAY_URL='gateway"),
+        ({"LEVIBOT_HORIZONS": "0,4"}, r"LEVIBOT_HORIZONS='0,4'.*bars >= 1"),
+        ({"LEVIBOT_HORIZONS": "4,16,4"}, r"LEVIBOT_HORIZONS='4,16,4' lists a horizon twice"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, env, match):
     with pytest.raises(SettingsError, match=match):
         Settings.from_env({"LEVIBOT_HOME": str(tmp_path), **env})
+
+
+def test_horizons_and_the_year_of_the_timeframe(tmp_path):
+    from levibot_pipelines.usecases.report import backtest_config
+
+    s = Settings.from_env({"LEVIBOT_HOME": str(tmp_path)})
+    assert s.trading.horizons == (1, 4, 16, 48)
+    assert backtest_config(s, "BTCUSDT").bars_per_year == 35_040  # 365 x 96
+    s = Settings.from_env(
+        {"LEVIBOT_HOME": str(tmp_path), "LEVIBOT_HORIZONS": " 16, 4", "LEVIBOT_TIMEFRAME": "1h"}
+    )
+    assert s.trading.horizons == (16, 4)
+    assert backtest_config(s, "BTCUSDT").bars_per_year == 8_760  # 365 x 24
 
 
 def test_trading_values(tmp_path):

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from levibot_pipelines.adapters.home import ensemble_weights_path, published_dir, report_json
+from levibot_pipelines.adapters.prediction_files import SCHEMA_VERSION
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.usecases import status
 from levibot_pipelines_tests.conftest import synthetic_long
@@ -140,7 +141,9 @@ def test_published_status_one_row_per_symbol_and_distinct_reasons(tmp_path):
         make_row("SOLUSDT", kill_switch_reason="", deep_p_up=0.123456),
     ]
     path = published_dir(tmp_path) / "latest_predictions.json"
-    write_json(path, {"published_at": BAR + TF_MS + 30_000, "schema_version": 1, "rows": rows})
+    write_json(
+        path, {"published_at": BAR + TF_MS + 30_000, "schema_version": SCHEMA_VERSION, "rows": rows}
+    )
     out = status.published_status(tmp_path)
     assert out.path == path
     assert out.kill_switch_reasons == ["drawdown 5.0%"]

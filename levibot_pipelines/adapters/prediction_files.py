@@ -3,7 +3,7 @@
 Layout under ``home/"published"``:
 
 - ``latest_predictions.parquet`` and its JSON twin ``latest_predictions.json``
-  (``{"published_at": ms, "schema_version": 1, "rows": [{column: value}, ...]}``), one row per
+  (``{"published_at": ms, "schema_version": 2, "rows": [{column: value}, ...]}``), one row per
   symbol, each replaced atomically (temporary sibling + ``os.replace``).
 - ``history/predictions-{published_at}-{uuid8}.parquet``: one file per publish, never rewritten.
 - ``models/{SYMBOL}/deep/`` (a symlink to ``deep-v{version}-{uuid8}/``): the Transformer the rows
@@ -39,9 +39,14 @@ from levibot_pipelines.adapters.home import history_dir, published_dir
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.core.trading.killswitch import STATES
 
+# The models a decision policy may trade on (core.evaluation.decision_walk.DECISION_MODELS and
+# FLAT); an adapter may not import the evaluation layer, so the names are listed here.
+DECISION_MODELS = ("lgbm", "deep", "ensemble", "reversal", "flat")
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: the decision engine's columns (decision_model, horizon, expected_net_bps, decision_reason)
+SCHEMA_VERSION = 2
 LATEST_JSON = "latest_predictions.json"
 LATEST_PARQUET = "latest_predictions.parquet"
 # MC dropout seed of the published draws and of the API's recomputes: the published T reproduces.
@@ -85,8 +90,14 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
     "data_lag_s": F64,
     "paper_equity": F64,
     "paper_drawdown": F64,
+    "decision_model": STR,
+    "horizon": I64,
+    "expected_net_bps": F64,
+    "decision_reason": STR,
 }
-NULLABLE: frozenset[str] = frozenset({"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol"})
+NULLABLE: frozenset[str] = frozenset(
+    {"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol", "horizon", "expected_net_bps"}
+)
 UNIT_INTERVAL: tuple[str, ...] = (
     "deep_p_up",
     "deep_confidence",
@@ -103,12 +114,14 @@ NON_NEGATIVE: tuple[str, ...] = (
     "deep_epistemic_p",
     "size",
     "paper_drawdown",
+    "horizon",
 )
 ALLOWED: dict[str, tuple[Any, ...]] = {
     "source": ("synthetic", "ccxt", "files"),
     "regime": ("trend", "neutral", "meanrev"),
     "regime_state": (1, 0, -1),
     "signal": ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD"),
+    "decision_model": DECISION_MODELS,
     "kill_switch": STATES,
 }
 # JSON value types per dtype (bool is an int in Python, never a number here).
@@ -299,8 +312,10 @@ def read_latest(home: Path | str) -> LatestPredictions | None:
 
 
 def read_history(home: Path | str) -> pl.DataFrame:
-    """Every published row, oldest publish first (``PUBLISHED_SCHEMA``; empty when none)."""
+    """Every published row, oldest publish first (``PUBLISHED_SCHEMA``; empty when none).
+    Files of schema 1 (before the decision engine) read with null decision columns."""
     files = sorted(history_dir(home).glob("predictions-*.parquet"))
     if not files:
         return pl.DataFrame(schema=PUBLISHED_SCHEMA)
-    return pl.read_parquet(files).cast(PUBLISHED_SCHEMA).sort("published_at", "symbol")
+    frame = pl.read_parquet(files, schema=PUBLISHED_SCHEMA, missing_columns="insert")
+    return frame.sort("published_at", "symbol")

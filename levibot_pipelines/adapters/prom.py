@@ -154,6 +154,26 @@ _DECLARED: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "Paper-trading drawdown from the equity peak, a fraction (0.1 = 10%).",
         _SYM,
     ),
+    (
+        "decision_info",
+        "levibot_decision_info",
+        "Model the published decision policy trades on (lgbm, deep, ensemble, reversal; flat: "
+        "no validated edge after costs, never trades); value 1.",
+        ("symbol", "model"),
+    ),
+    (
+        "horizon",
+        "levibot_decision_horizon_bars",
+        "Bars the decision policy holds a position at least; absent for the flat policy.",
+        _SYM,
+    ),
+    (
+        "expected_net",
+        "levibot_decision_expected_net_return_ratio",
+        "Expected return of an entry at the bar close over the horizon, after the round trip, "
+        "a fraction of notional (0.0012 = 12 bps); absent for the flat policy.",
+        _SYM,
+    ),
     ("kill", "levibot_kill_switch_state", "Kill-switch: ACTIVE 0, REDUCING 1, HALTED 2.", ()),
     (
         "kill_info",
@@ -187,6 +207,9 @@ class _Gauges:
     lag: Gauge
     age: Gauge
     drawdown: Gauge
+    decision_info: Gauge
+    horizon: Gauge
+    expected_net: Gauge
     kill: Gauge
     kill_info: Gauge
     published: Gauge
@@ -216,6 +239,11 @@ class _Gauges:
         self.lag.labels(s).set((now_ms - row["bar_close_time"]) / 1000)
         self.age.labels(s).set((now_ms - row["published_at"]) / 1000)
         self.drawdown.labels(s).set(row["paper_drawdown"])
+        self.decision_info.labels(s, row["decision_model"]).set(1)
+        if row["horizon"] is not None:
+            self.horizon.labels(s).set(row["horizon"])
+        if row["expected_net_bps"] is not None:
+            self.expected_net.labels(s).set(row["expected_net_bps"] * 1e-4)
 
 
 def _published_state(rows: list[dict]) -> str | None:

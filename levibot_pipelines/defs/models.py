@@ -20,7 +20,8 @@ from levibot_pipelines.defs.common import (
 )
 from levibot_pipelines.defs.resources import Market, Models
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases import train
+from levibot_pipelines.usecases import ensemble, train
+from levibot_pipelines.usecases.ensemble import policy_line
 from levibot_pipelines.usecases.report import PLOT_ARTIFACTS, ReportResult, report_symbol
 
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -123,16 +124,24 @@ def _ensemble_asset(common: dict, members: list[dg.AssetsDefinition]) -> dg.Asse
         kinds={"json"},
         **common,
         description="Weight of the LightGBM and Transformer champions, fitted "
-        "on validation predictions, with per-bar confidence weighting.",
+        "on validation predictions, with per-bar confidence weighting, and the decision "
+        "policy published with them (chosen on validation/calibration bars, flat a candidate).",
     )
     def ensemble_weights(
         context: dg.AssetExecutionContext, market: Market, models: Models
     ) -> dg.MaterializeResult:
         _, cfg = models.eval_config()
-        tf_ms = market.settings.market.timeframe_ms
-        res = train.fit_champion_ensemble(
-            models.tracker(), Path(models.settings.home), _data(context, market), cfg, tf_ms=tf_ms
+        s, symbol = market.settings, context.partition_key
+        res = ensemble.fit_champion_ensemble(
+            models.tracker(),
+            Path(models.settings.home),
+            _data(context, market),
+            cfg,
+            tf_ms=s.market.timeframe_ms,
+            bars=market.store().read_ohlcv(symbol),
+            decision=ensemble.decision_setup(s, symbol),
         )
+        d = res["decision"]
         return dg.MaterializeResult(
             metadata={
                 "w_lgbm": float(res["w_lgbm"]),
@@ -140,6 +149,10 @@ def _ensemble_asset(common: dict, members: list[dg.AssetsDefinition]) -> dg.Asse
                 "lgbm_version": res["lgbm_version"],
                 "deep_version": res["deep_version"],
                 "test_log_loss": dg.MetadataValue.json(res["test_log_loss"]),
+                "decision_policy": dg.MetadataValue.json(d["policy"]),
+                "decision": policy_line(d),
+                "decision_candidates": d["n_candidates"],
+                "decision_test": dg.MetadataValue.json(d["test"]),
             }
         )
 

@@ -1,6 +1,7 @@
 """Publishing the latest predictions: for each symbol, on the newest feature row, the champion
-Transformer's MC-dropout pass, the calibrated LightGBM, the ensemble, the regime, the policy's
-decision against the paper position, and the kill-switch state; written through
+Transformer's MC-dropout pass, the calibrated LightGBM, the ensemble, the regime, the decision
+engine's decision (the policy stored with the champions, ``usecases.ensemble``) against the
+paper position, and the kill-switch state; written through
 ``adapters.prediction_files`` (atomic files + append-only history) for the API and other
 services."""
 
@@ -34,8 +35,10 @@ from levibot_pipelines.core.models.inference import (
     transformer_outputs,
 )
 from levibot_pipelines.core.trading.killswitch import RiskInputs, RiskLimits
-from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS, live_decision
+from levibot_pipelines.core.trading.live import EngineInputs, live_decision
+from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.ensemble import champion_pair, engine_inputs
 from levibot_pipelines.usecases.monitor import feature_drift
 from levibot_pipelines.usecases.report import backtest_config, policy_config
 from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
@@ -73,9 +76,10 @@ def _predict(
     symbol: str,
     now_ms: int,
     notes: list[str],
-) -> tuple[dict, dict[str, bytes]]:
-    """The models' part of a symbol's row on its newest feature bar (no decision yet) and the
-    deep champion's files to export with it."""
+) -> tuple[dict, dict[str, bytes], EngineInputs]:
+    """The models' part of a symbol's row on its newest feature bar (no decision yet), the
+    deep champion's files to export with it, and the stored decision policy with its model's
+    score on that bar."""
     data = symbol_data(features, symbol)
     row = len(data.timestamps) - 1
     bar_time = int(data.timestamps[row])
@@ -83,8 +87,8 @@ def _predict(
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
     deep, transformer_files = _transformer_on_newest_bar(s, tracker, data, dp_v)
     p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
-    w = _ensemble_weight(s, symbol, lg_v, dp_v, notes)
-    p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], w)
+    pair = champion_pair(Path(s.home), symbol, lg_v, dp_v, notes)
+    p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], pair["w_lgbm"])
     newest = features.filter((pl.col("symbol") == symbol) & (pl.col("timestamp") == bar_time)).row(
         0, named=True
     )
@@ -115,7 +119,8 @@ def _predict(
         "data_lag_s": (now_ms - bar_time - s.market.timeframe_ms) / 1000.0,
     }
     meta = {"version": dp_v, "name": model_name("deep", symbol)}
-    return out, {**transformer_files, "meta.json": json.dumps(meta).encode()}
+    engine = engine_inputs(backtest_config(s, symbol).costs, pair, out, float(newest["ret_1"]))
+    return out, {**transformer_files, "meta.json": json.dumps(meta).encode()}, engine
 
 
 def _transformer_on_newest_bar(
@@ -140,30 +145,18 @@ def _transformer_on_newest_bar(
     return deep, transformer_files
 
 
-def _ensemble_weight(
-    s: Settings, symbol: str, lgbm_version: str, deep_version: str, notes: list[str]
-) -> float:
-    """The fitted ensemble weight ``w_lgbm`` of ``symbol``; a note when it was fitted for other
-    versions than the champions ``lgbm_version`` / ``deep_version`` (it is used anyway)."""
-    weights = json.loads(ensemble_weights_path(Path(s.home), symbol).read_text())
-    if (weights.get("lgbm_version"), weights.get("deep_version")) != (lgbm_version, deep_version):
-        notes.append(
-            f"{symbol}: ensemble weight was fitted for lgbm v{weights.get('lgbm_version')} / deep "
-            f"v{weights.get('deep_version')}, champions are v{lgbm_version} / v{deep_version}"
-        )
-    return float(weights["w_lgbm"])
-
-
 def _decide(
     s: Settings,
     store: ParquetStore,
     features: pl.DataFrame,
     history: pl.DataFrame,
     row: dict,
+    engine: EngineInputs,
     multiplier: float,
 ) -> dict:
-    """The policy's decision for ``row`` (from ``_predict``) against the paper position that
-    replays the published history; ``multiplier`` is the kill-switch's size multiplier."""
+    """The decision engine's decision for ``row`` (from ``_predict``) against the paper
+    position that replays the published history; ``multiplier`` is the kill-switch's size
+    multiplier."""
     symbol = row["symbol"]
     # A bar published twice (a re-run) counts once: the latest publish is what services saw last.
     past = (
@@ -177,10 +170,10 @@ def _decide(
         features.filter(pl.col("symbol") == symbol).select("timestamp", "vol_20", "ret_1"),
         past,
         bar_time=row["bar_time"],
+        engine=engine,
         p=row["ensemble_p_up"],
         confidence=row["ensemble_confidence"],
-        uncertainty=float(np.sqrt(row["deep_epistemic_p"])),
-        policy=policy_config(s),
+        seed_policy=policy_config(s),
         cfg=backtest_config(s, symbol),
         size_multiplier=multiplier,
     )
@@ -195,6 +188,10 @@ def _decide(
         "take_profit": decision.take_profit,
         "paper_equity": decision.paper_equity,
         "paper_drawdown": decision.paper_drawdown,
+        "decision_model": decision.decision_model,
+        "horizon": decision.horizon,
+        "expected_net_bps": decision.expected_net_bps,
+        "decision_reason": decision.reason,
     }
 
 
@@ -224,6 +221,7 @@ def _decide_all(
     features: pl.DataFrame,
     history: pl.DataFrame,
     predicted: dict[str, dict],
+    engines: dict[str, EngineInputs],
     switch: KillSwitch,
     limits: RiskLimits,
     now_ms: int,
@@ -236,7 +234,8 @@ def _decide_all(
         status = switch.status()
         multiplier = status.multiplier(s.trading.reducing_factor)
         for symbol, row in predicted.items():
-            rows[symbol] = {**row, **_decide(s, store, features, history, row, multiplier)}
+            decided = _decide(s, store, features, history, row, engines[symbol], multiplier)
+            rows[symbol] = {**row, **decided}
         worst = max(s.market.symbols, key=lambda sym: rows[sym]["paper_drawdown"])
         drawdown = RiskInputs(drawdown=rows[worst]["paper_drawdown"], drawdown_symbol=worst)
         if evaluate_kill_switch(switch, drawdown, limits, BY, now_ms).state == status.state:
@@ -256,10 +255,12 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     notes: list[str] = []
     market = _market_risk(s, tracker, features, now_ms, notes)
     evaluate_kill_switch(switch, market, limits, BY, now_ms)
-    predicted, models = {}, {}
+    predicted, models, engines = {}, {}, {}
     for symbol in s.market.symbols:
-        predicted[symbol], models[symbol] = _predict(s, tracker, features, symbol, now_ms, notes)
-    rows = _decide_all(s, store, features, history, predicted, switch, limits, now_ms)
+        predicted[symbol], models[symbol], engines[symbol] = _predict(
+            s, tracker, features, symbol, now_ms, notes
+        )
+    rows = _decide_all(s, store, features, history, predicted, engines, switch, limits, now_ms)
     status = switch.status()
     for row in rows.values():
         row["kill_switch"] = status.state

@@ -34,6 +34,8 @@ from levibot_pipelines.core.trading.policy import PolicyConfig
 from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest, backtest_predictions
 from levibot_pipelines.settings import Settings
 
+YEAR_MS = 365 * 24 * 3600 * 1000
+
 
 def policy_config(s: Settings) -> PolicyConfig:
     return PolicyConfig(
@@ -44,8 +46,11 @@ def policy_config(s: Settings) -> PolicyConfig:
 
 
 def backtest_config(s: Settings, symbol: str) -> BacktestConfig:
+    """The symbol's costs, and the year in bars of the configured timeframe (a 24/7 market:
+    35,040 15m bars) that annualises the per-bar statistics."""
     return BacktestConfig(
-        costs=CostModel(fee_bps=s.trading.fee_bps, slippage_bps=s.trading.slippage_for(symbol))
+        costs=CostModel(fee_bps=s.trading.fee_bps, slippage_bps=s.trading.slippage_for(symbol)),
+        bars_per_year=YEAR_MS // s.market.timeframe_ms,
     )
 
 
@@ -75,6 +80,7 @@ def decide_symbol(
         ev.selection,
         bars.filter(pl.col("symbol") == symbol) if "symbol" in bars.columns else bars,
         cfg.costs,
+        horizons=s.trading.horizons,
         allow_short=s.trading.allow_short,
         size=policy_config(s).max_size,
         bars_per_year=cfg.bars_per_year,

@@ -5,7 +5,6 @@ on that same window)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.adapters.home import ensemble_weights_path, predictions_path
+from levibot_pipelines.adapters.home import predictions_path
 from levibot_pipelines.adapters.plots import reliability_diagram
 from levibot_pipelines.adapters.registry import (
     lgbm_files,
@@ -24,7 +23,7 @@ from levibot_pipelines.adapters.registry import (
     register_model,
     transformer_files,
 )
-from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
+from levibot_pipelines.adapters.store import write_parquet_atomic
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.evaluation.fitting import (
     fit_lgbm_rows,
@@ -34,16 +33,10 @@ from levibot_pipelines.core.evaluation.fitting import (
 )
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, SymbolData
 from levibot_pipelines.core.metrics import log_loss, summarize
-from levibot_pipelines.core.models.ensemble import fit_ensemble_weight
-from levibot_pipelines.core.models.inference import (
-    ensemble_outputs,
-    lgbm_outputs,
-    transformer_outputs,
-)
+from levibot_pipelines.core.models.inference import lgbm_outputs, transformer_outputs
 from levibot_pipelines.usecases.promote import DECISION_METRIC, promote_champion
 
 log = logging.getLogger(__name__)
-ENSEMBLE_FORMULA = "w_t = w c_lgbm / (w c_lgbm + (1 - w) c_deep); p = w_t p_lgbm + (1 - w_t) p_deep"
 
 
 @dataclass
@@ -63,7 +56,9 @@ class TrainResult:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-def _layout(data: SymbolData, cfg: EvalConfig, tf_ms: int) -> dict[str, np.ndarray]:
+def newest_layout(data: SymbolData, cfg: EvalConfig, tf_ms: int) -> dict[str, np.ndarray]:
+    """Row indices of the newest walk-forward layout (``train``/``val``/``calib``/``test``) of
+    ``data``: what the retraining assets fit and score on."""
     return latest_rows(
         data.timestamps,
         data.y_up,
@@ -171,7 +166,7 @@ def _meta(data: SymbolData, rows: dict[str, np.ndarray]) -> dict:
 def train_lgbm(
     tracker: Tracker, home: Path, data: SymbolData, cfg: EvalConfig, *, tf_ms: int
 ) -> TrainResult:
-    rows = _layout(data, cfg, tf_ms)
+    rows = newest_layout(data, cfg, tf_ms)
     fit = fit_lgbm_rows(data.X, data.y_up, rows, cfg.lgbm, seed=cfg.seed)
     x_test, y_test = data.X[rows["test"]], data.y_up[rows["test"]]
 
@@ -187,7 +182,7 @@ def train_lgbm(
 def train_transformer(
     tracker: Tracker, home: Path, data: SymbolData, cfg: EvalConfig, *, tf_ms: int
 ) -> TrainResult:
-    rows = _layout(data, cfg, tf_ms)
+    rows = newest_layout(data, cfg, tf_ms)
     fit = fit_transformer_rows(
         data.X, data.y_up, data.fwd_ret, rows, cfg.transformer, **cfg.transformer_kwargs(cfg.seed)
     )
@@ -214,53 +209,3 @@ def train_transformer(
         score,
         epoch_metrics=[{k: float(v) for k, v in h.items()} for h in fit.history],
     )
-
-
-def _champion_versions(tracker: Tracker, symbol: str) -> dict[str, str]:
-    """``{"lgbm": version, "deep": version}`` of the champions of ``symbol``."""
-    versions = {}
-    for kind in ("lgbm", "deep"):
-        champ = tracker.champion(model_name(kind, symbol))
-        if champ is None:
-            raise ValueError(
-                f"no champion for {model_name(kind, symbol)}: materialize {kind} models first"
-            )
-        versions[kind] = champ[0]
-    return versions
-
-
-def fit_champion_ensemble(
-    tracker: Tracker, home: Path, data: SymbolData, cfg: EvalConfig, *, tf_ms: int
-) -> dict:
-    """Ensemble weight of the two champions, fitted on the newest layout's validation bars and
-    scored on its test bars; written to ``models/{symbol}/ensemble.json`` and returned."""
-    rows = _layout(data, cfg, tf_ms)
-    versions = _champion_versions(tracker, data.symbol)
-    booster, cal_l = load_lgbm(tracker, model_name("lgbm", data.symbol), versions["lgbm"])
-    model, cal_d = load_transformer(tracker, model_name("deep", data.symbol), versions["deep"])
-    p, conf = {}, {}
-    for part in ("val", "test"):
-        p_l, c_l = lgbm_outputs(booster, cal_l, data.X[rows[part]])
-        deep = transformer_outputs(
-            model, cal_d, data.X, rows[part], n_samples=cfg.mc_samples, seed=cfg.seed
-        )
-        p[part], conf[part] = (p_l, deep["p_up"]), (c_l, deep["confidence"])
-    w = fit_ensemble_weight(*p["val"], data.y_up[rows["val"]])
-    y_test = data.y_up[rows["test"]]
-    p_e, _, _ = ensemble_outputs(p["test"][0], conf["test"][0], p["test"][1], conf["test"][1], w)
-    result = {
-        "symbol": data.symbol,
-        "w_lgbm": w,
-        "formula": ENSEMBLE_FORMULA,
-        "lgbm_version": versions["lgbm"],
-        "deep_version": versions["deep"],
-        "fitted_on": window_label(data.timestamps, {"test": rows["val"]}),
-        "test_window": window_label(data.timestamps, rows),
-        "test_log_loss": {
-            "lgbm": log_loss(y_test, p["test"][0]),
-            "deep": log_loss(y_test, p["test"][1]),
-            "ensemble": log_loss(y_test, p_e),
-        },
-    }
-    write_text_atomic(json.dumps(result, indent=2), ensemble_weights_path(home, data.symbol))
-    return result

@@ -51,7 +51,7 @@ class DecisionBacktest:
     selections: list[Selection]
 
 
-def _window(frame: pl.DataFrame, bars: pl.DataFrame) -> Window:
+def decision_window(frame: pl.DataFrame, bars: pl.DataFrame) -> Window:
     """The candles of ``frame``'s bars with every model's score and the deep uncertainty
     (``sqrt(epistemic_p)``, the std of the MC ``p``, for the deep and ensemble scores)."""
     j = frame.join(bars, on="timestamp", how="inner").sort("timestamp")
@@ -65,8 +65,10 @@ def _window(frame: pl.DataFrame, bars: pl.DataFrame) -> Window:
     )
 
 
-def _fold_result(sel: Selection, test: Window, costs: CostModel, size: float) -> dict:
-    """The chosen policy traded on ``test``, net and gross of costs."""
+def trade_selection(sel: Selection, test: Window, costs: CostModel, size: float) -> dict:
+    """The chosen policy traded on ``test``: ``net`` and ``gross`` per-bar returns (n,), the
+    ``traded`` notional (both legs) and ``n_trades``; a position still open at the end is
+    charged its exit leg there."""
     out: dict = {}
     signals = sel.signals(test, size=size)
     for name, model in (("net", costs), ("gross", CostModel(0.0, 0.0))):
@@ -115,10 +117,12 @@ def decision_backtest(
     folds, nets, grosses, stamps, sels, traded = [], [], [], [], [], 0.0
     for k in sorted(pred.get_column("fold").unique().to_list()):
         part = selection.filter(pl.col("fold") == k)
-        fit, score = (_window(part.filter(pl.col("part") == p), candles) for p in ("val", "calib"))
-        test = _window(pred.filter(pl.col("fold") == k), candles)
+        fit, score = (
+            decision_window(part.filter(pl.col("part") == p), candles) for p in ("val", "calib")
+        )
+        test = decision_window(pred.filter(pl.col("fold") == k), candles)
         sel = select_decision(fit, score, costs, horizons=horizons, allow_short=allow_short)
-        res = _fold_result(sel, test, costs, size)
+        res = trade_selection(sel, test, costs, size)
         folds.append(
             {
                 "fold": int(k),
@@ -127,7 +131,7 @@ def decision_backtest(
                 "margin_bps": sel.policy.margin_bps,
                 "n_trades": res["n_trades"],
                 "net_return": float(np.prod(1.0 + res["net"]) - 1.0),
-                **_best_candidate(sel.table),
+                **best_candidate(sel.table),
             }
         )
         nets.append(res["net"])
@@ -140,7 +144,50 @@ def decision_backtest(
     return DecisionBacktest(report, r, ts, sels)
 
 
-def _best_candidate(table: pl.DataFrame) -> dict:
+def champion_decision(
+    parts: dict[str, pl.DataFrame],
+    bars: pl.DataFrame,
+    costs: CostModel,
+    *,
+    horizons: tuple[int, ...] = HORIZONS,
+    allow_short: bool = False,
+    size: float = 1.0,
+) -> dict:
+    """The decision policy published with a champion pair, JSON-ready.
+
+    ``parts``: the newest layout's ``"val"``, ``"calib"`` and ``"test"`` bars, each a frame with
+    ``timestamp``, ``epistemic_p`` and the ``DECISION_MODELS`` columns; ``bars``: the symbol's
+    candles. The choice is made exactly as in each fold of ``decision_backtest`` (fit on val,
+    score on calib, FLAT among the candidates); the chosen policy is then traded, frozen, on
+    the test bars: an out-of-sample check that is reported and chooses nothing.
+
+    Returns ``Selection.to_dict()`` (``policy``, ``map``, ``n_candidates``) plus
+    ``best_candidate``'s keys, ``candidates`` (the selection table's rows) and ``test``
+    (``n_trades``, ``net_return``, ``gross_return`` of the chosen policy on the test bars).
+    """
+    for name in ("val", "calib", "test"):
+        if name not in parts:
+            raise ValueError(f"champion_decision needs the val, calib and test parts, got "
+                             f"{sorted(parts)}")  # fmt: skip
+        check_columns(name, parts[name].columns, ("timestamp", "epistemic_p",
+                                                  *DECISION_MODELS.values()))  # fmt: skip
+    candles = bars.select("timestamp", "open", "high", "low", "close")
+    fit, score, test = (decision_window(parts[p], candles) for p in ("val", "calib", "test"))
+    sel = select_decision(fit, score, costs, horizons=horizons, allow_short=allow_short)
+    res = trade_selection(sel, test, costs, size)
+    return {
+        **sel.to_dict(),
+        **best_candidate(sel.table),
+        "candidates": sel.table.to_dicts(),
+        "test": {
+            "n_trades": res["n_trades"],
+            "net_return": float(np.prod(1.0 + res["net"]) - 1.0),
+            "gross_return": float(np.prod(1.0 + res["gross"]) - 1.0),
+        },
+    }
+
+
+def best_candidate(table: pl.DataFrame) -> dict:
     """What the selection saw: how many candidates passed, and the best non-flat candidate by
     t-statistic on the score window (``best``: model@horizon+margin, its t-statistic, mean net
     bps per trade and trades), so a flat fold shows how far the best idea was from passing."""

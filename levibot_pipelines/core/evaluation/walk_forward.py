@@ -12,9 +12,8 @@ LightGBM sees the feature row at ``t``, the Transformer the window ending at ``t
 scored against the same label at ``t`` (``fwd_ret = log(close[t+h] / close[t])``).
 
 Baselines on the same folds: ``base_rate`` (the train fold's up-frequency, constant),
-``last_return`` (momentum: up when ``ret_1 > 0``) and ``reversal`` (the opposite rule). The two
-rules become probabilities ``0.5 +/- s/2`` with strength ``s = |2 acc - 1|``, ``acc`` being the
-momentum rule's accuracy on the train fold, so they are scored as honestly calibrated rules.
+``last_return`` (momentum: up when ``ret_1 > 0``) and ``reversal`` (the opposite rule), as the
+calibrated probabilities of ``core.evaluation.rules`` with their strength from the train fold.
 """
 
 from __future__ import annotations
@@ -35,6 +34,11 @@ from levibot_pipelines.core.evaluation.fitting import (
     fit_lgbm_rows,
     fit_transformer_rows,
     fold_rows,
+)
+from levibot_pipelines.core.evaluation.rules import (
+    reversal_probability,
+    rule_probability,
+    rule_strength,
 )
 from levibot_pipelines.core.evaluation.skill import skill_scores
 from levibot_pipelines.core.evaluation.splits import (
@@ -136,10 +140,6 @@ class SymbolEvaluation:
     selection: pl.DataFrame | None = None
 
 
-def _rule_probability(ret_1: np.ndarray, strength: float, sign: float) -> np.ndarray:
-    return 0.5 + sign * 0.5 * strength * np.where(ret_1 > 0, 1.0, -1.0)
-
-
 def _fold_predictions(
     data: SymbolData,
     fold_index: int,
@@ -157,8 +157,7 @@ def _fold_predictions(
     p_e, _, _ = ensemble_outputs(lg.p[part], conf_l, test["p_up"], test["confidence"], w)
     y_train = y[rows["train"]]
     base = float(y_train.mean())
-    momentum_acc = float(np.mean((X[rows["train"], RET_1] > 0) == (y_train > 0.5)))
-    strength = abs(2 * momentum_acc - 1)
+    strength = rule_strength(X[rows["train"], RET_1], y_train)
     ret_test = X[test_rows, RET_1]
     return pl.DataFrame(
         {
@@ -170,8 +169,8 @@ def _fold_predictions(
             "p_deep": test["p_up"],
             "p_ensemble": p_e,
             "p_base_rate": np.full(len(test_rows), base),
-            "p_last_return": _rule_probability(ret_test, strength, +1.0),
-            "p_reversal": _rule_probability(ret_test, strength, -1.0),
+            "p_last_return": rule_probability(ret_test, strength, +1.0),
+            "p_reversal": reversal_probability(ret_test, strength),
             "train_base_rate": np.full(len(test_rows), base),
             "mu": test["mu"],
             "sigma": test["sigma"],

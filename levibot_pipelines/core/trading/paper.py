@@ -1,24 +1,20 @@
-"""The live decision and the paper portfolio behind it.
+"""The paper portfolio: the backtest of what was actually published.
 
-The paper portfolio is the backtest of what was actually published: each published decision
-(``ENTRY_LONG``, ``ENTRY_SHORT``, ``EXIT``, ``HOLD``, with its size, stop and take-profit) is
-replayed through ``core.trading.backtest`` on the real candles, fills at the next open, stops
-inside the bars, costs on both legs. The newest bar's decision depends on that position (an entry
-only from flat, an exit only when holding), so the replay runs up to the newest bar with the
-policy's intent for it (from ``core.trading.policy``); the engine's action there is what gets
-published. The replay's equity is the live paper P&L whose drawdown can halt trading
+Each published decision (``ENTRY_LONG``, ``ENTRY_SHORT``, ``EXIT``, ``HOLD``, with its size,
+stop and take-profit) is replayed through ``core.trading.backtest`` on the real candles, fills
+at the next open, stops inside the bars, costs on both legs; an entry published while the other
+side is held is a reversal at the same open. The newest bar's decision depends on that position
+(an entry only from flat, an exit only when holding), so the replay runs up to the newest bar
+with the decision's intent for it (``core.trading.live``); the replay's action there is what
+gets published, and its equity is the live paper P&L whose drawdown can halt trading
 (``core.trading.killswitch``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.core.checks import check_columns
-from levibot_pipelines.core.trading.adaptive import REGIME_NAMES
 from levibot_pipelines.core.trading.backtest import (
     Action,
     BacktestConfig,
@@ -26,24 +22,9 @@ from levibot_pipelines.core.trading.backtest import (
     Signals,
     run_backtest,
 )
-from levibot_pipelines.core.trading.performance import current_drawdown
 from levibot_pipelines.core.trading.policy import PolicyConfig, PolicyOutput, policy_signals
 
 HISTORY_COLUMNS = ("bar_time", "signal", "size", "close", "stop_loss", "take_profit")
-
-
-@dataclass(frozen=True)
-class LiveDecision:
-    signal: str  # Action name decided at the close of the newest bar
-    size: float  # size of the entry (0 unless an entry)
-    position: float  # signed size held after the decision is filled
-    stop_loss: float | None  # price level (estimated from the close for a new entry)
-    take_profit: float | None
-    entry_threshold: float
-    regime: str
-    regime_state: int
-    paper_equity: float
-    paper_drawdown: float
 
 
 def _replayed_signals(ts: np.ndarray, history: pl.DataFrame, newest: Signals) -> Signals:
@@ -69,62 +50,15 @@ def _replayed_signals(ts: np.ndarray, history: pl.DataFrame, newest: Signals) ->
         stop[rows] = np.abs(h.get_column("stop_loss").fill_null(np.nan).to_numpy() / close - 1)
         tp[rows] = np.abs(h.get_column("take_profit").fill_null(np.nan).to_numpy() / close - 1)
         exit_flag[rows] = sig == "EXIT"
-    exit_long, exit_short = exit_flag.copy(), exit_flag.copy()
+    # An entry published while holding the other side is a reversal at the same open.
+    exit_long, exit_short = exit_flag | (entry == -1), exit_flag | (entry == 1)
     entry[-1], size[-1] = newest.entry_side[0], newest.size[0]
     stop[-1], tp[-1] = newest.stop_pct[0], newest.take_profit_pct[0]
     exit_long[-1], exit_short[-1] = newest.exit_long[0], newest.exit_short[0]
     return Signals(entry, size, stop, tp, exit_long, exit_short)
 
 
-def live_decision(
-    candles: pl.DataFrame,
-    features: pl.DataFrame,
-    history: pl.DataFrame,
-    *,
-    bar_time: int,
-    p: float,
-    confidence: float,
-    uncertainty: float | None,
-    policy: PolicyConfig,
-    cfg: BacktestConfig,
-    size_multiplier: float = 1.0,
-) -> LiveDecision:
-    """Decide at the close of ``bar_time`` for one symbol.
-
-    ``candles``: the symbol's bars up to and including ``bar_time`` (``timestamp, open, high,
-    low, close``); ``features``: its feature rows (``timestamp, vol_20, ret_1``), the newest at
-    ``bar_time``; ``history``: earlier published rows (``HISTORY_COLUMNS``, one per bar);
-    ``p``/``confidence``/``uncertainty``: the ensemble's output at ``bar_time``;
-    ``size_multiplier``: the kill-switch's (1 ACTIVE, <1 REDUCING, 0 HALTED).
-    """
-    check_columns("history", history.columns, HISTORY_COLUMNS)
-    candles, ts, feats = _up_to(candles, features, bar_time)
-    out = _newest_intent(feats, p, confidence, uncertainty, policy, size_multiplier)
-    # The newest bar's intent, placed on the candle grid's last row.
-    last = Signals(*(np.asarray(getattr(out.signals, k))[-1:] for k in _FIELDS))
-    result = _replay(candles, ts, history, bar_time, last, cfg)
-    action = Action(int(result.action[-1]))
-    close = float(candles.get_column("close").to_numpy()[-1])
-    entry_size, position, stop_loss, take_profit = _position_and_levels(action, last, result, close)
-    equity = np.asarray(result.equity)
-    regime_state = int(out.regime[-1])
-    return LiveDecision(
-        signal=action.name,
-        size=entry_size,
-        position=position,
-        stop_loss=stop_loss,
-        take_profit=take_profit,
-        entry_threshold=float(out.threshold[-1]),
-        regime=REGIME_NAMES[regime_state],
-        regime_state=regime_state,
-        paper_equity=float(equity[-1]),
-        # A ruined paper account (equity at or below 0, possible with shorts) is a full
-        # drawdown, which halts trading; it must not fail the publish.
-        paper_drawdown=current_drawdown(np.maximum(equity, 0.0)),
-    )
-
-
-def _up_to(
+def up_to(
     candles: pl.DataFrame, features: pl.DataFrame, bar_time: int
 ) -> tuple[pl.DataFrame, np.ndarray, pl.DataFrame]:
     """``(candles, their timestamps as int64, feature rows)`` sorted and cut at ``bar_time``
@@ -139,7 +73,7 @@ def _up_to(
     return candles, ts, feats
 
 
-def _newest_intent(
+def newest_intent(
     feats: pl.DataFrame,
     p: float,
     confidence: float,
@@ -168,7 +102,7 @@ def _newest_intent(
     )
 
 
-def _replay(
+def replay(
     candles: pl.DataFrame,
     ts: np.ndarray,
     history: pl.DataFrame,
@@ -187,7 +121,7 @@ def _replay(
     return run_backtest(ts_span, *prices, signals, cfg)
 
 
-def _position_and_levels(
+def position_and_levels(
     action: Action, last: Signals, result: BacktestResult, close: float
 ) -> tuple[float, float, float | None, float | None]:
     """``(entry size, position, stop_loss, take_profit)`` after the newest decision ``action``:
@@ -209,9 +143,6 @@ def _position_and_levels(
         stop_loss = _level(result.stop_level[-1])
         take_profit = _level(result.take_profit_level[-1])
     return entry_size, position, _finite(stop_loss), _finite(take_profit)
-
-
-_FIELDS = ("entry_side", "size", "stop_pct", "take_profit_pct", "exit_long", "exit_short")
 
 
 def _level(value: float) -> float | None:

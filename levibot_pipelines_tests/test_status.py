@@ -153,3 +153,6 @@ def test_published_status_one_row_per_symbol_and_distinct_reasons(tmp_path):
     assert out.table["as_of"].to_list() == [datetime(2026, 1, 1, 0, 15)] * 3
     assert out.table["deep_p_up"][2] == pytest.approx(0.1235)
     assert out.table["kill_switch"].to_list() == ["REDUCING", "REDUCING", "ACTIVE"]
+    # What the decision engine published, and why.
+    assert out.table["decision_model"].to_list() == ["ensemble", "flat", "lgbm"]
+    assert out.table["decision_reason"][1] == "no validated edge after costs"

@@ -42,6 +42,8 @@ PREDICTION_COLUMNS = (
     "signal",
     "size",
     "kill_switch",
+    "decision_model",
+    "decision_reason",
 )
 NEWEST_FEATURES_SQL = (
     "SELECT symbol, to_timestamp(timestamp / 1000) AS bar_open, close, ret_1, "

@@ -31,7 +31,12 @@ import polars as pl
 
 from levibot_pipelines.core.checks import check_columns, check_range
 from levibot_pipelines.core.trading.adaptive import REGIME_NAMES
-from levibot_pipelines.core.trading.backtest import Action, BacktestConfig, Signals
+from levibot_pipelines.core.trading.backtest import (
+    Action,
+    BacktestConfig,
+    BacktestResult,
+    Signals,
+)
 from levibot_pipelines.core.trading.decision import (
     DecisionPolicy,
     ExpectedReturnMap,
@@ -165,7 +170,7 @@ def _intent(entry: int, size: float, exits: tuple[int, ...]) -> Signals:
     )
 
 
-def _held(result) -> tuple[int, int]:
+def _held(result: BacktestResult) -> tuple[int, int]:
     """``(side, bars)`` of the position held at the newest close of the replay ``result``:
     the side (+1, -1, 0 flat) and the bars since its entry was decided (the bar before its
     fill); 0 bars when flat."""
@@ -190,12 +195,8 @@ def _decide(
         if wants and size > 0:
             return _entry(wants), _intent(wants, size, ()), net, entry.reason
         if wants:
-            return (
-                "HOLD",
-                _intent(0, 0.0, ()),
-                net,
-                f"no entry: kill-switch halted ({entry.reason})",
-            )
+            why = f"no entry: kill-switch halted ({entry.reason})"
+            return "HOLD", _intent(0, 0.0, ()), net, why
         return "HOLD", _intent(0, 0.0, ()), net, entry.reason
     held = SIDE_NAMES[side]
     if policy.is_flat:

@@ -6,6 +6,13 @@ was evaluated on, and ``eval_tag(metric, window)`` the value of ``metric`` on th
 (``evaluation_tags`` writes it, ``recorded_evaluation`` reads it back). MLflow tag keys may not
 contain ``@``, so the ``metric@window`` key is spelled ``metric/window`` (see ``eval_tag``).
 Artifacts are fetched back as bytes: nothing here unpickles.
+
+A version registered from a run with a logged MLflow model (``RunInfo.model_id``) has that
+model as its ``source`` (the logged model's artifact location), so ``models:/NAME/VERSION`` and
+``models:/NAME@champion`` load with ``mlflow.pyfunc.load_model``; the files it was packaged from
+are the model's ``artifacts/{file}``. An older version (or one registered from a run without a
+model) points at the run's ``model/`` folder. ``download_file`` reads ``model/{file}`` from
+either.
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ import logging
 import re
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import MLMODEL_FILE_NAME
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from levibot_pipelines.adapters.run_log import RunInfo, relative_artifact_path
 
@@ -25,6 +35,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
 WINDOW_TAG = "window"
+MODEL_DIR = "model"  # the run folder a model's files were logged under before logged models
+LOGGED_MODEL_FILES = "artifacts"  # where a logged pyfunc model keeps those files
 _BAD_TAG_CHARS = re.compile(r"[^\w.\-/ ]")
 
 
@@ -67,7 +79,9 @@ class VersionRegistry:
         artifact_path: str = "model",
         tags: Mapping[str, str] | None = None,
     ) -> str:
-        """Register ``run``'s ``artifact_path`` directory as a new version of ``model_name``.
+        """Register a new version of ``model_name`` from ``run``: its logged MLflow model when
+        it has one (``run.model_id``; ``artifact_path`` is then unused), else its
+        ``artifact_path`` directory.
 
         Creates the registered model on first use. Returns the version string (``"1"``, ...).
         """
@@ -76,12 +90,18 @@ class VersionRegistry:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        rel = relative_artifact_path(artifact_path)
+        if run.model_id is not None:
+            # The logged model's own location, not ``models:/{model_id}``: the sqlite registry
+            # resolves that URI through the global tracking URI, which ``Tracker`` never sets.
+            source = self.client.get_logged_model(run.model_id).artifact_location
+        else:
+            source = f"{run.artifact_uri.rstrip('/')}/{relative_artifact_path(artifact_path)}"
         version = self.client.create_model_version(
             model_name,
-            source=f"{run.artifact_uri.rstrip('/')}/{rel}",
+            source=source,
             run_id=run.run_id,
             tags={k: str(v) for k, v in (tags or {}).items()},
+            model_id=run.model_id,
         )
         log.info("registered %s version %s from run %s", model_name, version.version, run.run_id)
         return str(version.version)
@@ -109,14 +129,31 @@ class VersionRegistry:
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
 
     def download_file(self, model_name: str, version: str, path: str) -> bytes:
-        """Bytes of artifact ``path`` (relative to the run root, e.g. ``"model/state_dict.pt"``)
-        of the run that produced ``model_name`` version ``version``."""
+        """Bytes of artifact ``path`` of ``model_name`` version ``version``, relative to the root
+        of the run that produced it (e.g. ``"model/state_dict.pt"``). A file of the version's
+        model, ``model/{file}``, is read from the logged model (its ``artifacts/{file}``) when the
+        version has one, else from the run, so older versions keep loading."""
         rel = relative_artifact_path(path)
         model_version = self.client.get_model_version(model_name, str(version))
-        if not model_version.run_id:
-            raise ValueError(f"{model_name} version {version} has no run to download from")
         with tempfile.TemporaryDirectory(prefix="levibot-dl-") as tmp:
-            local = Path(self.client.download_artifacts(model_version.run_id, str(rel), tmp))
+            local = Path(self._download(model_version, rel, tmp))
             if not local.is_file():
                 raise ValueError(f"{path!r} of {model_name} version {version} is not a file")
             return local.read_bytes()
+
+    def _download(self, model_version: ModelVersion, rel: PurePosixPath, dst: str) -> str:
+        """Local path of ``rel`` downloaded into ``dst`` (see ``download_file``). A version's
+        ``source`` holding an ``MLmodel`` file is a logged model (the sqlite registry does not
+        keep a version's ``model_id``, so the source itself says)."""
+        if rel.parts[0] == MODEL_DIR and model_version.source:
+            repo = get_artifact_repository(
+                model_version.source, tracking_uri=self.client.tracking_uri
+            )
+            if MLMODEL_FILE_NAME in {f.path for f in repo.list_artifacts()}:
+                inside = PurePosixPath(LOGGED_MODEL_FILES, *rel.parts[1:])
+                return repo.download_artifacts(str(inside), dst)
+        if not model_version.run_id:
+            raise ValueError(
+                f"{model_version.name} version {model_version.version} has no run to download from"
+            )
+        return self.client.download_artifacts(model_version.run_id, str(rel), dst)

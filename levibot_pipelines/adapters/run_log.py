@@ -2,7 +2,9 @@
 
 Params may nest: they are flattened to ``a.b.c`` keys with string values, clipped to MLflow's
 length limit, and the full nested params always go to the ``config.json`` artifact. Weights are
-logged as plain files (torch ``state_dict`` bytes, config JSON, LightGBM text).
+logged as plain files (torch ``state_dict`` bytes, config JSON, LightGBM text), or as an MLflow
+model of the run (``ModelToLog``: an MLflow 3 logged model, written by the caller into a local
+directory and uploaded as is).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
+from mlflow.models import Model
 
 from levibot_pipelines.adapters.redact import redact_url
 
@@ -40,6 +43,18 @@ class RunInfo:
     experiment_id: str
     artifact_uri: str
     url: str
+    model_id: str | None = None  # the run's logged MLflow model (``ModelToLog``), if any
+
+
+@dataclass(frozen=True)
+class ModelToLog:
+    """An MLflow model to log with a training run: ``write(path, mlflow_model)`` saves a whole
+    MLflow model directory at ``path`` (e.g. ``mlflow.pyfunc.save_model(path, ...,
+    mlflow_model=mlflow_model)``; ``mlflow_model`` carries the logged model's id and run id
+    for its ``MLmodel`` file). ``name`` is the logged model's name in the MLflow UI."""
+
+    name: str
+    write: Callable[[Path, Model], None]
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -116,6 +131,39 @@ def _log_files(
         client.log_artifacts(run_id, str(staging))
 
 
+def _log_model(
+    client: MlflowClient,
+    experiment_id: str,
+    run_id: str,
+    model: ModelToLog,
+    tags: Mapping[str, str],
+) -> str:
+    """Create a logged model of run ``run_id``, write it (``model.write``) into a temporary
+    directory, upload that and mark the model READY (FAILED when anything fails). Returns the
+    logged model's id. The same steps as ``mlflow.<flavor>.log_model``, through ``client``
+    rather than the global tracking URI and active run."""
+    logged = client.create_logged_model(
+        experiment_id, name=model.name, source_run_id=run_id, tags=dict(tags)
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="levibot-model-") as tmp:
+            path = Path(tmp) / "model"
+            meta = Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=run_id,
+                model_id=logged.model_id,
+            )
+            model.write(path, meta)
+            client.log_model_artifacts(logged.model_id, str(path))
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return logged.model_id
+
+
 class RunLog:
     """Training runs of one experiment: the half of ``adapters.tracking.Tracker`` that logs."""
 
@@ -136,6 +184,7 @@ class RunLog:
         epoch_metrics: list[dict[str, float]] | None = None,
         files: Mapping[str, bytes | str] | None = None,
         tags: Mapping[str, str] | None = None,
+        model: ModelToLog | None = None,
     ) -> RunInfo:
         """Log one finished training run and return where it lives.
 
@@ -144,6 +193,7 @@ class RunLog:
         the ``config.json`` artifact. ``metrics`` are logged at step 0. ``epoch_metrics[i]`` is
         logged at ``step = epoch`` (its ``"epoch"`` entry when present, else ``i``).
         ``files`` maps relative artifact paths (``"model/state_dict.pt"``) to bytes or text.
+        ``model``, when given, is logged as the run's MLflow model (``RunInfo.model_id``).
         A failure while logging marks the run FAILED and re-raises.
         """
         files = dict(files or {})
@@ -152,9 +202,14 @@ class RunLog:
             raise ValueError(f"artifact path {CONFIG_ARTIFACT!r} is reserved for the run's params")
         run = self.client.create_run(self.experiment_id, tags=dict(tags or {}), run_name=run_name)
         run_id = run.info.run_id
+        model_id = None
         try:
             _log_values(self.client, run_id, params, metrics, epoch_metrics)
             _log_files(self.client, run_id, params, files, paths)
+            if model is not None:
+                model_id = _log_model(
+                    self.client, run.info.experiment_id, run_id, model, dict(tags or {})
+                )
         except BaseException:
             self.client.set_terminated(run_id, status="FAILED")
             raise
@@ -164,6 +219,7 @@ class RunLog:
             experiment_id=run.info.experiment_id,
             artifact_uri=run.info.artifact_uri,
             url=self.run_url(run_id, run.info.experiment_id),
+            model_id=model_id,
         )
         log.info("logged run %s (%s): %s", run_name, run_id, redact_url(info.url))
         return info

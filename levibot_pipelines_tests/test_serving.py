@@ -53,13 +53,26 @@ def published(defs, env):
         result = defs.resolve_job_def("publish_job").execute_in_process(instance=inst)
         again = _tick(defs, inst, cursor=first.cursor)
         defs.resolve_job_def("features_job").execute_in_process(instance=inst)
-        after_update = _tick(defs, inst, cursor=first.cursor)
+        same_bars = _tick(defs, inst, cursor=first.cursor)  # a rebuild without a new bar
+        # As if ETH's newest bar had not been published yet: the next update publishes it.
+        latest = home / "published" / "latest_predictions.json"
+        original = latest.read_text()
+        doc = json.loads(original)
+        for row in doc["rows"]:
+            if row["symbol"] == "ETHUSDT":
+                row["bar_time"] -= 900_000
+                row["bar_close_time"] -= 900_000
+        latest.write_text(json.dumps(doc))
+        defs.resolve_job_def("features_job").execute_in_process(instance=inst)
+        after_update = _tick(defs, inst, cursor=same_bars.cursor)
+        latest.write_text(original)
         yield {
             "home": home,
             "waiting": waiting,
             "first": first,
             "result": result,
             "again": again,
+            "same_bars": same_bars,
             "after_update": after_update,
         }
 
@@ -71,6 +84,11 @@ def test_sensor_publishes_exactly_once_per_feature_update(published):
     first = published["first"].run_requests
     assert len(first) == 1 and first[0].job_name in (None, "publish_job")
     assert not published["again"].run_requests  # the same update is not published twice
+    # A feature rebuild that brought no new bar is consumed without a publish ...
+    same = published["same_bars"]
+    assert not same.run_requests and "already published" in same.skip_message
+    assert same.cursor != published["first"].cursor
+    # ... and one whose newest bar is not published yet is published.
     second = published["after_update"].run_requests
     assert len(second) == 1 and second[0].run_key != first[0].run_key
 

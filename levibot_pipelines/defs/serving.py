@@ -19,7 +19,11 @@ from levibot_pipelines.defs.common import (
 )
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.publish import missing_models, publish_latest
+from levibot_pipelines.usecases.publish import (
+    missing_models,
+    publish_latest,
+    unpublished_symbols,
+)
 
 FEATURES = dg.AssetKey("cross_asset_features")
 LATEST = dg.AssetKey("latest_predictions")
@@ -33,7 +37,7 @@ SUMMARY = ("symbol", "bar_time", "signal", "ensemble_p_up", "deep_p_up", "lgbm_p
     kinds={"parquet", "json"},
     pool=WAREHOUSE_POOL,
     description="One row per symbol on the newest closed bar: Transformer MC dropout, "
-    "calibrated LightGBM, ensemble, regime, the policy's decision, kill-switch state; "
+    "calibrated LightGBM, ensemble, regime, the decision engine's decision, kill-switch state; "
     "published atomically under $LEVIBOT_HOME/published for the API and other services.",
 )
 def latest_predictions(
@@ -156,9 +160,9 @@ publish_job = dg.define_asset_job(
     job=publish_job,
     minimum_interval_seconds=20,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Runs publish_job once per cross_asset_features update (the only trigger of "
-    "latest_predictions). Waits, without consuming the update, while a symbol has no "
-    "trained models yet.",
+    description="Runs publish_job once per cross_asset_features update that brought a bar "
+    "not yet published (the only trigger of latest_predictions). Waits, without consuming the "
+    "update, while a symbol has no trained models yet.",
 )
 def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     records = context.instance.fetch_materializations(FEATURES, limit=1).records
@@ -173,6 +177,11 @@ def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     if missing:
         return dg.SkipReason(f"no trained models yet for {missing}: run training_job")
     context.update_cursor(json.dumps({"storage_id": storage_id}))
+    if not unpublished_symbols(s.home, s.market.symbols):
+        return dg.SkipReason(
+            f"feature update {storage_id} brought no new bar: every symbol's newest bar is "
+            "already published"
+        )
     return dg.RunRequest(run_key=f"features:{storage_id}")
 
 

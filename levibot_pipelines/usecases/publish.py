@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.home import ensemble_weights_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
-from levibot_pipelines.adapters.prediction_files import MC_SEED, read_history, write_published
+from levibot_pipelines.adapters.prediction_files import (
+    MC_SEED,
+    read_history,
+    read_latest,
+    write_published,
+)
 from levibot_pipelines.adapters.registry import (
     download_transformer,
     load_lgbm,
@@ -58,6 +64,27 @@ def missing_models(home: Path, symbols: tuple[str, ...]) -> list[str]:
     """Symbols without fitted ensemble weights (the training job's last step): nothing to
     publish for them yet."""
     return [s for s in symbols if not ensemble_weights_path(home, s).exists()]
+
+
+def unpublished_symbols(home: Path, symbols: tuple[str, ...]) -> list[str]:
+    """Symbols whose newest feature row is not the bar last published for them (all of them
+    when nothing readable is published yet): what a publish would add. A feature rebuild that
+    brought no new bar leaves none, and publishing again would only repeat the same bars."""
+    try:
+        latest = read_latest(home)
+    except PublishedFileError:
+        return list(symbols)  # a corrupt or older file: a publish replaces it
+    if latest is None:
+        return list(symbols)
+    newest = dict(
+        ParquetStore(home)
+        .read_features()
+        .group_by("symbol")
+        .agg(pl.col("timestamp").max())
+        .iter_rows()
+    )
+    published = {s: row["bar_time"] for s, row in latest.rows.items()}
+    return [s for s in symbols if s not in published or published[s] != newest.get(s)]
 
 
 def _champion(tracker: Tracker, kind: str, symbol: str) -> str:

@@ -615,7 +615,7 @@ def model_summary(settings: Settings) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
-    from levibot_pipelines.usecases.evaluate import eval_config, run_evaluate
+    from levibot_pipelines.usecases.evaluate import eval_config, feature_columns, run_evaluate
 
     # Files are replayed whole unless told otherwise; other sources start at LEVIBOT_START.
     start = args.start or ("2000-01-01" if args.source == "files" else None)
@@ -623,6 +623,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SettingsError(
             f"--edge={args.edge!r} plants an edge in the synthetic market: it needs "
             f"--source synthetic, got --source {args.source}"
+        )
+    if args.futures_dir is not None and args.source != "files":
+        raise SettingsError(
+            f"--futures-dir={args.futures_dir!r} joins recorded futures data onto recorded "
+            f"candles: it needs --source files, got --source {args.source}"
         )
     if args.edge is not None:
         from levibot_pipelines.core.data.synthetic import PlantedEdge
@@ -666,8 +671,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_train_samples=args.max_train_samples,
         seed=args.seed,
         horizon=settings.models.label_horizon,
+        n_features=len(feature_columns(args.futures_dir is not None)),
     )
-    report = run_evaluate(settings, Path(args.out), cfg, profile, progress=_progress)
+    futures_dir = None if args.futures_dir is None else Path(args.futures_dir)
+    report = run_evaluate(
+        settings, Path(args.out), cfg, profile, progress=_progress, futures_dir=futures_dir
+    )
     for symbol, rep in report["symbols"].items():
         models = rep["models"]
         print(
@@ -784,6 +793,14 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="with --source synthetic only: plant a known edge, a reversal of BPS in total over "
         "the HORIZON bars after every large bar (a positive control for the decision engine; "
         "default: LEVIBOT_SYNTHETIC_EDGE, unset: none)",
+    )
+    ev.add_argument(
+        "--futures-dir",
+        metavar="DIR",
+        help="with --source files only (research): also train both models on the perpetual-"
+        "futures features (funding rate, change, z-score, extreme flag; basis) from "
+        "DIR/{SYMBOL}-funding-8h.parquet and DIR/{SYMBOL}-mark-1h.parquet of every symbol "
+        "(default: none, the 10 candle features only)",
     )
     ev.add_argument(
         "--start",

@@ -8,8 +8,8 @@ bars by open time), each with timestamps in ``[since_ms, until_ms]``, or None wh
 no such data for the symbol. ``load_futures`` gathers them into ``core.data.futures.FuturesData``
 and drops mark bars that are not complete at ``now_ms``.
 
-Not yet wired into the pipeline: no setting selects a source, and the feature table, its
-checks and the models keep their fixed columns until the models take a feature list.
+Used by ``levibot evaluate --futures-dir`` (files); the production assets do not take them yet:
+no setting selects a source, and the feature table and its checks keep their fixed columns.
 
 - ``FuturesFilesSource``: the layout of ``shared/data/futures``: ``{SYMBOL}-funding-8h.parquet``
   and ``{SYMBOL}-mark-1h.parquet``.
@@ -102,6 +102,8 @@ class FuturesFilesSource:
     layout of ``shared/data/futures``); a symbol without a file has no such data (None)."""
 
     name = "files"
+    FUNDING_FILE = "{symbol}-funding-8h.parquet"
+    MARK_FILE = "{symbol}-mark-1h.parquet"
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -119,8 +121,13 @@ class FuturesFilesSource:
                 f"{path} cannot be read as Parquet ({type(exc).__name__}: {first})"
             ) from None
 
+    def missing_files(self, symbols: list[str] | tuple[str, ...]) -> list[Path]:
+        """The funding and mark files of ``symbols`` that do not exist, in symbol order."""
+        names = [f.format(symbol=s) for s in symbols for f in (self.FUNDING_FILE, self.MARK_FILE)]
+        return [self.directory / n for n in names if not (self.directory / n).exists()]
+
     def funding(self, symbol: str, since_ms: int, until_ms: int) -> pl.DataFrame | None:
-        path = self.directory / f"{symbol}-funding-8h.parquet"
+        path = self.directory / self.FUNDING_FILE.format(symbol=symbol)
         raw = self._read(path)
         if raw is None:
             return None
@@ -128,7 +135,7 @@ class FuturesFilesSource:
         return out.filter(pl.col("timestamp").is_between(since_ms, until_ms))
 
     def mark(self, symbol: str, since_ms: int, until_ms: int) -> pl.DataFrame | None:
-        path = self.directory / f"{symbol}-mark-1h.parquet"
+        path = self.directory / self.MARK_FILE.format(symbol=symbol)
         raw = self._read(path)
         if raw is None:
             return None

@@ -39,6 +39,8 @@ def symbol_report(ev: SymbolEvaluation) -> dict:
         "test_end_ms": int(pred.get_column("timestamp").max()),
         "models": ev.metrics,
         "fold_details": ev.folds,
+        "feature_columns": list(ev.feature_importance),
+        "feature_importance": ev.feature_importance,
     }
 
 
@@ -82,6 +84,8 @@ def write_report(
             md += [decision_markdown(report["symbols"][ev.symbol]["decision"]), ""]
         md += [_table(report["symbols"][ev.symbol]), ""]
         md += [skill_markdown(report["symbols"][ev.symbol]["models"]), ""]
+        if ev.feature_importance:
+            md += [importance_markdown(report["symbols"][ev.symbol]["feature_importance"]), ""]
         for name in ("lgbm", "deep", "ensemble"):
             p = ev.predictions.get_column(f"p_{name}").to_numpy()
             path = plots / f"{ev.symbol}_{name}_reliability.png"
@@ -186,6 +190,20 @@ def skill_markdown(models: dict) -> str:
         else "No model's CI excludes zero (IC, top-bottom decile, paired log loss and AUC): "
         "no skill is distinguishable from noise at this level.",
     ]
+    return "\n".join(lines)
+
+
+def importance_markdown(importance: dict[str, float | None]) -> str:
+    """The features the models were trained on, by LightGBM's gain share (mean over folds),
+    largest first."""
+    lines = [
+        f"Features ({len(importance)}) by LightGBM gain share, mean over the folds:",
+        "",
+        "| feature | gain share |",
+        "|---|---|",
+    ]
+    ranked = sorted(importance.items(), key=lambda kv: -(kv[1] or 0.0))
+    lines += [f"| {name} | {_fmt(share)} |" for name, share in ranked]
     return "\n".join(lines)
 
 

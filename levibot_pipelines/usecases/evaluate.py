@@ -1,4 +1,10 @@
-"""`levibot evaluate`: the whole walk-forward on a user's candles, in a temporary home."""
+"""`levibot evaluate`: the whole walk-forward on a user's candles, in a temporary home.
+
+With ``futures_dir`` (``levibot evaluate --futures-dir``, a research option) both models also
+take the perpetual-futures features (``core.data.futures.FUTURES_COLUMNS``) of every bar, from
+the funding and mark files of every symbol in that directory
+(``adapters.futures_sources.FuturesFilesSource``). The production assets are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import torch
 
+from levibot_pipelines.adapters.futures_sources import FuturesFilesSource, load_futures
 from levibot_pipelines.adapters.reports import write_report
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.core.data.features import build_features
+from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
+from levibot_pipelines.core.data.futures import FUTURES_COLUMNS, FuturesData
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_symbol, symbol_data
 from levibot_pipelines.core.models.transformer import resolve_profile
 from levibot_pipelines.settings import Settings
@@ -22,13 +31,32 @@ from levibot_pipelines.usecases.report import backtest_symbol, decide_symbol
 log = logging.getLogger(__name__)
 
 
-def run_evaluate(
-    settings: Settings, out: Path, cfg: EvalConfig, profile: str, progress=None
-) -> dict:
-    """Ingest ``settings.market.symbols`` from ``settings.market.source`` into a temporary home,
-    build the features, run the walk-forward per symbol and write the report under ``out``."""
-    say = progress or log.info
-    started = time.perf_counter()
+def feature_columns(with_futures: bool) -> tuple[str, ...]:
+    """The columns both models are trained on: ``FEATURE_COLUMNS`` (10), plus
+    ``FUTURES_COLUMNS`` (5 more) with futures data."""
+    return FEATURE_COLUMNS + FUTURES_COLUMNS if with_futures else FEATURE_COLUMNS
+
+
+def load_futures_files(directory: Path, symbols: tuple[str, ...], *, now_ms: int) -> FuturesData:
+    """Every funding settlement and complete mark bar (up to ``now_ms``) of ``symbols`` in
+    ``directory``; ``ValueError`` naming the file when one is missing or unreadable, or has a
+    bad column or value (``adapters.futures_sources.check_funding`` / ``check_mark``)."""
+    source = FuturesFilesSource(directory)
+    missing = source.missing_files(symbols)
+    if missing:
+        raise ValueError(
+            f"--futures-dir: {missing[0]} does not exist (needed: "
+            f"{source.FUNDING_FILE} and {source.MARK_FILE} for every symbol; missing "
+            f"{len(missing)} file(s))"
+        )
+    return load_futures(source, list(symbols), since_ms=0, now_ms=now_ms)
+
+
+def _ingest_features(
+    settings: Settings, cfg: EvalConfig, futures: FuturesData | None, say
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Ingest ``settings.market.symbols`` into a temporary home; the bars and the feature
+    table (with ``FUTURES_COLUMNS`` when ``futures`` is given)."""
     with tempfile.TemporaryDirectory(prefix="levibot-evaluate-") as tmp:
         local = replace(settings, home=Path(tmp))
         store = ParquetStore(local.home)
@@ -48,12 +76,51 @@ def run_evaluate(
                 f"{rep.gaps} gaps)"
             )
         bars = store.read_all_ohlcv(local.market.symbols)
-        features = build_features(bars, tf_ms=local.market.timeframe_ms, horizon=cfg.horizon)
-    say(f"features: {features.height} rows")
+    features = build_features(
+        bars, tf_ms=settings.market.timeframe_ms, horizon=cfg.horizon, futures=futures
+    )
+    return bars, features
+
+
+def run_evaluate(
+    settings: Settings,
+    out: Path,
+    cfg: EvalConfig,
+    profile: str,
+    progress=None,
+    futures_dir: Path | None = None,
+) -> dict:
+    """Ingest ``settings.market.symbols`` from ``settings.market.source`` into a temporary home,
+    build the features, run the walk-forward per symbol and write the report under ``out``.
+
+    ``futures_dir``: a directory of ``{SYMBOL}-funding-8h.parquet`` and
+    ``{SYMBOL}-mark-1h.parquet`` (None, the default: no futures features). Its files are
+    loaded first (a missing or bad file fails before any work) and both models take
+    ``feature_columns(True)``; ``cfg.transformer.n_features`` must match the column count
+    (``eval_config(..., n_features=...)``), else ``ValueError``."""
+    say = progress or log.info
+    started = time.perf_counter()
+    columns = feature_columns(futures_dir is not None)
+    if cfg.transformer.n_features != len(columns):
+        raise ValueError(
+            f"cfg.transformer.n_features={cfg.transformer.n_features}, but the models take "
+            f"{len(columns)} feature columns {list(columns)}"
+        )
+    futures = None
+    if futures_dir is not None:
+        now_ms = int(time.time() * 1000)
+        futures = load_futures_files(Path(futures_dir), settings.market.symbols, now_ms=now_ms)
+        n_funding, n_mark = futures.funding.height, futures.mark.height
+        say(f"futures: {n_funding} funding settlements, {n_mark} mark bars")
+    bars, features = _ingest_features(settings, cfg, futures, say)
+    say(f"features: {features.height} rows, {len(columns)} columns per model")
     evaluations, backtests, decisions = [], {}, {}
     for symbol in settings.market.symbols:
         ev = evaluate_symbol(
-            symbol_data(features, symbol), cfg, tf_ms=settings.market.timeframe_ms, progress=say
+            symbol_data(features, symbol, columns),
+            cfg,
+            tf_ms=settings.market.timeframe_ms,
+            progress=say,
         )
         evaluations.append(ev)
         backtests[symbol] = backtest_symbol(settings, symbol, ev.predictions, bars, features)
@@ -69,6 +136,7 @@ def run_evaluate(
         "symbols": list(settings.market.symbols),
         "profile": profile,
         "config": cfg.to_dict(),
+        "futures_dir": None if futures_dir is None else str(futures_dir),
         "torch_threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -77,6 +145,12 @@ def run_evaluate(
     return report
 
 
-def eval_config(profile: str, **overrides) -> tuple[str, EvalConfig]:
+def eval_config(
+    profile: str, *, n_features: int = len(FEATURE_COLUMNS), **overrides
+) -> tuple[str, EvalConfig]:
+    """The profile's name and an ``EvalConfig`` of its Transformer with ``n_features`` inputs
+    (default 10, ``FEATURE_COLUMNS``; ``len(feature_columns(True))`` with futures) and
+    ``overrides`` of the other fields."""
     name, transformer = resolve_profile(profile, torch.cuda.is_available())
+    transformer = replace(transformer, n_features=n_features)
     return name, EvalConfig(transformer=transformer, **overrides)

@@ -8,6 +8,7 @@ early stopping on val and calibrated on calib; test is only predicted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -57,6 +58,22 @@ class LgbmFit:
     def confidence(self, part: str) -> np.ndarray:
         return margin(self.p[part])
 
+    def gain_share(self) -> np.ndarray:
+        """``(F,)`` float64: each feature's share of the booster's total split gain over its
+        trees up to ``best_iteration`` (sums to 1); all 0 when no tree has a split."""
+        gain = self.booster.feature_importance(importance_type="gain")
+        total = float(gain.sum())
+        return gain / total if total > 0 else np.zeros_like(gain)
+
+
+def mean_gain_share(shares: list[np.ndarray]) -> np.ndarray:
+    """``(F,)``: the mean of ``LgbmFit.gain_share`` over the folds whose booster has a split
+    (so it sums to 1); all 0 when none has one. ``ValueError`` for an empty list."""
+    if not shares:
+        raise ValueError("mean_gain_share needs at least one fold's gain shares, got none")
+    split = [s for s in shares if s.sum() > 0]
+    return np.mean(split, axis=0) if split else np.zeros_like(shares[0])
+
 
 @dataclass
 class TransformerFit:
@@ -75,8 +92,16 @@ class TransformerFit:
 
 
 def fit_lgbm_rows(
-    X: np.ndarray, y: np.ndarray, rows: dict[str, np.ndarray], cfg: LGBMConfig, *, seed: int
+    X: np.ndarray,
+    y: np.ndarray,
+    rows: dict[str, np.ndarray],
+    cfg: LGBMConfig,
+    *,
+    seed: int,
+    feature_names: Sequence[str] = FEATURE_COLUMNS,
 ) -> LgbmFit:
+    """LightGBM on ``X`` ``(n, F)`` (NaN allowed) with ``feature_names`` naming its ``F``
+    columns (default ``FEATURE_COLUMNS``)."""
     booster = fit_lgbm(
         X[rows["train"]],
         y[rows["train"]],
@@ -84,7 +109,7 @@ def fit_lgbm_rows(
         y[rows["val"]],
         cfg,
         seed=seed,
-        feature_names=list(FEATURE_COLUMNS),
+        feature_names=list(feature_names),
     )
     raw = {k: predict_proba(booster, X[rows[k]]) for k in SCORED}
     calibrator = fit_calibrator(raw["calib"], y[rows["calib"]])

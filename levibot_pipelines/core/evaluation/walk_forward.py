@@ -14,6 +14,10 @@ scored against the same label at ``t`` (``fwd_ret = log(close[t+h] / close[t])``
 Baselines on the same folds: ``base_rate`` (the train fold's up-frequency, constant),
 ``last_return`` (momentum: up when ``ret_1 > 0``) and ``reversal`` (the opposite rule), as the
 calibrated probabilities of ``core.evaluation.rules`` with their strength from the train fold.
+
+The models take ``data.columns`` (``core.evaluation.symbol_data``, whose ``SymbolData`` and
+``symbol_data`` are re-exported here): LightGBM ``data.X`` (NaN allowed), the Transformer
+``data.X_deep``. ``feature_importance``: LightGBM's gain share per column, mean over the folds.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from levibot_pipelines.core.evaluation.fitting import (
     fit_lgbm_rows,
     fit_transformer_rows,
     fold_rows,
+    mean_gain_share,
 )
 from levibot_pipelines.core.evaluation.rules import (
     reversal_probability,
@@ -47,6 +52,8 @@ from levibot_pipelines.core.evaluation.splits import (
     min_purge,
     splits_from,
 )
+from levibot_pipelines.core.evaluation.symbol_data import SymbolData
+from levibot_pipelines.core.evaluation.symbol_data import symbol_data as symbol_data  # re-export
 from levibot_pipelines.core.metrics import brier, picp, risk_coverage, summarize
 from levibot_pipelines.core.models.ensemble import fit_ensemble_weight
 from levibot_pipelines.core.models.inference import ensemble_outputs
@@ -103,32 +110,6 @@ class EvalConfig:
         }
 
 
-@dataclass(frozen=True)
-class SymbolData:
-    """One symbol's feature rows as arrays (time-ordered). Unknown labels are NaN."""
-
-    symbol: str
-    timestamps: np.ndarray  # (n,) int64, bar open time in ms
-    X: np.ndarray  # (n, F) float32, FEATURE_COLUMNS order
-    y_up: np.ndarray  # (n,) float64 in {0, 1} or NaN
-    fwd_ret: np.ndarray  # (n,) float64 log return or NaN
-
-
-def symbol_data(features: pl.DataFrame, symbol: str) -> SymbolData:
-    """Extract ``symbol``'s rows of the feature table (``core.data.features.FEATURE_SCHEMA``)."""
-    rows = features.filter(pl.col("symbol") == symbol).sort("timestamp")
-    if rows.is_empty():
-        have = sorted(features.get_column("symbol").unique().to_list())
-        raise ValueError(f"no feature rows for symbol {symbol!r}; the table has {have}")
-    return SymbolData(
-        symbol=symbol,
-        timestamps=rows.get_column("timestamp").to_numpy().astype(np.int64),
-        X=rows.select(FEATURE_COLUMNS).to_numpy().astype(np.float32),
-        y_up=rows.get_column("y_up").cast(pl.Float64).fill_null(np.nan).to_numpy(),
-        fwd_ret=rows.get_column("fwd_ret").fill_null(np.nan).to_numpy(),
-    )
-
-
 @dataclass
 class SymbolEvaluation:
     symbol: str
@@ -138,6 +119,8 @@ class SymbolEvaluation:
     # The same columns on each fold's val and calib bars, plus ``part``: what the decision
     # engine chooses on (``core.evaluation.decision_walk``), never the test bars.
     selection: pl.DataFrame | None = None
+    # LightGBM's gain share per feature (``data.columns`` order), mean over the folds.
+    feature_importance: dict[str, float] = field(default_factory=dict)
 
 
 def _fold_predictions(
@@ -157,8 +140,9 @@ def _fold_predictions(
     p_e, _, _ = ensemble_outputs(lg.p[part], conf_l, test["p_up"], test["confidence"], w)
     y_train = y[rows["train"]]
     base = float(y_train.mean())
-    strength = rule_strength(X[rows["train"], RET_1], y_train)
-    ret_test = X[test_rows, RET_1]
+    ret_1 = data.columns.index("ret_1")  # RET_1 unless the caller chose other columns
+    strength = rule_strength(X[rows["train"], ret_1], y_train)
+    ret_test = X[test_rows, ret_1]
     return pl.DataFrame(
         {
             "timestamp": data.timestamps[test_rows],
@@ -225,17 +209,19 @@ def evaluate_symbol(
     )
     if cfg.max_folds is not None:
         folds = folds[-cfg.max_folds :]
-    X, y = data.X, data.y_up
+    X, y, X_deep = data.X, data.y_up, data.X_deep
     parts_out: list[pl.DataFrame] = []
     selection: list[pl.DataFrame] = []
     fold_info: list[dict] = []
+    gains: list[np.ndarray] = []
     for fold in folds:
         started = time.perf_counter()
         rows = fold_rows(samples, fold)
         seed = cfg.seed + fold.index
-        lg = fit_lgbm_rows(X, y, rows, cfg.lgbm, seed=seed)
+        lg = fit_lgbm_rows(X, y, rows, cfg.lgbm, seed=seed, feature_names=data.columns)
+        gains.append(lg.gain_share())
         dp = fit_transformer_rows(
-            X, y, data.fwd_ret, rows, cfg.transformer, **cfg.transformer_kwargs(seed)
+            X_deep, y, data.fwd_ret, rows, cfg.transformer, **cfg.transformer_kwargs(seed)
         )
         w = fit_ensemble_weight(lg.p["val"], dp.p["val"], y[rows["val"]])
         parts_out.append(_fold_predictions(data, fold.index, rows, lg, dp, w))
@@ -259,6 +245,9 @@ def evaluate_symbol(
         folds=fold_info,
         metrics=score_predictions(predictions),
         selection=pl.concat(selection),
+        feature_importance={
+            c: float(v) for c, v in zip(data.columns, mean_gain_share(gains), strict=True)
+        },
     )
 
 

@@ -17,6 +17,9 @@ Targets (issue: policy and backtest), in ``benchmarks/backtest.py``:
 Targets (issue: serving), in ``benchmarks/api.py`` and ``benchmarks/publish.py``:
 - ``/ml/predict_ensemble`` at 500 requests/s open loop from a separate process: p99 <= 20 ms;
 - publish latency from a feature-table update to the published file (reported).
+
+Issue: the live loop, in ``benchmarks/dagster_jobs.py``: the run wall time of ``ingest_job`` and
+``features_job`` with the multiprocess executor and with their own (in process), reported.
 """
 
 from __future__ import annotations
@@ -201,6 +204,12 @@ def bench_publish() -> dict:
     return run()
 
 
+def bench_dagster_jobs() -> dict:
+    from benchmarks.dagster_jobs import bench_dagster_jobs as run
+
+    return run()
+
+
 BENCHES = {
     "features_3x1m": bench_features,
     "incremental_tick": bench_incremental_tick,
@@ -209,6 +218,7 @@ BENCHES = {
     "backtest_1m": bench_backtest,
     "api_latency": bench_api,
     "publish_latency": bench_publish,
+    "dagster_jobs": bench_dagster_jobs,
 }
 
 

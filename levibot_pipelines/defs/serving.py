@@ -152,6 +152,7 @@ publish_job = dg.define_asset_job(
     "publish_job",
     selection=dg.AssetSelection.assets(LATEST),
     description="Publish the latest predictions (one row per symbol).",
+    executor_def=dg.in_process_executor,  # one step: no step subprocess to start (see automation)
 )
 
 

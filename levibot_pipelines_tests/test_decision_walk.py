@@ -9,6 +9,7 @@ import pytest
 
 from levibot_pipelines.core.data.targets import planted_edge_market
 from levibot_pipelines.core.evaluation.decision_walk import (
+    best_candidate,
     champion_decision,
     decision_backtest,
     verdict,
@@ -112,3 +113,26 @@ def test_the_champion_policy_is_flat_on_noise_with_its_reason():
     assert d["test"] == {"n_trades": 0, "net_return": 0.0, "gross_return": 0.0}
     with pytest.raises(ValueError, match="needs the val, calib and test parts"):
         champion_decision({"val": parts["val"]}, bars, COSTS)
+
+
+def test_the_best_candidate_shown_for_a_flat_fold_has_enough_trades_to_mean_something():
+    table = pl.DataFrame(
+        {
+            "model": ["ensemble", "lgbm", "deep", "flat"],
+            "horizon": [4, 16, 1, 0],
+            "margin_bps": [0.0, 5.0, 0.0, 0.0],
+            "n_trades": [2, 25, 300, 0],
+            "t_stat": [611.9, 2.1, 1.4, 0.0],
+            "mean_net_bps": [372.7, 8.0, 1.0, 0.0],
+            "passed": [False, False, False, False],
+        }
+    )
+    best = best_candidate(table)
+    assert (best["best"], best["best_t_stat"], best["best_n_trades"]) == ("lgbm@16+5bps", 2.1, 25)
+    # With no candidate of 20 trades, the highest t-statistic is still shown, with its trades.
+    few = best_candidate(table.filter(pl.col("n_trades") < 20))
+    assert (few["best"], few["best_n_trades"], few["candidates_passed"]) == (
+        "ensemble@4+0bps",
+        2,
+        0,
+    )

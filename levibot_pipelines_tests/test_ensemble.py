@@ -58,8 +58,23 @@ def test_zero_confidences_fall_back_to_the_global_weight():
 def test_fitted_weight_hand_computed():
     # p_a is right and sharper than p_b = 0.5 on both bars, so loss falls monotonically in w
     assert fit_ensemble_weight([0.9, 0.1], [0.5, 0.5], [1, 0]) == 1.0
-    # identical members: every w ties and the smallest grid point wins
-    assert fit_ensemble_weight([0.6, 0.3], [0.6, 0.3], [1, 0], grid=3) == 0.0
+    # identical members: the Transformer is not better, so LightGBM alone; without the gate
+    # every w ties and the smallest grid point wins
+    assert fit_ensemble_weight([0.6, 0.3], [0.6, 0.3], [1, 0], grid=3) == 1.0
+    assert (
+        fit_ensemble_weight([0.6, 0.3], [0.6, 0.3], [1, 0], grid=3, admit_b_if_better=False) == 0.0
+    )
+
+
+def test_the_transformer_is_admitted_only_where_it_beats_lightgbm_on_validation():
+    # By hand, y = (1, 0): LightGBM a = (0.6, 0.45) loses -(ln 0.6 + ln 0.55)/2 = 0.554, the
+    # Transformer b = (0.3, 0.05) -(ln 0.3 + ln 0.95)/2 = 0.628: worse alone, so not admitted,
+    # although a mix would lose less than a alone (w = 0.5: (0.45, 0.25), loss 0.543).
+    a, b, y = [0.6, 0.45], [0.3, 0.05], [1, 0]
+    assert fit_ensemble_weight(a, b, y) == 1.0
+    assert fit_ensemble_weight(a, b, y, admit_b_if_better=False) < 1.0
+    # Swapped, the better member is the Transformer: admitted, and it takes most of the weight.
+    assert fit_ensemble_weight(b, a, y) < 0.5
 
 
 def test_fitted_weight_picks_the_informative_member():

@@ -22,7 +22,13 @@ import numpy as np
 import polars as pl
 
 from levibot_pipelines.core.checks import check_columns
-from levibot_pipelines.core.evaluation.selection import HORIZONS, Selection, Window, select_decision
+from levibot_pipelines.core.evaluation.selection import (
+    HORIZONS,
+    MIN_TRADES,
+    Selection,
+    Window,
+    select_decision,
+)
 from levibot_pipelines.core.trading.backtest import BacktestConfig, CostModel, run_backtest
 from levibot_pipelines.core.trading.performance import (
     daily_returns,
@@ -187,11 +193,15 @@ def champion_decision(
     }
 
 
-def best_candidate(table: pl.DataFrame) -> dict:
+def best_candidate(table: pl.DataFrame, min_trades: int = MIN_TRADES) -> dict:
     """What the selection saw: how many candidates passed, and the best non-flat candidate by
     t-statistic on the score window (``best``: model@horizon+margin, its t-statistic, mean net
-    bps per trade and trades), so a flat fold shows how far the best idea was from passing."""
-    tried = table.filter(pl.col("model") != "flat").sort("t_stat", descending=True)
+    bps per trade and trades), so a flat fold shows how far the best idea was from passing.
+    Candidates with at least ``min_trades`` trades rank first: two near-identical lucky trades
+    make a t-statistic of hundreds that says nothing."""
+    tried = table.filter(pl.col("model") != "flat").sort(
+        pl.col("n_trades") >= min_trades, "t_stat", descending=True
+    )
     best = tried.row(0, named=True) if tried.height else None
     return {
         "candidates_passed": int(table.get_column("passed").sum()),

@@ -31,16 +31,25 @@ def _mix(a: np.ndarray, b: np.ndarray, w: float | np.ndarray) -> np.ndarray:
     return np.clip(w * a + (1.0 - w) * b, 0.0, 1.0)
 
 
-def fit_ensemble_weight(p_a: object, p_b: object, y: object, grid: int = 101) -> float:
+def fit_ensemble_weight(
+    p_a: object, p_b: object, y: object, grid: int = 101, *, admit_b_if_better: bool = True
+) -> float:
     """Weight ``w`` in [0, 1] of ``p_a`` minimizing the log loss of ``w * p_a + (1 - w) * p_b``.
 
     Fit on VALIDATION predictions of both (already calibrated) members, shape (n,) each, with
     ``y`` the realized 0/1 directions. ``w`` is searched on ``grid`` uniform points of [0, 1]
     (default 101, step 0.01); on ties the smallest ``w`` wins.
+
+    ``admit_b_if_better`` (default): ``p_b`` (the Transformer) is admitted only when its own log
+    loss on these bars is below ``p_a``'s (LightGBM's); otherwise ``w = 1``, ``p_a`` alone. A
+    member no better than LightGBM on validation would otherwise enter through a mixing gain of
+    a few 1e-5 in log loss, and its weight swing from fold to fold on noise.
     """
     check_int("grid", grid, 2)
     a, b, y_arr = check_probabilities(p_a, "p_a"), check_probabilities(p_b, "p_b"), check_labels(y)
     check_same_length(p_a=a, p_b=b, y=y_arr)
+    if admit_b_if_better and not log_loss(y_arr, b) < log_loss(y_arr, a):
+        return 1.0
     weights = np.linspace(0.0, 1.0, grid)
     losses = [log_loss(y_arr, _mix(a, b, w)) for w in weights]
     return float(weights[int(np.argmin(losses))])

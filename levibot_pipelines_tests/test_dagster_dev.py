@@ -165,17 +165,45 @@ def claimed_by(instance: dg.DagsterInstance, pool: str) -> set[str]:
     return {slot.run_id for slot in info.claimed_slots}
 
 
+def freeze_a_features_run_holding_the_slot(
+    instance: dg.DagsterInstance, before: set[str], timeout: float = 150.0
+) -> tuple[dg.DagsterRun | None, int | None]:
+    """Wait for a features run not in ``before`` (run ids) and stop its worker (SIGSTOP) the
+    moment it holds the ``duckdb_writer`` slot, so that it still holds it when the power goes:
+    ``(run, worker pid)``; ``(None, None)`` when that run ended first (it is let go on) or none
+    came in ``timeout`` seconds."""
+    from levibot_pipelines.defs.run_launcher import worker_pid
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        claimed = claimed_by(instance, "duckdb_writer")
+        runs = instance.get_runs(dg.RunsFilter(job_name="features_job"))
+        new = [r for r in runs if r.run_id not in before]
+        run = next((r for r in new if r.run_id in claimed), None)
+        worker = worker_pid(instance, run.run_id) if run else None
+        if worker is not None:
+            os.kill(worker[0], signal.SIGSTOP)
+            if run.run_id in claimed_by(instance, "duckdb_writer"):
+                return run, worker[0]
+            os.kill(worker[0], signal.SIGCONT)
+            return None, None
+        if any(r.is_finished for r in new):
+            return None, None
+        time.sleep(0.01)
+    return None, None
+
+
 def test_a_power_loss_during_a_run_does_not_freeze_the_warehouse_pool(tmp_path, monkeypatch):
     """dagster dev and a features run holding the only `duckdb_writer` slot are killed with
-    SIGKILL (a power loss, an OOM kill of the lot): the run is left STARTED with its slot
-    claimed. After a restart, run monitoring finds its worker gone (the launcher's pid check),
-    marks it FAILURE and frees the slot, and the next rebuild runs."""
+    SIGKILL (a power loss, an OOM kill of the lot; the run's worker is stopped first, the moment
+    it holds the slot, because an in-process rebuild ends within a second): the run is left
+    STARTED with its slot claimed. After a restart, run monitoring finds its worker gone (the
+    launcher's pid check), marks it FAILURE and frees the slot, and the next rebuild runs."""
     dagster_home, env = dev_environment(tmp_path)
     log = tmp_path / "dagster_dev.log"
     for key in ("LEVIBOT_HOME", "LEVIBOT_START"):
         monkeypatch.setenv(key, env[key])
     from levibot_pipelines.definitions import load_definitions
-    from levibot_pipelines.defs.run_launcher import worker_pid
 
     ingest = load_definitions().resolve_job_def("ingest_job")
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -191,14 +219,14 @@ def test_a_power_loss_during_a_run_does_not_freeze_the_warehouse_pool(tmp_path, 
         proc, port = start_dagster_dev(env, log)
         try:
             wait_for(lambda: graphql(port, STATES)["repositoriesOrError"]["nodes"], 120, "the UI")
-            ingest_all()
-            deadline, victim = time.monotonic() + 150, None
-            while victim is None and time.monotonic() < deadline:
-                claimed = claimed_by(instance, "duckdb_writer")
-                victim = next((r for r in features_runs() if r.run_id in claimed), None)
-                time.sleep(0.05)
-            assert victim is not None, f"no features run claimed the slot: {features_runs()}"
-            pid, _ = worker_pid(instance, victim.run_id)
+            victim, pid = None, None
+            for _ in range(8):  # a rebuild runs in process in about a second: freeze it first
+                before = {r.run_id for r in features_runs()}
+                ingest_all()
+                victim, pid = freeze_a_features_run_holding_the_slot(instance, before)
+                if victim is not None:
+                    break
+            assert victim is not None, f"no features run held the slot: {features_runs()}"
             # The code server and its run workers live in a session of their own: collect
             # them before the process group goes.
             server = psutil.Process(pid).parent()

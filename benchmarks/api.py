@@ -96,6 +96,7 @@ def build_home(home: Path) -> None:
                 "horizon": 16,
                 "expected_net_bps": 12.3,
                 "decision_reason": "entry: expected net +12.3 bps over 16 bars",
+                "closed_side": None,
             }
         )
     meta = {s: json.dumps({"version": "3", "name": f"levibot-deep-{s}"}).encode() for s in SYMBOLS}

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import polars as pl
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError, exported_version
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwitchStatus
-from levibot_pipelines.adapters.prediction_files import LatestPredictions, read_history
+from levibot_pipelines.adapters.prediction_files import LatestPredictions
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 from levibot_pipelines.core.trading.killswitch import (
@@ -45,15 +43,13 @@ UNCERTAINTY_PARTS = ("total", "aleatoric", "epistemic", "epistemic_p")
 @dataclass(frozen=True)
 class Service:
     """What the routes read: ``settings``, the published file and the live kill-switch (each
-    parsed once per version), the on-demand MC recomputer, the clock (now, ms UTC) and, per
-    symbol, the side its published EXIT closes (:func:`closed_side`, read once per row)."""
+    parsed once per version), the on-demand MC recomputer and the clock (now, ms UTC)."""
 
     settings: Settings
     latest_file: FileCache
     kill_file: FileCache
     recompute: TransformerRecomputer
     now_ms: Callable[[], int]
-    exit_sides: dict[str, tuple[tuple[int, int], str | None]] = field(default_factory=dict)
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
@@ -75,7 +71,7 @@ def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
         row["kill_switch"],
     )
     levels = cut.signal != "HOLD" or cut.position
-    closed = closed_side(svc, row) if cut.signal == "EXIT" else None
+    closed = row["closed_side"] if cut.signal == "EXIT" else None
     signal, side = seed_signal(cut.signal, cut.position, closed)
     return {
         "symbol": row["symbol"],
@@ -121,8 +117,8 @@ def seed_signal(published: str, position: float, closed: str | None) -> tuple[st
     / ``EXIT`` / ``HOLD``, after the kill-switch cut) in the seed's vocabulary:
 
     - ``ENTRY_LONG`` -> ``("ENTRY", "long")``, ``ENTRY_SHORT`` -> ``("ENTRY", "short")``;
-    - ``EXIT`` -> ``("EXIT", closed)``: ``closed`` is the side of the position it closes
-      (:func:`closed_side`; None when unknown);
+    - ``EXIT`` -> ``("EXIT", closed)``: ``closed`` is the side of the position it closes, as
+      the publisher wrote it (``closed_side``; None when nothing was held);
     - ``HOLD`` -> ``("HOLD", side of position)``: ``position`` is the signed size held (+ long,
       - short), so the side held, None when flat.
     """
@@ -144,32 +140,6 @@ def _side(position: float | None) -> str | None:
     if position is None or position == 0.0:
         return None
     return "long" if position > 0.0 else "short"
-
-
-def closed_side(svc: Service, row: dict[str, Any]) -> str | None:
-    """The side of the position the published ``EXIT`` of ``row`` closes: the sign of the
-    ``position`` published for the symbol's newest earlier bar (its latest publish) in the
-    history. Entries happen only at published decisions, and an exit is only decided while
-    holding, so that position is the one held at the close of ``row``'s bar. None when no
-    earlier bar was published, it was flat, or the history is unreadable (logged, tried again
-    on the next request). Read once per published row (cached per symbol)."""
-    symbol, key = row["symbol"], (row["bar_time"], row["published_at"])
-    cached = svc.exit_sides.get(symbol)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    try:
-        history = read_history(svc.settings.home)
-    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        log.warning("side of the %s EXIT unknown: the history is unreadable: %s", symbol, exc)
-        return None
-    earlier = history.filter(
-        (pl.col("symbol") == symbol)
-        & (pl.col("bar_time") < row["bar_time"])
-        & (pl.col("published_at") <= row["published_at"])
-    ).sort("bar_time", "published_at")
-    side = _side(earlier.get_column("position")[-1]) if earlier.height else None
-    svc.exit_sides[symbol] = (key, side)
-    return side
 
 
 def served_kill_switch(svc: Service, row: dict[str, Any], staleness: float) -> tuple[str, str]:

@@ -94,7 +94,7 @@ RECENT = _history([(36 * TF, "ENTRY_LONG", 1.0, 100.0, None, None)])
 
 def test_an_entry_from_flat_needs_the_expected_gain_to_clear_the_round_trip():
     d = _decide(EMPTY, 0.9)  # +80 bps gross - 24 = +56 net
-    assert (d.signal, d.size, d.position) == ("ENTRY_LONG", 1.0, 1.0)
+    assert (d.signal, d.size, d.position, d.closed_side) == ("ENTRY_LONG", 1.0, 1.0, None)
     assert (d.horizon, d.decision_model) == (4, "ensemble")
     assert d.expected_net_bps == pytest.approx(56.0)
     assert d.reason == "entry: expected net +56.0 bps over 4 bars"
@@ -124,7 +124,7 @@ def test_the_flat_policy_closes_a_position_left_by_an_earlier_policy():
 
 def test_a_position_is_held_for_the_horizon_whatever_the_score():
     d = _decide(RECENT, 0.1)  # -80 bps for the long, but 3 of 4 bars held
-    assert (d.signal, d.position) == ("HOLD", 1.0)
+    assert (d.signal, d.position, d.closed_side) == ("HOLD", 1.0, None)
     assert d.reason == "holding long: 3 of 4 bars"
 
 
@@ -137,14 +137,14 @@ def test_after_the_horizon_a_long_is_held_while_worth_half_a_round_trip():
 
 def test_after_the_horizon_a_long_exits_below_the_exit_level():
     d = _decide(ENTERED, 0.5)  # 0 bps < 12
-    assert (d.signal, d.position) == ("EXIT", 0.0)
+    assert (d.signal, d.position, d.closed_side) == ("EXIT", 0.0, "long")
     assert d.reason == "exit long: expected gross +0.0 bps below the exit level 12 bps"
     assert _decide(ENTERED, float("nan")).signal == "EXIT"  # no score: exit
 
 
 def test_an_exit_may_reverse_to_the_other_side_at_the_same_open():
     d = _decide(ENTERED, 0.1, policy=BOTH_SIDES)  # long -80 bps; short +80 - 24 = +56 net
-    assert (d.signal, d.size, d.position) == ("ENTRY_SHORT", 1.0, -1.0)
+    assert (d.signal, d.size, d.position, d.closed_side) == ("ENTRY_SHORT", 1.0, -1.0, "long")
     # Published, the reversal replays as one: the short is held at the next decision.
     history = _history(
         [
@@ -153,7 +153,7 @@ def test_an_exit_may_reverse_to_the_other_side_at_the_same_open():
         ]
     )
     later = _decide(history, 0.5, policy=BOTH_SIDES)  # 4 bars held; short gross 0 < 12
-    assert (later.signal, later.position) == ("EXIT", 0.0)
+    assert (later.signal, later.position, later.closed_side) == ("EXIT", 0.0, "short")
     assert later.reason.startswith("exit short")
 
 

@@ -94,6 +94,7 @@ def make_row(symbol: str, bar_time: int = BAR, published_at: int | None = None, 
             "no validated edge after costs",
             "exit long: expected gross +2.0 bps below the exit level 12 bps",
         )[i],
+        "closed_side": None,  # SOL's EXIT: no earlier bar held a position
     }
     row.update(kw)
     return row
@@ -350,6 +351,7 @@ def test_published_columns_are_the_users_interface():
         "horizon",
         "expected_net_bps",
         "decision_reason",
+        "closed_side",
     ]
 
 
@@ -440,7 +442,9 @@ def test_an_export_in_the_old_flat_directory_is_replaced_by_the_pointer(tmp_path
 
 def test_history_of_schema_1_reads_with_null_decision_columns(tmp_path, models):
     """History files written before the decision engine keep the paper position replayable."""
-    old = make_rows().drop("decision_model", "horizon", "expected_net_bps", "decision_reason")
+    old = make_rows().drop(
+        "decision_model", "horizon", "expected_net_bps", "decision_reason", "closed_side"
+    )
     old_file = history_dir(tmp_path) / "predictions-1767226530000-0000aaaa.parquet"
     old_file.parent.mkdir(parents=True)
     old.write_parquet(old_file)

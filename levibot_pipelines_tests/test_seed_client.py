@@ -15,7 +15,7 @@ from levibot_pipelines.api import create_app
 from levibot_pipelines.api_responses import seed_signal
 from levibot_pipelines.settings import ModelSettings, Settings
 from levibot_pipelines_tests.test_api import build_home, serving
-from levibot_pipelines_tests.test_prediction_files import SYMBOLS, TF_MS, make_row
+from levibot_pipelines_tests.test_prediction_files import SYMBOLS, make_row
 
 # The seed's example client, verbatim (``...`` stands for the client's own entry logic).
 SEED_CLIENT = """\
@@ -97,15 +97,18 @@ def served(base: str, symbol: str) -> tuple[str, str | None]:
 
 
 def test_each_published_decision_maps_to_the_seeds_signal_and_a_side(home, base):
-    newest, earlier = home["bar_time"], home["bar_time"] - TF_MS
+    newest = home["bar_time"]
     flat = {"signal": "HOLD", "position": 0.0, "size": 0.0, "stop_loss": None, "take_profit": None}
-    # The earlier bar: BTC long 0.5; ETH first published holding long 0.3, then re-published
-    # holding short 0.3 (the bar's latest publish is what counts); SOL flat.
-    publish_bar(home, earlier, BTCUSDT={"position": 0.5}, ETHUSDT={**flat, "position": 0.3})
-    publish_bar(home, earlier, BTCUSDT={"position": 0.5}, ETHUSDT={**flat, "position": -0.3})
-    # The newest bar: every published decision once.
+    # The newest bar: every published decision once. An EXIT names the side it closes as the
+    # publisher wrote it (closed_side, from the paper position it replayed).
     exit_ = {**flat, "signal": "EXIT"}
-    publish_bar(home, newest, BTCUSDT=exit_, ETHUSDT=exit_, SOLUSDT=exit_)
+    publish_bar(
+        home,
+        newest,
+        BTCUSDT={**exit_, "closed_side": "long"},
+        ETHUSDT={**exit_, "closed_side": "short"},
+        SOLUSDT={**exit_, "closed_side": None},
+    )
     assert served(base, "BTCUSDT") == ("EXIT", "long")  # closes the long held
     assert served(base, "ETHUSDT") == ("EXIT", "short")  # closes the short held
     assert served(base, "SOLUSDT") == ("EXIT", None)  # nothing was held: no side to name

@@ -232,6 +232,10 @@ def test_paper_drawdown_past_the_limit_halts_the_publish(published, api):
         assert not [n for n in report.notes if "feature drift not evaluated" in n]
         rows = {r["symbol"]: r for r in report.rows.to_dicts()}
         assert rows["BTCUSDT"]["paper_drawdown"] > 0.0
+        # The flat policy closes the injected long and says which side it closed.
+        btc = rows["BTCUSDT"]
+        assert (btc["signal"], btc["closed_side"], btc["position"]) == ("EXIT", "long", 0.0)
+        assert btc["decision_reason"].startswith("exit long: no validated edge after costs")
         # Every row carries the new state and no entry goes out. (Whether a symbol's policy
         # wanted to enter at all depends on the tiny models; when none did, this does not tell
         # a decision made under HALTED from one made before the trigger fired.)

@@ -45,7 +45,8 @@ DECISION_MODELS = ("lgbm", "deep", "ensemble", "reversal", "flat")
 
 log = logging.getLogger(__name__)
 
-# 2: the decision engine's columns (decision_model, horizon, expected_net_bps, decision_reason)
+# 2: the decision engine's columns (decision_model, horizon, expected_net_bps, decision_reason,
+# closed_side: the side an EXIT or a reversal closes)
 SCHEMA_VERSION = 2
 LATEST_JSON = "latest_predictions.json"
 LATEST_PARQUET = "latest_predictions.parquet"
@@ -94,9 +95,18 @@ PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
     "horizon": I64,
     "expected_net_bps": F64,
     "decision_reason": STR,
+    "closed_side": STR,
 }
 NULLABLE: frozenset[str] = frozenset(
-    {"stop_loss", "take_profit", "ratio_btc_eth", "ratio_eth_sol", "horizon", "expected_net_bps"}
+    {
+        "stop_loss",
+        "take_profit",
+        "ratio_btc_eth",
+        "ratio_eth_sol",
+        "horizon",
+        "expected_net_bps",
+        "closed_side",
+    }
 )
 UNIT_INTERVAL: tuple[str, ...] = (
     "deep_p_up",
@@ -122,6 +132,7 @@ ALLOWED: dict[str, tuple[Any, ...]] = {
     "regime_state": (1, 0, -1),
     "signal": ("ENTRY_LONG", "ENTRY_SHORT", "EXIT", "HOLD"),
     "decision_model": DECISION_MODELS,
+    "closed_side": ("long", "short", None),
     "kill_switch": STATES,
 }
 # JSON value types per dtype (bool is an int in Python, never a number here).

@@ -210,6 +210,7 @@ def _decide(
         "entry_threshold": decision.entry_threshold,
         "signal": decision.signal,
         "position": decision.position,
+        "closed_side": decision.closed_side,
         "size": decision.size,
         "stop_loss": decision.stop_loss,
         "take_profit": decision.take_profit,

@@ -59,17 +59,19 @@ SIDE_NAMES = {1: "long", -1: "short"}
 @dataclass(frozen=True)
 class LiveDecision:
     """What the publisher writes for one symbol's newest bar: ``signal`` (an ``Action`` name
-    decided at its close), the entry ``size`` (0 unless an entry), the signed ``position`` held
-    once it fills, the held position's ``stop_loss`` / ``take_profit`` levels (None for the
-    engine's positions), the policy's ``horizon`` (None for FLAT), ``expected_net_bps`` (an
-    entry's pessimistic expected return over the horizon net of the round trip, None for FLAT
-    or without a score), the ``reason`` in words and the policy's ``decision_model``; then the
-    bar's regime and the seed policy's entry threshold (reported, not deciding) and the paper
-    equity and drawdown after the decision."""
+    decided at its close), the entry ``size`` (0 unless an entry), the signed ``position``
+    held once it fills, ``closed_side`` (``"long"`` / ``"short"``: the side an ``EXIT`` or a
+    reversal closes, else None), the held position's ``stop_loss`` / ``take_profit`` levels
+    (None for the engine's positions), the policy's ``horizon`` (None for FLAT),
+    ``expected_net_bps`` (an entry's pessimistic expected return over the horizon net of the
+    round trip, None for FLAT or without a score), the ``reason`` in words and the policy's
+    ``decision_model``; then the bar's regime and the seed policy's entry threshold (reported,
+    not deciding) and the paper equity and drawdown after the decision."""
 
     signal: str
     size: float
     position: float
+    closed_side: str | None
     stop_loss: float | None
     take_profit: float | None
     horizon: int | None
@@ -125,6 +127,7 @@ def live_decision(
     held = replay(candles, ts, history, bar_time, _intent(0, 0.0, ()), cfg)
     side, bars_held = _held(held)
     signal, intent, net, reason = _decide(engine, side, bars_held, size)
+    closes = bool(intent.exit_long[0] or intent.exit_short[0]) and side != 0
     result = replay(candles, ts, history, bar_time, intent, cfg)
     close = float(candles.get_column("close").to_numpy()[-1])
     action = Action(int(result.action[-1]))
@@ -140,6 +143,7 @@ def live_decision(
         signal=signal,
         size=entry_size,
         position=position,
+        closed_side=SIDE_NAMES[side] if closes else None,
         stop_loss=stop_loss,
         take_profit=take_profit,
         horizon=None if policy.is_flat else policy.horizon,

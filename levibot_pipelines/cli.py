@@ -578,7 +578,8 @@ def predictions_summary(settings: Settings) -> str:
     published = status.published_status(settings.home)
     if published is None:
         return "\nlatest predictions: nothing published yet"
-    tail = "".join(f"\n  kill-switch: {r}" for r in published.kill_switch_reasons)
+    tail = "".join(f"\n  {sym}: {why}" for sym, why in published.decision_reasons.items())
+    tail += "".join(f"\n  kill-switch: {r}" for r in published.kill_switch_reasons)
     return f"\nlatest predictions ({published.path}):\n{published.table}{tail}"
 
 

@@ -155,4 +155,5 @@ def test_published_status_one_row_per_symbol_and_distinct_reasons(tmp_path):
     assert out.table["kill_switch"].to_list() == ["REDUCING", "REDUCING", "ACTIVE"]
     # What the decision engine published, and why.
     assert out.table["decision_model"].to_list() == ["ensemble", "flat", "lgbm"]
-    assert out.table["decision_reason"][1] == "no validated edge after costs"
+    assert out.decision_reasons["ETHUSDT"] == "no validated edge after costs"
+    assert list(out.decision_reasons) == list(SYMBOLS)

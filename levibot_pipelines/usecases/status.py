@@ -43,7 +43,6 @@ PREDICTION_COLUMNS = (
     "size",
     "kill_switch",
     "decision_model",
-    "decision_reason",
 )
 NEWEST_FEATURES_SQL = (
     "SELECT symbol, to_timestamp(timestamp / 1000) AS bar_open, close, ret_1, "
@@ -75,12 +74,13 @@ class ModelStatus:
 @dataclass(frozen=True)
 class PublishedStatus:
     """The published latest predictions: the file's ``path``, one ``table`` row per symbol
-    (``symbol``, ``as_of`` = bar close time, ``PREDICTION_COLUMNS``; floats rounded to 4) and
-    the distinct non-empty kill-switch reasons, sorted."""
+    (``symbol``, ``as_of`` = bar close time, ``PREDICTION_COLUMNS``; floats rounded to 4), the
+    distinct non-empty kill-switch reasons, sorted, and each symbol's decision reason."""
 
     path: Path
     table: pl.DataFrame
     kill_switch_reasons: list[str]
+    decision_reasons: dict[str, str]
 
 
 def data_status(
@@ -212,4 +212,5 @@ def published_status(home: Path) -> PublishedStatus | None:
         path=published_dir(home) / LATEST_JSON,
         table=table,
         kill_switch_reasons=sorted(reasons),
+        decision_reasons={s: r["decision_reason"] for s, r in latest.rows.items()},
     )

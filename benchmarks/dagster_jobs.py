@@ -10,15 +10,13 @@ intervals of a deployed instance come on top and are not measured here.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from benchmarks.publish import synthetic_home
 from levibot_pipelines.definitions import load_definitions
 
 ENV = {"LEVIBOT_SOURCE": "synthetic", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -48,38 +46,28 @@ def features_configured() -> dg.JobDefinition:
 def bench_dagster_jobs(repeats: int = 3) -> dict:
     """Median and worst run wall time (s) per job and executor over ``repeats`` runs."""
     this = sys.modules[__name__]
-    with tempfile.TemporaryDirectory(prefix="levibot-bench-jobs-") as tmp:
-        start = (datetime.now(UTC) - timedelta(days=20)).date().isoformat()
-        saved = {k: os.environ.get(k) for k in [*ENV, "LEVIBOT_HOME", "LEVIBOT_START"]}
-        os.environ.update({**ENV, "LEVIBOT_HOME": tmp, "LEVIBOT_START": start})
-        try:
-            with dg.instance_for_test() as instance:
+    with synthetic_home("levibot-bench-jobs-", ENV):
+        with dg.instance_for_test() as instance:
 
-                def run(fn_name: str, partition: str | None) -> float:
-                    tags = {"dagster/partition": partition} if partition else {}
-                    job = dg.reconstructable(getattr(this, fn_name))
-                    t0 = time.perf_counter()
-                    result = dg.execute_job(job, instance=instance, tags=tags)
-                    if not result.success:
-                        raise RuntimeError(f"{fn_name} failed in the benchmark")
-                    return time.perf_counter() - t0
+            def run(fn_name: str, partition: str | None) -> float:
+                tags = {"dagster/partition": partition} if partition else {}
+                job = dg.reconstructable(getattr(this, fn_name))
+                t0 = time.perf_counter()
+                result = dg.execute_job(job, instance=instance, tags=tags)
+                if not result.success:
+                    raise RuntimeError(f"{fn_name} failed in the benchmark")
+                return time.perf_counter() - t0
 
-                for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
-                    run("ingest_configured", symbol)
-                out = {}
-                for job, partition in (("ingest", "BTCUSDT"), ("features", None)):
-                    for executor in ("multiprocess", "configured"):
-                        walls = [run(f"{job}_{executor}", partition) for _ in range(repeats)]
-                        out[f"{job}_{executor}_s"] = {
-                            "median": round(statistics.median(walls), 2),
-                            "worst": round(max(walls), 2),
-                        }
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+                run("ingest_configured", symbol)
+            out = {}
+            for job, partition in (("ingest", "BTCUSDT"), ("features", None)):
+                for executor in ("multiprocess", "configured"):
+                    walls = [run(f"{job}_{executor}", partition) for _ in range(repeats)]
+                    out[f"{job}_{executor}_s"] = {
+                        "median": round(statistics.median(walls), 2),
+                        "worst": round(max(walls), 2),
+                    }
     out["configured_executor"] = "in_process"
     out["repeats"] = repeats
     return out

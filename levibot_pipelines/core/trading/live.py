@@ -124,19 +124,18 @@ def live_decision(
     candles, ts, feats = up_to(candles, features, bar_time)
     seed = newest_intent(feats, p, confidence, None, seed_policy, size_multiplier)
     size = seed_policy.max_size * size_multiplier
-    held = replay(candles, ts, history, bar_time, _intent(0, 0.0, ()), cfg)
-    side, bars_held = _held(held)
+    # The paper book up to the newest close: a decision at the newest bar cannot fill inside
+    # the replay, so this one replay serves both the position it is decided from and the
+    # equity and levels reported after it.
+    book = replay(candles, ts, history, bar_time, _intent(0, 0.0, ()), cfg)
+    side, bars_held = _held(book)
     signal, intent, net, reason = _decide(engine, side, bars_held, size)
     closes = bool(intent.exit_long[0] or intent.exit_short[0]) and side != 0
-    result = replay(candles, ts, history, bar_time, intent, cfg)
     close = float(candles.get_column("close").to_numpy()[-1])
-    action = Action(int(result.action[-1]))
     entry_size, position, stop_loss, take_profit = position_and_levels(
-        action, intent, result, close
+        Action[signal], intent, book, close
     )
-    if action.name != signal:  # the replay is the book: it must agree with the rule
-        raise RuntimeError(f"decided {signal} but the paper book did {action.name}")
-    equity = np.asarray(result.equity)
+    equity = np.asarray(book.equity)
     regime_state = int(seed.regime[-1])
     policy = engine.policy
     return LiveDecision(

@@ -5,9 +5,8 @@ stop and take-profit) is replayed through ``core.trading.backtest`` on the real 
 at the next open, stops inside the bars, costs on both legs; an entry published while the other
 side is held is a reversal at the same open. The newest bar's decision depends on that position
 (an entry only from flat, an exit only when holding), so the replay runs up to the newest bar
-with the decision's intent for it (``core.trading.live``); the replay's action there is what
-gets published, and its equity is the live paper P&L whose drawdown can halt trading
-(``core.trading.killswitch``).
+before it is decided (``core.trading.live``; a decision at the newest bar cannot fill there), and
+its equity is the live paper P&L whose drawdown can halt trading (``core.trading.killswitch``).
 """
 
 from __future__ import annotations

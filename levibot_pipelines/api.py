@@ -51,8 +51,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
-from levibot_pipelines.adapters.home import kill_switch_path, published_dir
+from levibot_pipelines.adapters.home import kill_switch_path, live_summary_path, published_dir
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
+from levibot_pipelines.adapters.live_files import LiveFileError, parse_summary
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
 from levibot_pipelines.api_metrics import install_request_metrics
 from levibot_pipelines.api_responses import (
@@ -103,6 +104,11 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
         kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path), KillSwitchError),
         recompute=TransformerRecomputer(settings),
         now_ms=clock or (lambda: int(time.time() * 1000)),
+        live_file=FileCache(
+            live_summary_path(settings.home),
+            lambda text: parse_summary(text, str(live_summary_path(settings.home))),
+            LiveFileError,
+        ),
     )
 
 

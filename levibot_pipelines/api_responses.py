@@ -21,6 +21,8 @@ from typing import Any
 from levibot_pipelines.adapters.exported_model import PublishedFileError, exported_version
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwitchStatus
+from levibot_pipelines.adapters.live_files import LiveFileError
+from levibot_pipelines.adapters.live_prom import render_live_metrics
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
 from levibot_pipelines.adapters.prom import render_metrics
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
@@ -50,6 +52,7 @@ class Service:
     kill_file: FileCache
     recompute: TransformerRecomputer
     now_ms: Callable[[], int]
+    live_file: FileCache | None = None  # live/summary.json (adapters.live_files), when read
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
@@ -301,13 +304,26 @@ def deep_status_body(svc: Service, doc: LatestPredictions) -> dict[str, Any]:
 
 def metrics_text(svc: Service) -> bytes:
     """Prometheus text format built from the published file (none when unreadable) and the
-    live kill-switch."""
+    live kill-switch, then the live scores' gauges (none without a readable summary)."""
     try:
         doc = svc.latest_file.get()
     except PublishedFileError:
         doc = None
     live = _live_kill_switch(svc.kill_file)
-    return render_metrics(doc, svc.settings.market.symbols, svc.now_ms(), live[0] if live else None)
+    symbols = svc.settings.market.symbols
+    text = render_metrics(doc, symbols, svc.now_ms(), live[0] if live else None)
+    return text + render_live_metrics(_live_summary(svc.live_file), symbols)
+
+
+def _live_summary(live_file: FileCache | None) -> dict[str, Any] | None:
+    """The live scores' summary; None when absent or unreadable (logged: gauges go absent)."""
+    if live_file is None:
+        return None
+    try:
+        return live_file.get()
+    except LiveFileError as exc:
+        log.warning("live scores summary not served: %s", exc)
+        return None
 
 
 def health_body(svc: Service) -> tuple[int, dict[str, Any]]:

@@ -44,7 +44,7 @@ class MarketSettings:
     files_dir: Path | None = None
     synthetic_seed: int = 7
     synthetic_edge: str | None = None  # "BPS@HORIZON": a planted reversal (core.data.synthetic)
-    ingest_cron: str = "1-59/15 * * * *"
+    ingest_cron: str = "*/15 * * * *"
     source_retry_seconds: float = 60.0  # per symbol and tick, failed exchange requests + backoff
 
     @property
@@ -100,12 +100,14 @@ class TradingSettings:
 class ServingSettings:
     """The HTTP API's address, its optional bearer token and the optional Prometheus
     Pushgateway. ``api_token`` (LEVIBOT_API_TOKEN) is a secret: it is kept out of ``repr`` and
-    of every message; None (default) serves without authentication."""
+    of every message; None (default) serves without authentication. ``live_window``: the newest
+    matured published bars the live scores are computed over (``live_scores``)."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     pushgateway_url: str | None = None
     api_token: str | None = field(default=None, repr=False)
+    live_window: int = 500
 
 
 @dataclass(frozen=True)
@@ -445,6 +447,8 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_API_PORT": ("serving", "api_port", _positive_int),
     "LEVIBOT_PUSHGATEWAY_URL": ("serving", "pushgateway_url", _url),
     "LEVIBOT_API_TOKEN": ("serving", "api_token", _secret_token),
+    # matured published bars per symbol that the rolling live scores cover (live_scores)
+    "LEVIBOT_LIVE_WINDOW": ("serving", "live_window", _positive_int),
     "LEVIBOT_MAX_STALENESS_MINUTES": ("alerts", "max_staleness_minutes", _minutes),
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),

@@ -106,17 +106,23 @@ def test_schedule_tick_requests_one_run_per_symbol(defs):
     assert [(r.partition_key, r.run_key) for r in data.run_requests] == [
         (s, f"{s}@2026-11-24T10:01:00+00:00") for s in SYMBOLS
     ]
-    assert schedule.cron_schedule == "1-59/15 * * * *"  # one minute after each 15m close
+    assert schedule.cron_schedule == "*/15 * * * *"  # at each 15m close
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
-def test_features_rebuilt_once_per_tick_after_all_symbols(defs, env):
+def test_features_rebuilt_once_per_tick_after_all_symbols(defs, env, tmp_path):
     sensor = defs.resolve_sensor_def("features_after_ingest")
     ingest, features = defs.resolve_job_def("ingest_job"), defs.resolve_job_def("features_job")
+    # The sensor reads only which symbols have trained models from this home: none, then all.
+    models_home = Settings.from_env({**env, "LEVIBOT_HOME": str(tmp_path)})
+    market = MarketDataResource(models_home)
     with dg.instance_for_test() as inst:
 
         def tick():
-            return sensor.evaluate_tick(dg.build_sensor_context(instance=inst, definitions=defs))
+            context = dg.build_sensor_context(
+                instance=inst, definitions=defs, resources={"market": market}
+            )
+            return sensor.evaluate_tick(context)
 
         assert (
             "waiting for a new ingest of ['BTCUSDT', 'ETHUSDT', 'SOLUSDT']" in tick().skip_message
@@ -126,14 +132,18 @@ def test_features_rebuilt_once_per_tick_after_all_symbols(defs, env):
         assert "waiting for a new ingest of ['SOLUSDT']" in tick().skip_message
         ingest.execute_in_process(partition_key="SOLUSDT", instance=inst)
         first = tick().run_requests
-        assert len(first) == 1
+        assert len(first) == 1 and first[0].job_name == "features_job"  # no models: no publish
         assert tick().run_requests[0].run_key == first[0].run_key  # same tick, same key
         features.execute_in_process(instance=inst)
         assert tick().skip_message is not None and not tick().run_requests
         for symbol in SYMBOLS:
             ingest.execute_in_process(partition_key=symbol, instance=inst)
+        for symbol in SYMBOLS:  # every symbol trained: the rebuild and the publish in one run
+            (tmp_path / "models" / symbol).mkdir(parents=True)
+            (tmp_path / "models" / symbol / "ensemble.json").write_text("{}")
         second = tick().run_requests
         assert len(second) == 1 and second[0].run_key != first[0].run_key
+        assert second[0].job_name == "features_publish_job"
 
 
 class Webhook:

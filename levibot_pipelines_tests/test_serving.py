@@ -65,6 +65,12 @@ def published(defs, env):
         latest.write_text(json.dumps(doc))
         defs.resolve_job_def("features_job").execute_in_process(instance=inst)
         after_update = _tick(defs, inst, cursor=same_bars.cursor)
+        # The same update while a features_publish_job run (rebuild + publish) is in progress:
+        # that run publishes it, so the sensor waits instead of launching a second publish.
+        live = dg.DagsterRun(job_name="features_publish_job", status=dg.DagsterRunStatus.STARTED)
+        inst.add_run(live)
+        while_live = _tick(defs, inst, cursor=same_bars.cursor)
+        inst.delete_run(live.run_id)
         latest.write_text(original)
         yield {
             "home": home,
@@ -74,6 +80,7 @@ def published(defs, env):
             "again": again,
             "same_bars": same_bars,
             "after_update": after_update,
+            "while_live": while_live,
         }
 
 
@@ -91,12 +98,20 @@ def test_sensor_publishes_exactly_once_per_feature_update(published):
     # ... and one whose newest bar is not published yet is published.
     second = published["after_update"].run_requests
     assert len(second) == 1 and second[0].run_key != first[0].run_key
+    # Not while a features_publish_job run is still to publish it; the update is kept for later.
+    waiting = published["while_live"]
+    assert not waiting.run_requests and "features_publish_job run is publishing" in (
+        waiting.skip_message
+    )
+    assert waiting.cursor == published["same_bars"].cursor
 
 
 def test_publish_job_writes_one_checked_row_per_symbol(published):
     result, home = published["result"], published["home"]
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    # The publish also scores what matured (live_scores); its verdict: test_live_scores_asset.
+    assert checks.pop("live_skill_within_noise_band") in (True, False)
     assert checks == {
         "every_symbol_published": True,
         "bar_time_is_newest_feature_row": True,

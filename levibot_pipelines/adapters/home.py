@@ -16,6 +16,8 @@ created or read.
 {home}/published/history/predictions-*.parquet         append-only prediction history
 {home}/published/models/{SYMBOL}/deep/                 the exported champion Transformer
 {home}/kill_switch.json, kill_switch_history.jsonl     the kill-switch (adapters.killswitch_store)
+{home}/live/scores/scores-*.parquet                    append-only live scores (adapters.live_files)
+{home}/live/summary.json                               rolling live scores per symbol and model
 {home}/locks/ohlcv-{SYMBOL}.lock                       held while a symbol's bars are upserted
 ```
 """
@@ -110,3 +112,18 @@ def history_glob(home: Path | str) -> str:
 def exported_transformer_dir(home: Path | str, symbol: str) -> Path:
     """The exported champion Transformer of ``symbol`` (what the API recomputes with)."""
     return published_dir(home) / "models" / symbol / "deep"
+
+
+def live_dir(home: Path | str) -> Path:
+    """Live scoring of the published predictions (``adapters.live_files``)."""
+    return Path(home) / "live"
+
+
+def live_scores_dir(home: Path | str) -> Path:
+    """The append-only scored history: one ``scores-{now}-{uuid8}.parquet`` per scoring run."""
+    return live_dir(home) / "scores"
+
+
+def live_summary_path(home: Path | str) -> Path:
+    """The rolling live scores per symbol and model (what the API's gauges read)."""
+    return live_dir(home) / "summary.json"

@@ -251,3 +251,33 @@ def backtest_plots(bt: SymbolBacktest, symbol: str) -> dict[str, bytes]:
             ylabel="drawdown",
         ),
     }
+
+
+def live_auc_figure(
+    times_ms: object,
+    curves: Mapping[str, np.ndarray],
+    walk_forward: Mapping[str, float | None] | None = None,
+    title: str = "",
+) -> Figure:
+    """Rolling live AUC per model (``{model: auc}``, each shape (n,)) over the bar open times
+    ``times_ms`` (ms UTC, increasing), each model's walk-forward test AUC (``walk_forward``,
+    None where unknown) a dashed line of its colour, and 0.5 (no skill) dotted; see
+    ``live_auc_plot``."""
+    fig = equity_figure(curves, times_ms, title or "rolling live AUC", ylabel="rolling live AUC")
+    ax = fig.axes[0]
+    for line in list(ax.get_lines()):
+        ref = (walk_forward or {}).get(str(line.get_label()))
+        if ref is not None:
+            ax.axhline(ref, color=line.get_color(), linestyle="--", linewidth=1.0)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1.0)
+    return fig
+
+
+def live_auc_plot(
+    times_ms: object,
+    curves: Mapping[str, np.ndarray],
+    walk_forward: Mapping[str, float | None] | None = None,
+    title: str = "",
+) -> bytes:
+    """``live_auc_figure`` as PNG bytes."""
+    return _png(live_auc_figure(times_ms, curves, walk_forward, title))

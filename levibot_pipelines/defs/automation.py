@@ -9,9 +9,14 @@ from levibot_pipelines.defs.common import now_ms, symbol_partitions
 from levibot_pipelines.defs.resources import AlertResource, Market
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.monitor import watch_freshness
+from levibot_pipelines.usecases.publish import missing_models
 
 OHLCV = dg.AssetKey("ohlcv")
 FEATURES = dg.AssetKey("cross_asset_features")
+LATEST = dg.AssetKey("latest_predictions")
+# How often the daemon evaluates the two sensors of the live path (its loop runs every 5 s):
+# each evaluation reads a few run-storage rows, and every second waited is bar-close latency.
+LIVE_SENSOR_INTERVAL_S = 5
 
 
 def build_automation(s: Settings) -> dg.Definitions:
@@ -32,10 +37,22 @@ def build_automation(s: Settings) -> dg.Definitions:
         description="Rebuild the cross-asset feature table from every symbol's stored bars.",
         executor_def=dg.in_process_executor,
     )
+    live_job = dg.define_asset_job(
+        "features_publish_job",
+        selection=dg.AssetSelection.assets(FEATURES)
+        | dg.AssetSelection.assets(LATEST).downstream(),
+        description="The live tick in one run: rebuild the feature table, then publish on it "
+        "(and what hangs off the publish). features_after_ingest launches it once every symbol "
+        "has trained models; a second run would cost another worker start (about 6 s).",
+        executor_def=dg.in_process_executor,
+    )
     return dg.Definitions(
-        jobs=[ingest_job, features_job],
+        jobs=[ingest_job, features_job, live_job],
         schedules=[_ingest_schedule(s.market.ingest_cron, ingest_job, partitions)],
-        sensors=[_features_after_ingest(features_job, partitions), feature_freshness_alert],
+        sensors=[
+            _features_after_ingest(features_job, live_job, partitions),
+            feature_freshness_alert,
+        ],
     )
 
 
@@ -48,7 +65,7 @@ def _ingest_schedule(
         execution_timezone="UTC",
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Every 15 minutes, one minute after the bar close: ingest every symbol.",
+        description="At every bar close (LEVIBOT_INGEST_CRON): ingest every symbol.",
     )
     def ingest_schedule(context: dg.ScheduleEvaluationContext):
         tick = context.scheduled_execution_time.isoformat()
@@ -58,16 +75,19 @@ def _ingest_schedule(
     return ingest_schedule
 
 
-def _features_after_ingest(job, partitions: dg.StaticPartitionsDefinition) -> dg.SensorDefinition:
+def _features_after_ingest(
+    features_job, live_job, partitions: dg.StaticPartitionsDefinition
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="features_after_ingest",
-        job=job,
-        minimum_interval_seconds=20,
+        jobs=[features_job, live_job],
+        minimum_interval_seconds=LIVE_SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Rebuilds the feature table once every symbol has landed a new ingest since "
-        "the table was last built: one rebuild per ingest tick, not one per symbol.",
+        "the table was last built: one rebuild per ingest tick, not one per symbol. Once every "
+        "symbol has trained models the same run also publishes (features_publish_job).",
     )
-    def features_after_ingest(context: dg.SensorEvaluationContext):
+    def features_after_ingest(context: dg.SensorEvaluationContext, market: Market):
         instance = context.instance
         built = instance.fetch_materializations(FEATURES, limit=1).records
         built_id = built[0].storage_id if built else 0
@@ -81,7 +101,9 @@ def _features_after_ingest(job, partitions: dg.StaticPartitionsDefinition) -> dg
         if waiting:
             return dg.SkipReason(f"waiting for a new ingest of {waiting}")
         run_key = ",".join(f"{sym}:{sid}" for sym, sid in sorted(latest.items()))
-        return dg.RunRequest(run_key=run_key)
+        s = market.settings
+        trained = not missing_models(s.home, s.market.symbols)
+        return dg.RunRequest(run_key=run_key, job_name=(live_job if trained else features_job).name)
 
     return features_after_ingest
 

@@ -7,14 +7,14 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.home import history_glob, published_dir
-from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET, read_latest
+from levibot_pipelines.adapters.prediction_files import read_latest
 from levibot_pipelines.adapters.prom import push_metrics
-from levibot_pipelines.adapters.store import ParquetStore, sql_literal
+from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.common import (
     WAREHOUSE_POOL,
     markdown_table,
     now_ms,
+    refresh_prediction_views,
     refresh_warehouse_views,
 )
 from levibot_pipelines.defs.resources import Models, Trading
@@ -27,6 +27,11 @@ from levibot_pipelines.usecases.publish import (
 
 FEATURES = dg.AssetKey("cross_asset_features")
 LATEST = dg.AssetKey("latest_predictions")
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 SUMMARY = ("symbol", "bar_time", "signal", "ensemble_p_up", "deep_p_up", "lgbm_p_up", "size")
 
 
@@ -67,20 +72,6 @@ def latest_predictions(
             "notes": dg.MetadataValue.json(report.notes),
         }
     )
-
-
-def refresh_prediction_views(conn, s: Settings) -> list[str]:
-    """DuckDB views ``latest_predictions`` and ``predictions`` (the append-only history)."""
-    latest = published_dir(s.home) / LATEST_PARQUET
-    conn.execute(
-        "CREATE OR REPLACE VIEW latest_predictions AS SELECT * FROM "
-        f"read_parquet({sql_literal(latest.as_posix())})"
-    )
-    conn.execute(
-        "CREATE OR REPLACE VIEW predictions AS SELECT * FROM "
-        f"read_parquet({sql_literal(history_glob(s.home))}, union_by_name = true)"
-    )
-    return ["latest_predictions", "predictions"]
 
 
 def _latest(trading: Trading) -> tuple[Settings, pl.DataFrame]:
@@ -150,7 +141,7 @@ def probabilities_in_range(trading: Trading) -> dg.AssetCheckResult:
 
 publish_job = dg.define_asset_job(
     "publish_job",
-    selection=dg.AssetSelection.assets(LATEST),
+    selection=dg.AssetSelection.assets(LATEST, dg.AssetKey("live_scores")),
     description="Publish the latest predictions (one row per symbol).",
     executor_def=dg.in_process_executor,  # one step: no step subprocess to start (see automation)
 )
@@ -159,11 +150,12 @@ publish_job = dg.define_asset_job(
 @dg.sensor(
     name="publish_on_features",
     job=publish_job,
-    minimum_interval_seconds=20,
+    minimum_interval_seconds=5,  # as features_after_ingest (defs.automation)
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs publish_job once per cross_asset_features update that brought a bar "
-    "not yet published (the only trigger of latest_predictions). Waits, without consuming the "
-    "update, while a symbol has no trained models yet.",
+    "not yet published (features_publish_job publishes in the same run as the rebuild; this "
+    "covers the rest). Waits, without consuming the update, while a symbol has no trained "
+    "models yet or a features_publish_job run is still to publish.",
 )
 def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     records = context.instance.fetch_materializations(FEATURES, limit=1).records
@@ -177,6 +169,9 @@ def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     missing = missing_models(s.home, s.market.symbols)
     if missing:
         return dg.SkipReason(f"no trained models yet for {missing}: run training_job")
+    live = dg.RunsFilter(job_name="features_publish_job", statuses=IN_PROGRESS)
+    if context.instance.get_runs_count(live):
+        return dg.SkipReason("a features_publish_job run is publishing: waiting for it")
     context.update_cursor(json.dumps({"storage_id": storage_id}))
     if not unpublished_symbols(s.home, s.market.symbols):
         return dg.SkipReason(

@@ -111,7 +111,7 @@ def build_features(
             "_row",
         )
         .filter(pl.col("_row") >= warmup - 1)
-        .with_columns(y_up=(pl.col("fwd_ret") > 0).cast(pl.Int8))
+        .with_columns(direction_label(pl.col("fwd_ret")))
         .select(list(FEATURE_SCHEMA))
         for sym in symbols
     ]
@@ -122,6 +122,20 @@ def build_features(
     return table.join(extra, on=["symbol", "timestamp"], how="left", maintain_order="left").select(
         *FEATURE_SCHEMA, *FUTURES_COLUMNS
     )
+
+
+def forward_return(close: pl.Expr, horizon: int, ahead_in_segment: pl.Expr) -> pl.Expr:
+    """The label's log return ``fwd_ret[t] = log(close[t + h] / close[t])``, ``h = horizon``
+    rows ahead of rows in time order; null where ``ahead_in_segment`` is not true (row ``t + h``
+    is not the bar ``h`` bars after ``t``: a label never spans a gap) and on the last ``h`` rows.
+    The one definition of the label, shared by training and live scoring."""
+    lc = close.log()
+    return pl.when(ahead_in_segment).then(lc.shift(-horizon) - lc).alias("fwd_ret")
+
+
+def direction_label(fwd_ret: pl.Expr) -> pl.Expr:
+    """``y_up = fwd_ret > 0`` as Int8 (1 up, 0 flat or down; null where ``fwd_ret`` is)."""
+    return (fwd_ret > 0).cast(pl.Int8).alias("y_up")
 
 
 def _checked_symbols(bars: pl.DataFrame, horizon: int, warmup: int) -> list[str]:
@@ -203,7 +217,7 @@ def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:
         ((high - low) / close).alias("range"),
         # ret_1 is null on each segment's first row, so a window that spans a gap is null.
         ret_1.rolling_std(20).alias("vol_20"),
-        pl.when(pl.col("_same_seg_ahead")).then(lc.shift(-horizon) - lc).alias("fwd_ret"),
+        forward_return(close, horizon, pl.col("_same_seg_ahead")),
     ]
 
 

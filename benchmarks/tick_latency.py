@@ -14,6 +14,7 @@ first tick after start-up is left out (the webserver and daemon are still loadin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,10 @@ TICK_ENV = {
     "LEVIBOT_TIMEFRAME": "1m",
     "LEVIBOT_INGEST_CRON": "* * * * *",
     "LEVIBOT_RETRAIN_CRON": "4 4 1 1 *",
+    # A planted edge: without one, 600 training bars of a pure random walk can leave a model
+    # that says nothing (isotonic maps every bar to one value) and the blocking check
+    # predictions_valid rightly stops the training the benchmark needs.
+    "LEVIBOT_SYNTHETIC_EDGE": "80@4",
     "DAGSTER_DISABLE_TELEMETRY": "true",
 }
 # dagster dev started in the background may ignore SIGINT/SIGTERM: reset both before exec.
@@ -134,14 +139,23 @@ def _start_dagster_dev(dagster_home: str, log_path: Path) -> tuple[subprocess.Po
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    """Stop ``dagster dev`` by its pid: its process group, then any process it started in a
+    session of its own (a run worker) that is still alive."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     except ProcessLookupError:
-        return
+        pass
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(children, timeout=10)
 
 
 def bench_tick_latency(ticks: int = 4, max_wait_s: float = 600.0) -> dict:

@@ -25,10 +25,15 @@ stale or the kill-switch is HALTED).
 
 Query parameters: every API route (not ``/docs`` or ``/openapi.json``) accepts only the
 parameters it declares; any other is 422 naming it and the accepted ones
-(``reject_unknown_query``). ``shadow`` on the prediction routes asks
-for the shadow challenger, which is not published yet: ``shadow`` true is 422 saying so, false
-(or absent) serves the champion (``champion_only``). These 422s have FastAPI's validation body,
+(``reject_unknown_query``). These 422s have FastAPI's validation body,
 ``{"detail": [{"type", "loc", "msg", "input"}, ...]}``, like a bad ``n_samples``.
+
+Shadow challengers: ``shadow`` on the prediction routes (``1``/``true``/``yes``/``on``) serves the
+symbol's row of ``published/shadow/latest_predictions.json`` (``usecases.shadow``: the challenger
+pair's prediction, scored live, never traded: HOLD, size 0) in the same response model; 404
+naming the symbol when it has no challenger published; false (or absent) serves the champion.
+``/ml/predict_deep?shadow=1`` serves the published draws only: an ``n_samples`` other than the
+published count is 422 (the API exports and recomputes the champion alone).
 """
 
 from __future__ import annotations
@@ -51,7 +56,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
-from levibot_pipelines.adapters.home import kill_switch_path, live_summary_path, published_dir
+from levibot_pipelines.adapters.home import (
+    kill_switch_path,
+    live_summary_path,
+    published_dir,
+    shadow_dir,
+)
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.live_files import LiveFileError, parse_summary
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
@@ -82,8 +92,9 @@ SamplesQuery = Annotated[
 ShadowQuery = Annotated[
     bool,
     Query(
-        description="1/true: the shadow challenger's prediction (none is published yet: 422); "
-        "0/false (default): the champion"
+        description="1/true: the symbol's shadow challenger (a retrained model in shadow beside "
+        "the champion: scored live, never traded, signal always HOLD; 404 when the symbol has "
+        "none published); 0/false (default): the champion"
     ),
 ]
 
@@ -109,6 +120,9 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
             lambda text: parse_summary(text, str(live_summary_path(settings.home))),
             LiveFileError,
         ),
+        shadow_file=FileCache(
+            shadow_dir(settings.home) / LATEST_JSON, parse_latest, PublishedFileError
+        ),
     )
 
 
@@ -127,13 +141,16 @@ def latest(svc: Service) -> LatestPredictions:
     return doc
 
 
-def row_for(svc: Service, raw: str) -> dict[str, Any]:
-    """The published row of symbol ``raw`` (any spelling); 404 when the symbol is not
-    configured, 503 when it has no published row yet."""
+def row_for(svc: Service, raw: str, shadow: bool = False) -> dict[str, Any]:
+    """The published row of symbol ``raw`` (any spelling), or with ``shadow`` its shadow
+    challenger's (``shadow_row``); 404 when the symbol is not configured, 503 when it has no
+    published row yet."""
     symbol = normalize_symbol(raw)
     if symbol not in svc.settings.market.symbols:
         known = ", ".join(svc.settings.market.symbols)
         raise HTTPException(404, f"unknown symbol {raw!r}; known symbols: {known}")
+    if shadow:
+        return shadow_row(svc, symbol)
     doc = latest(svc)
     if symbol not in doc.rows:
         raise HTTPException(
@@ -177,21 +194,37 @@ async def reject_unknown_query(request: Request) -> None:
     )
 
 
-async def champion_only(request: Request, shadow: ShadowQuery = False) -> None:
-    """Route dependency of the prediction routes: ``shadow`` true (``1``, ``true``, ``yes``,
-    ``on``) is 422, as no shadow challenger is published yet; false serves the champion."""
-    if shadow:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ["query", "shadow"],
-                    "msg": "no shadow challenger is published: shadow=1 cannot be served yet; "
-                    "omit shadow (or shadow=0) for the champion",
-                    "input": request.query_params.get("shadow"),
-                }
-            ]
+def shadow_row(svc: Service, symbol: str) -> dict[str, Any]:
+    """The shadow challenger's published row of ``symbol`` (normalized); 404 naming it when
+    none is published for it, 503 when the shadow file is unreadable."""
+    try:
+        doc = svc.shadow_file.get() if svc.shadow_file is not None else None
+    except PublishedFileError as exc:
+        raise HTTPException(503, f"published shadow predictions are unreadable: {exc}") from None
+    if doc is None or symbol not in doc.rows:
+        shadowed = sorted(doc.rows) if doc is not None else []
+        raise HTTPException(
+            404,
+            f"no shadow challenger is published for {symbol} (symbols with one: "
+            f"{', '.join(shadowed) or 'none'}); omit shadow (or shadow=0) for the champion",
         )
+    return doc.rows[symbol]
+
+
+def published_draws_only(request: Request, row: dict[str, Any]) -> None:
+    """422 for ``n_samples`` on a shadow row: only the champion is exported and recomputed."""
+    raise RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ["query", "n_samples"],
+                "msg": f"the shadow challenger of {row['symbol']} is served with its published "
+                f"{row['mc_samples']} MC draws only; omit n_samples (or set it to "
+                f"{row['mc_samples']}), or omit shadow for the champion",
+                "input": request.query_params.get("n_samples"),
+            }
+        ]
+    )
 
 
 def get_and_head(app: FastAPI, path: str, **route: Any) -> Callable[[Callable], Callable]:
@@ -273,15 +306,22 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
         version="1",
         dependencies=[*bearer_auth(settings.serving.api_token), Depends(reject_unknown_query)],
     )
-    champion = [Depends(champion_only)]
 
-    @get_and_head(app, "/ml/predict_deep", response_model=DeepPrediction, dependencies=champion)
-    async def predict_deep(symbol: SymbolQuery, n_samples: SamplesQuery = None) -> dict:
-        """Transformer with MC dropout; ``n_samples`` != published reruns the draws."""
-        row = row_for(svc, symbol)
+    @get_and_head(app, "/ml/predict_deep", response_model=DeepPrediction)
+    async def predict_deep(
+        request: Request,
+        symbol: SymbolQuery,
+        n_samples: SamplesQuery = None,
+        shadow: ShadowQuery = False,
+    ) -> dict:
+        """Transformer with MC dropout; ``n_samples`` != published reruns the draws (the
+        champion only); ``shadow=1``: the shadow challenger."""
+        row = row_for(svc, symbol, shadow)
         out = deep_body(svc, row, svc.now_ms())
         if n_samples is None or n_samples == row["mc_samples"]:
             return out
+        if shadow:
+            published_draws_only(request, row)
         try:
             mc = await run_in_threadpool(svc.recompute, row, n_samples)
         except PublishedFileError as exc:
@@ -291,18 +331,18 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
             raise HTTPException(429, str(exc), headers=headers) from None
         return recomputed_body(out, mc, n_samples)
 
-    @get_and_head(
-        app, "/ml/predict_ensemble", response_model=EnsemblePrediction, dependencies=champion
-    )
-    async def predict_ensemble(symbol: SymbolQuery) -> dict:
+    @get_and_head(app, "/ml/predict_ensemble", response_model=EnsemblePrediction)
+    async def predict_ensemble(symbol: SymbolQuery, shadow: ShadowQuery = False) -> dict:
         """Confidence-weighted LightGBM + Transformer; uncertainty from the deep member,
-        ``uncertainty_source`` by the bar's effective weights."""
-        return ensemble_body(svc, row_for(svc, symbol), svc.now_ms())
+        ``uncertainty_source`` by the bar's effective weights; ``shadow=1``: the shadow
+        challenger."""
+        return ensemble_body(svc, row_for(svc, symbol, shadow), svc.now_ms())
 
-    @get_and_head(app, "/ml/predict", response_model=Prediction, dependencies=champion)
-    async def predict_lgbm(symbol: SymbolQuery) -> dict:
-        """Calibrated LightGBM (no uncertainty estimate)."""
-        return lgbm_body(svc, row_for(svc, symbol), svc.now_ms())
+    @get_and_head(app, "/ml/predict", response_model=Prediction)
+    async def predict_lgbm(symbol: SymbolQuery, shadow: ShadowQuery = False) -> dict:
+        """Calibrated LightGBM (no uncertainty estimate); ``shadow=1``: the shadow
+        challenger."""
+        return lgbm_body(svc, row_for(svc, symbol, shadow), svc.now_ms())
 
     @get_and_head(app, "/ml/models/deep/status")
     async def deep_status() -> dict:

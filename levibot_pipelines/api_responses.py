@@ -53,6 +53,7 @@ class Service:
     recompute: TransformerRecomputer
     now_ms: Callable[[], int]
     live_file: FileCache | None = None  # live/summary.json (adapters.live_files), when read
+    shadow_file: FileCache | None = None  # published/shadow/latest_predictions.json, when read
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:

@@ -437,7 +437,7 @@ def _print_steps(steps: list[smoke.Step]) -> None:
 def smoke_prepare(pipeline: Pipeline, tracker: Tracker) -> list[smoke.Step]:
     """Train the symbols without models (publishing needs every configured symbol) and
     publish when the published predictions are not current; a FAIL step per failed run."""
-    from levibot_pipelines.usecases.publish import missing_models
+    from levibot_pipelines.usecases.publish_state import missing_models
 
     s = pipeline.settings
     try:

@@ -101,13 +101,17 @@ class ServingSettings:
     """The HTTP API's address, its optional bearer token and the optional Prometheus
     Pushgateway. ``api_token`` (LEVIBOT_API_TOKEN) is a secret: it is kept out of ``repr`` and
     of every message; None (default) serves without authentication. ``live_window``: the newest
-    matured published bars the live scores are computed over (``live_scores``)."""
+    matured published bars the live scores are computed over (``live_scores``).
+    ``shadow_min_bars``: the matured bars a shadow challenger and its champion must both have
+    been scored on before the shadow rule may promote or retire it
+    (``core.evaluation.shadow_rule``)."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     pushgateway_url: str | None = None
     api_token: str | None = field(default=None, repr=False)
     live_window: int = 500
+    shadow_min_bars: int = 500
 
 
 @dataclass(frozen=True)
@@ -449,6 +453,8 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_API_TOKEN": ("serving", "api_token", _secret_token),
     # matured published bars per symbol that the rolling live scores cover (live_scores)
     "LEVIBOT_LIVE_WINDOW": ("serving", "live_window", _positive_int),
+    # matured paired bars before the shadow rule promotes or retires a challenger
+    "LEVIBOT_SHADOW_MIN_BARS": ("serving", "shadow_min_bars", _positive_int),
     "LEVIBOT_MAX_STALENESS_MINUTES": ("alerts", "max_staleness_minutes", _minutes),
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),

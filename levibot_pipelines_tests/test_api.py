@@ -230,14 +230,12 @@ def test_uncertainty_source_rejects_a_weight_outside_0_1():
 
 @pytest.mark.parametrize("path", PREDICTION_ROUTES)
 @pytest.mark.parametrize("value", ["1", "true", "yes"])
-def test_shadow_is_422_until_a_challenger_is_published(api, path, value):
+def test_shadow_is_404_until_a_challenger_is_published(api, path, value):
     base, _ = api
     r = get(base, path, symbol="BTCUSDT", shadow=value)
-    assert r.status_code == 422, r.text
-    [error] = r.json()["detail"]
-    assert error["loc"] == ["query", "shadow"] and error["input"] == value
-    assert "no shadow challenger is published" in error["msg"]
-    assert requests.head(f"{base}{path}?symbol=BTCUSDT&shadow=1", timeout=30).status_code == 422
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"].startswith("no shadow challenger is published for BTCUSDT")
+    assert requests.head(f"{base}{path}?symbol=BTCUSDT&shadow=1", timeout=30).status_code == 404
 
 
 @pytest.mark.parametrize("path", PREDICTION_ROUTES)

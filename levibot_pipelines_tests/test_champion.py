@@ -169,6 +169,7 @@ def test_promotion_lower_is_better(tracker: Tracker, reader: MlflowClient) -> No
     worse = promote(versions[1], 0.70)
     assert worse == {
         "promoted": False,
+        "alias": None,  # refused by the offline rule: no alias
         "reason": worse["reason"],
         "champion_version": versions[0],
         "new_version": versions[1],

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -466,3 +468,20 @@ def test_model_report_shows_its_plots_inline(defs, instance, env, tmp_path):
     )
     for run, path in ((run_id, "plots/equity.png"), (lgbm_run, "plots/reliability.png")):
         assert Path(client.download_artifacts(run, path, dst_path=str(tmp_path))).stat().st_size
+
+
+def test_loading_the_code_location_imports_no_training_library(env):
+    """Every run worker imports the whole code location before its first step: an ingest or a
+    publish run must not pay for torch, LightGBM, MLflow or matplotlib at start (the steps that
+    need them import them)."""
+    code = (
+        "import sys\n"
+        "from levibot_pipelines.definitions import load_definitions\n"
+        "load_definitions()\n"
+        "heavy = ('torch', 'lightgbm', 'mlflow', 'matplotlib', 'sklearn')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True
+    )
+    assert out.stdout.strip() == ""

@@ -46,25 +46,36 @@ def meta(result, node):
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
 
-def test_training_registers_versions_and_moves_champion_like_for_like(trained):
+def test_training_registers_versions_and_places_them_like_for_like(trained):
     first, second, home, before = trained
     assert first.success and second.success
     for node, kind in (("lgbm_model", "lgbm"), ("deep_tfm_model", "deep")):
         m1, m2 = meta(first, node), meta(second, node)
         n = before[kind]
-        assert m1["model_version"] == str(n + 1) and m1["promoted"] is True
-        if n == 0:
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        if n == 0:  # the symbol's first model: champion directly, nothing to trade otherwise
+            assert m1["model_version"] == "1" and m1["promoted"] is True
+            assert m1["alias"] == "champion"
             assert m1["champion_decision"] == "promoted: no champion yet"
+        champion = client.get_registered_model(model_name(kind, SYMBOL)).aliases["champion"]
         assert m2["model_version"] == str(n + 2)
         # Same data, same seed: the retrained model ties the champion on the same window.
         assert m2["test_window_ms"] == m1["test_window_ms"]
         assert m2["test_log_loss"] == pytest.approx(m1["test_log_loss"], rel=1e-9)
-        assert m2["promoted"] is True and "no worse than champion" in m2["champion_decision"]
+        # A retrain that passes the offline rule while a champion holds the alias becomes the
+        # shadow challenger; the champion stays until the shadow rule promotes it live.
+        assert m2["promoted"] is False and m2["alias"] == "challenger"
+        assert m2["champion_decision"].startswith("challenger: log_loss ")
+        assert f"no worse than champion {m1['test_log_loss']:.6g}" in m2["champion_decision"]
+        assert f"in shadow beside champion v{champion}" in m2["champion_decision"]
         assert m1["rows"] == {"train": 600, "val": 150, "calib": 150, "test": 200}
         assert 0.0 <= m1["test_ece"] <= 1.0 and m1["mlflow_run"].startswith("http")
-        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
         registered = client.get_registered_model(model_name(kind, SYMBOL))
-        assert str(registered.aliases["champion"]) == str(n + 2)
+        assert str(registered.aliases["challenger"]) == str(n + 2)
+        assert str(registered.aliases["champion"]) != str(n + 2)
+        tags = client.get_model_version(model_name(kind, SYMBOL), str(n + 2)).tags
+        assert (tags["alias"], tags["promoted"]) == ("challenger", "false")
+        assert tags["compared_to_version"] == str(champion)
     checks = {
         (e.asset_key.to_user_string(), e.check_name): e for e in first.get_asset_check_evaluations()
     }
@@ -105,11 +116,14 @@ def test_ensemble_and_report(trained):
     assert fit_end < score_start and int(d["chosen_on"]["score"].split("/")[1]) < int(
         ens["test_window"].split("/")[0]
     )
-    # Written by the second run, for its champions.
-    assert (ens["lgbm_version"], ens["deep_version"]) == (
-        meta(second, "lgbm_model")["model_version"],
-        meta(second, "deep_tfm_model")["model_version"],
-    )
+    # Written by the second run, for the champions (the retrained versions are challengers).
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    champions = [
+        str(client.get_registered_model(model_name(k, SYMBOL)).aliases["champion"])
+        for k in ("lgbm", "deep")
+    ]
+    assert [ens["lgbm_version"], ens["deep_version"]] == champions
+    assert meta(second, "ensemble_weights")["lgbm_version"] == champions[0]
     ens_meta = meta(second, "ensemble_weights")
     assert ens_meta["decision"].startswith("flat: no validated edge after costs (0 of 49")
     assert ens_meta["decision_candidates"] == 49

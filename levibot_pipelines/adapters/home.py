@@ -15,8 +15,11 @@ created or read.
 {home}/published/latest_predictions.json (.parquet)    what the API serves
 {home}/published/history/predictions-*.parquet         append-only prediction history
 {home}/published/models/{SYMBOL}/deep/                 the exported champion Transformer
+{home}/published/shadow/latest_predictions.json (.parquet)  the shadow challengers (never traded)
+{home}/published/shadow/history/predictions-*.parquet  append-only shadow history
 {home}/kill_switch.json, kill_switch_history.jsonl     the kill-switch (adapters.killswitch_store)
 {home}/live/scores/scores-*.parquet                    append-only live scores (adapters.live_files)
+{home}/live/shadow_scores/scores-*.parquet             the same for the shadow challengers
 {home}/live/summary.json                               rolling live scores per symbol and model
 {home}/locks/ohlcv-{SYMBOL}.lock                       held while a symbol's bars are upserted
 ```
@@ -109,6 +112,16 @@ def history_glob(home: Path | str) -> str:
     return (history_dir(home) / "predictions-*.parquet").as_posix()
 
 
+def shadow_dir(home: Path | str) -> Path:
+    """The shadow challengers' published predictions (``adapters.prediction_files``): the same
+    files as ``published_dir``, scored live, never traded."""
+    return published_dir(home) / "shadow"
+
+
+def shadow_history_dir(home: Path | str) -> Path:
+    return shadow_dir(home) / "history"
+
+
 def exported_transformer_dir(home: Path | str, symbol: str) -> Path:
     """The exported champion Transformer of ``symbol`` (what the API recomputes with)."""
     return published_dir(home) / "models" / symbol / "deep"
@@ -122,6 +135,12 @@ def live_dir(home: Path | str) -> Path:
 def live_scores_dir(home: Path | str) -> Path:
     """The append-only scored history: one ``scores-{now}-{uuid8}.parquet`` per scoring run."""
     return live_dir(home) / "scores"
+
+
+def live_shadow_scores_dir(home: Path | str) -> Path:
+    """The append-only scored history of the shadow challengers (same layout as
+    ``live_scores_dir``)."""
+    return live_dir(home) / "shadow_scores"
 
 
 def live_summary_path(home: Path | str) -> Path:

@@ -5,6 +5,8 @@ Layout (``adapters.home``):
 - ``live/scores/scores-{now}-{uuid8}.parquet``: one file per scoring run that found newly
   matured predictions, holding only those rows (``core.evaluation.live_scoring.SCORED_SCHEMA``);
   never rewritten. The history is the union of the files.
+- ``live/shadow_scores/``: the same for the shadow challengers' published rows
+  (``shadow=True``), whose scores appear in the summary as ``shadow_{model}``.
 - ``live/summary.json``: the rolling scores per symbol and model and the paper P&L per symbol
   (``{"updated_at": ms, "window": N, "horizon": h, "symbols": {SYMBOL: {...}}}``, built by
   ``usecases.live_scores``), replaced on every run.
@@ -23,7 +25,11 @@ from typing import Any
 
 import polars as pl
 
-from levibot_pipelines.adapters.home import live_scores_dir, live_summary_path
+from levibot_pipelines.adapters.home import (
+    live_scores_dir,
+    live_shadow_scores_dir,
+    live_summary_path,
+)
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.core.evaluation.live_scoring import SCORED_SCHEMA
 
@@ -34,14 +40,21 @@ class LiveFileError(ValueError):
     """A live-scoring file under LEVIBOT_HOME is corrupt, truncated or of another layout."""
 
 
-def write_scores(home: Path | str, rows: pl.DataFrame, now_ms: int) -> Path | None:
-    """Append ``rows`` (``SCORED_SCHEMA``) as a new file ``scores-{now_ms}-{uuid8}.parquet``;
-    None (nothing written) when ``rows`` is empty. ``ValueError`` when the columns differ."""
+def _scores_dir(home: Path | str, shadow: bool) -> Path:
+    return live_shadow_scores_dir(home) if shadow else live_scores_dir(home)
+
+
+def write_scores(
+    home: Path | str, rows: pl.DataFrame, now_ms: int, *, shadow: bool = False
+) -> Path | None:
+    """Append ``rows`` (``SCORED_SCHEMA``) as a new file ``scores-{now_ms}-{uuid8}.parquet``
+    (with ``shadow``: under ``live/shadow_scores``); None (nothing written) when ``rows`` is
+    empty. ``ValueError`` when the columns differ."""
     if list(rows.columns) != list(SCORED_SCHEMA):
         raise ValueError(f"scored rows must have columns {list(SCORED_SCHEMA)}, got {rows.columns}")
     if rows.is_empty():
         return None
-    path = live_scores_dir(home) / f"scores-{now_ms}-{uuid.uuid4().hex[:8]}.parquet"
+    path = _scores_dir(home, shadow) / f"scores-{now_ms}-{uuid.uuid4().hex[:8]}.parquet"
     write_parquet_atomic(rows.cast(SCORED_SCHEMA), path)
     return path
 
@@ -57,10 +70,11 @@ def _read_one(path: Path) -> pl.DataFrame:
         ) from None
 
 
-def read_scores(home: Path | str) -> pl.DataFrame:
-    """Every scored row, in file order (``SCORED_SCHEMA``; empty when none). ``LiveFileError``
-    naming the first file that cannot be read."""
-    files = sorted(live_scores_dir(home).glob("scores-*.parquet"))
+def read_scores(home: Path | str, *, shadow: bool = False) -> pl.DataFrame:
+    """Every scored row (with ``shadow``: of the shadow challengers), in file order
+    (``SCORED_SCHEMA``; empty when none). ``LiveFileError`` naming the first file that cannot
+    be read."""
+    files = sorted(_scores_dir(home, shadow).glob("scores-*.parquet"))
     if not files:
         return pl.DataFrame(schema=SCORED_SCHEMA)
     try:

@@ -1,4 +1,6 @@
-"""MLflow model registry: registered model versions, their tags and the ``champion`` alias.
+"""MLflow model registry: registered model versions, their tags and the ``champion`` and
+``challenger`` aliases (the challenger: a version published in shadow beside the champion,
+``usecases.promote`` and ``usecases.shadow_promotion``).
 
 Promotion (decided by ``core.evaluation.champion``, carried out by ``usecases.promote``) is
 guarded by evaluations recorded as model-version tags: ``window`` holds the test window a version
@@ -34,6 +36,7 @@ from levibot_pipelines.adapters.run_log import RunInfo, relative_artifact_path
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
 WINDOW_TAG = "window"
 MODEL_DIR = "model"  # the run folder a model's files were logged under before logged models
 LOGGED_MODEL_FILES = "artifacts"  # where a logged pyfunc model keeps those files
@@ -66,9 +69,10 @@ def recorded_evaluation(tags: Mapping[str, str], *, metric: str, window: str) ->
 
 
 class VersionRegistry:
-    """Registered model versions, their tags and the ``champion`` alias: the half of
-    ``adapters.tracking.Tracker`` that registers. It reads and writes; whether the alias should
-    move is decided elsewhere (``core.evaluation.champion``)."""
+    """Registered model versions, their tags and the ``champion`` / ``challenger`` aliases: the
+    half of ``adapters.tracking.Tracker`` that registers. It reads and writes; whether an alias
+    should move is decided elsewhere (``core.evaluation.champion``,
+    ``core.evaluation.shadow_rule``)."""
 
     client: MlflowClient
 
@@ -111,22 +115,40 @@ class VersionRegistry:
         for key, value in tags.items():
             self.client.set_model_version_tag(model_name, str(version), key, value)
 
-    def champion(self, model_name: str) -> tuple[str, dict[str, str]] | None:
-        """The version holding the ``champion`` alias and its tags, or ``None``."""
+    def alias_version(self, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+        """The version holding ``alias`` of ``model_name`` and its tags, or ``None`` (no such
+        alias, or no such registered model)."""
         try:
             registered = self.client.get_registered_model(model_name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
-        version = registered.aliases.get(CHAMPION_ALIAS)
+        version = registered.aliases.get(alias)
         if version is None:
             return None
         return str(version), dict(self.client.get_model_version(model_name, str(version)).tags)
 
+    def champion(self, model_name: str) -> tuple[str, dict[str, str]] | None:
+        """The version holding the ``champion`` alias and its tags, or ``None``."""
+        return self.alias_version(model_name, CHAMPION_ALIAS)
+
     def set_champion(self, model_name: str, version: str) -> None:
         """Point the ``champion`` alias of ``model_name`` at ``version``."""
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+
+    def challenger(self, model_name: str) -> tuple[str, dict[str, str]] | None:
+        """The version holding the ``challenger`` alias and its tags, or ``None``."""
+        return self.alias_version(model_name, CHALLENGER_ALIAS)
+
+    def set_challenger(self, model_name: str, version: str) -> None:
+        """Point the ``challenger`` alias of ``model_name`` at ``version``."""
+        self.client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, str(version))
+
+    def remove_challenger(self, model_name: str) -> None:
+        """Remove the ``challenger`` alias of ``model_name`` (nothing when it has none)."""
+        if self.challenger(model_name) is not None:
+            self.client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
 
     def download_file(self, model_name: str, version: str, path: str) -> bytes:
         """Bytes of artifact ``path`` of ``model_name`` version ``version``, relative to the root

@@ -10,6 +10,12 @@ Layout under ``home/"published"``:
   were computed with (``adapters.exported_model``), so the API can rerun MC dropout without
   MLflow or DuckDB.
 
+- ``shadow/latest_predictions.{parquet,json}`` and ``shadow/history/``: the shadow challengers
+  (``write_shadow``), the same schema and write order without model files, a row per symbol
+  with a challenger, each row HOLD at size 0 and flat (never traded; nothing reads them into
+  the paper position or the kill-switch). ``remove_shadow`` removes the latest files (JSON
+  first) when no challenger is left; the shadow history stays.
+
 Write order: model files (a new version directory, then its pointer), then the history file,
 then the Parquet, then the JSON (what the API reads). A reader that finds a row therefore also
 finds its model; a reader that loads a model checks ``meta.json`` against the row's
@@ -35,7 +41,12 @@ from levibot_pipelines.adapters.exported_model import (
     check_exported_models,
     write_exported_model,
 )
-from levibot_pipelines.adapters.home import history_dir, published_dir
+from levibot_pipelines.adapters.home import (
+    history_dir,
+    published_dir,
+    shadow_dir,
+    shadow_history_dir,
+)
 from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
 from levibot_pipelines.core.trading.killswitch import STATES
 
@@ -232,18 +243,54 @@ def write_published(
     """
     df = validate_rows(rows)
     check_exported_models(df, transformer_exports)
-    out = published_dir(home)
     for sym in df.get_column("symbol").to_list():
         write_exported_model(home, sym, transformer_exports[sym])
+    return _write_rows(df, published_dir(home), history_dir(home))
+
+
+def _write_rows(df: pl.DataFrame, out: Path, history: Path) -> Path:
+    """Write validated rows ``df``: the history file under ``history``, then the Parquet, then
+    the JSON under ``out``, each atomically. Returns the JSON's path."""
     published_at = int(df.get_column("published_at")[0])
-    history = history_dir(home) / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
-    write_parquet_atomic(df, history)
+    history_file = history / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
+    write_parquet_atomic(df, history_file)
     write_parquet_atomic(df, out / LATEST_PARQUET)
     doc = {"published_at": published_at, "schema_version": SCHEMA_VERSION, "rows": df.to_dicts()}
     path = out / LATEST_JSON
     write_text_atomic(json.dumps(doc, allow_nan=False), path)
     log.info("published %d rows at %d to %s", df.height, published_at, path)
     return path
+
+
+def write_shadow(home: Path | str, rows: pl.DataFrame) -> Path:
+    """Validate and publish the shadow challengers' ``rows`` (``PUBLISHED_SCHEMA``, one per
+    symbol with a challenger) under ``published/shadow``: history file, Parquet, JSON. Every
+    row must be untraded (``signal`` HOLD, ``size`` 0, ``position`` 0), else ``ValueError``
+    naming the symbols (nothing written). Returns the JSON's path."""
+    df = validate_rows(rows)
+    traded = df.filter(
+        (pl.col("signal") != "HOLD") | (pl.col("size") != 0.0) | (pl.col("position") != 0.0)
+    )
+    if traded.height:
+        raise ValueError(
+            f"shadow rows are never traded: {traded['symbol'].to_list()} have a signal other "
+            "than HOLD or a non-zero size or position"
+        )
+    return _write_rows(df, shadow_dir(home), shadow_history_dir(home))
+
+
+def remove_shadow(home: Path | str) -> bool:
+    """Remove ``shadow/latest_predictions.{json,parquet}`` (the JSON, what the API reads,
+    first; each unlink is atomic); the shadow history stays. True when a file was removed."""
+    removed = False
+    for name in (LATEST_JSON, LATEST_PARQUET):
+        path = shadow_dir(home) / name
+        if path.exists():
+            path.unlink(missing_ok=True)
+            removed = True
+    if removed:
+        log.info("removed the shadow predictions under %s: no challenger left", shadow_dir(home))
+    return removed
 
 
 def parse_latest(text: str, source: str = LATEST_JSON) -> LatestPredictions:
@@ -309,12 +356,13 @@ def _check_row(row: dict[str, Any]) -> None:
     validate_rows(_frame([row]))
 
 
-def read_latest(home: Path | str) -> LatestPredictions | None:
-    """The latest published predictions; ``None`` when nothing has been published yet.
+def read_latest(home: Path | str, *, shadow: bool = False) -> LatestPredictions | None:
+    """The latest published predictions (with ``shadow``: the shadow challengers'); ``None``
+    when nothing has been published yet.
 
     Raises ``PublishedFileError`` when the JSON is half-written, corrupt or of another schema.
     """
-    path = published_dir(home) / LATEST_JSON
+    path = (shadow_dir(home) if shadow else published_dir(home)) / LATEST_JSON
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -322,10 +370,12 @@ def read_latest(home: Path | str) -> LatestPredictions | None:
     return parse_latest(text, str(path))
 
 
-def read_history(home: Path | str) -> pl.DataFrame:
-    """Every published row, oldest publish first (``PUBLISHED_SCHEMA``; empty when none).
-    Files of schema 1 (before the decision engine) read with null decision columns."""
-    files = sorted(history_dir(home).glob("predictions-*.parquet"))
+def read_history(home: Path | str, *, shadow: bool = False) -> pl.DataFrame:
+    """Every published row (with ``shadow``: every shadow row), oldest publish first
+    (``PUBLISHED_SCHEMA``; empty when none). Files of schema 1 (before the decision engine)
+    read with null decision columns."""
+    folder = shadow_history_dir(home) if shadow else history_dir(home)
+    files = sorted(folder.glob("predictions-*.parquet"))
     if not files:
         return pl.DataFrame(schema=PUBLISHED_SCHEMA)
     frame = pl.read_parquet(files, schema=PUBLISHED_SCHEMA, missing_columns="insert")

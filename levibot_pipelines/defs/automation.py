@@ -8,8 +8,7 @@ from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.defs.common import now_ms, symbol_partitions
 from levibot_pipelines.defs.resources import AlertResource, Market
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.monitor import watch_freshness
-from levibot_pipelines.usecases.publish import missing_models
+from levibot_pipelines.usecases.publish_state import missing_models
 
 OHLCV = dg.AssetKey("ohlcv")
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -119,6 +118,8 @@ def _features_after_ingest(
 def feature_freshness_alert(
     context: dg.SensorEvaluationContext, market: Market, alerts: AlertResource
 ):
+    from levibot_pipelines.usecases.monitor import watch_freshness  # heavy: see defs.models
+
     s = market.settings
     previous = json.loads(context.cursor)["state"] if context.cursor else "PASS"
     watch = watch_freshness(

@@ -21,7 +21,6 @@ from dagster_duckdb import DuckDBResource
 from levibot_pipelines.adapters.home import history_glob, published_dir
 from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET
 from levibot_pipelines.adapters.redact import redact_url
-from levibot_pipelines.adapters.reports import backtest_rows
 from levibot_pipelines.adapters.store import sql_literal
 from levibot_pipelines.settings import Settings
 
@@ -94,6 +93,8 @@ def backtest_summary_md(bt: dict) -> str:
     the same at 2x costs, a random policy of the same turnover, buy-and-hold) in a Markdown
     table short enough for the Dagster UI to show inline; the full table is
     ``adapters.reports.backtest_markdown``."""
+    from levibot_pipelines.adapters.reports import backtest_rows  # heavy: see defs.models
+
     rows = backtest_rows(bt)
 
     def pct(v: float | None) -> str:

@@ -1,23 +1,29 @@
 """Live scoring: ``live_scores``, every published prediction scored once its label matured
 (``usecases.live_scores``), and its check against the walk-forward test skill. It runs in
-``publish_job`` after ``latest_predictions``, so each publish also scores what matured."""
+``publish_job`` after ``latest_predictions``, so each publish also scores what matured.
+The use case and the plots are imported in the bodies (heavy: see ``defs.models``)."""
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
 
 from levibot_pipelines.adapters.home import live_summary_path
 from levibot_pipelines.adapters.live_files import read_summary
-from levibot_pipelines.adapters.plots import live_auc_plot
 from levibot_pipelines.defs.common import image_md, markdown_table, now_ms
 from levibot_pipelines.defs.resources import Trading
-from levibot_pipelines.usecases.live_scores import LiveScoresResult, live_config, score_matured
+
+if TYPE_CHECKING:
+    from levibot_pipelines.usecases.live_scores import LiveScoresResult
 
 LATEST = dg.AssetKey("latest_predictions")
 LIVE = dg.AssetKey("live_scores")
 
 
-def _plots(res: LiveScoresResult) -> dict[str, dg.MetadataValue]:
+def _plots(res: "LiveScoresResult") -> dict[str, dg.MetadataValue]:
     """A rolling live AUC plot per symbol with at least two points to draw."""
+    from levibot_pipelines.adapters.plots import live_auc_plot
+
     out = {}
     for sym, (times, curves) in res.rolling.items():
         if times.size < 2:
@@ -39,6 +45,8 @@ def _plots(res: LiveScoresResult) -> dict[str, dg.MetadataValue]:
     "over the newest LEVIBOT_LIVE_WINDOW matured bars, and the paper P&L per symbol.",
 )
 def live_scores(context: dg.AssetExecutionContext, trading: Trading) -> dg.MaterializeResult:
+    from levibot_pipelines.usecases.live_scores import live_config, score_matured
+
     s = trading.settings
     res = score_matured(s.home, live_config(s), now_ms())
     for note in res.notes:

@@ -11,7 +11,6 @@ from levibot_pipelines.core.trading.drift import SPREAD_MARGIN
 from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
 from levibot_pipelines.defs.common import markdown_table
 from levibot_pipelines.defs.resources import Models
-from levibot_pipelines.usecases.monitor import feature_drift as compute_drift
 from levibot_pipelines.usecases.risk import risk_limits
 
 
@@ -27,6 +26,8 @@ from levibot_pipelines.usecases.risk import risk_limits
     "sets its drift trigger (REDUCING) at the next publish; the check itself changes nothing.",
 )
 def feature_drift(context: dg.AssetCheckExecutionContext, models: Models) -> dg.AssetCheckResult:
+    from levibot_pipelines.usecases.monitor import feature_drift as compute_drift  # heavy
+
     s = models.settings
     drift = compute_drift(s, models.tracker(), ParquetStore(s.home).read_features())
     inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)

@@ -4,9 +4,14 @@ A setting is declared and defaulted once, in ``settings.py``; the resources neve
 fields. ``market``, ``models`` and ``trading`` are plain objects (Dagster ``ResourceParam``s),
 named for what the steps that take them do; ``alerts`` is a ``ConfigurableResource`` because its
 webhook URL may carry a token and reaches Dagster as an ``EnvVar``, never as a literal.
+
+MLflow and the model configuration (torch) are imported when a step asks for them: see
+``defs.models`` for why the code location imports neither.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -15,12 +20,12 @@ from levibot_pipelines.adapters.alerts import post_alert
 from levibot_pipelines.adapters.home import mlartifacts_dir, mlflow_tracking_uri, warehouse_path
 from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
-from levibot_pipelines.adapters.tracking import Tracker
-from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
-from levibot_pipelines.core.evaluation.walk_forward import EvalConfig
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.evaluate import eval_config
 from levibot_pipelines.usecases.ingest import make_source
+
+if TYPE_CHECKING:
+    from levibot_pipelines.adapters.tracking import Tracker
+    from levibot_pipelines.core.evaluation.walk_forward import EvalConfig
 
 
 class MarketDataResource:
@@ -44,6 +49,9 @@ class ModelResource:
 
     def eval_config(self) -> tuple[str, EvalConfig]:
         """(resolved profile name, the walk-forward and model configuration)."""
+        from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
+        from levibot_pipelines.usecases.evaluate import eval_config
+
         m = self.settings.models
         train, val, calib, test = m.walk
         return eval_config(
@@ -56,6 +64,8 @@ class ModelResource:
         )
 
     def tracker(self) -> Tracker:
+        from levibot_pipelines.adapters.tracking import Tracker
+
         s = self.settings
         uri = mlflow_tracking_uri(s.home, s.models.mlflow_tracking_uri)
         return Tracker(uri, mlartifacts_dir(s.home), ui_base=s.models.mlflow_ui)

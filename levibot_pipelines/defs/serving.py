@@ -19,11 +19,7 @@ from levibot_pipelines.defs.common import (
 )
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.publish import (
-    missing_models,
-    publish_latest,
-    unpublished_symbols,
-)
+from levibot_pipelines.usecases.publish_state import missing_models, unpublished_symbols
 
 FEATURES = dg.AssetKey("cross_asset_features")
 LATEST = dg.AssetKey("latest_predictions")
@@ -51,6 +47,8 @@ def latest_predictions(
     models: Models,
     warehouse: DuckDBResource,
 ) -> dg.MaterializeResult:
+    from levibot_pipelines.usecases.publish import publish_latest  # heavy: see defs.models
+
     s = trading.settings
     report = publish_latest(s, models.tracker(), now_ms())
     views = refresh_warehouse_views(warehouse, lambda conn: refresh_prediction_views(conn, s))
@@ -141,7 +139,7 @@ def probabilities_in_range(trading: Trading) -> dg.AssetCheckResult:
 
 publish_job = dg.define_asset_job(
     "publish_job",
-    selection=dg.AssetSelection.assets(LATEST, dg.AssetKey("live_scores")),
+    selection=dg.AssetSelection.assets(LATEST, "live_scores", "shadow_predictions"),
     description="Publish the latest predictions (one row per symbol).",
     executor_def=dg.in_process_executor,  # one step: no step subprocess to start (see automation)
 )

@@ -84,14 +84,17 @@ def fit_champion_ensemble(
     tf_ms: int,
     bars: pl.DataFrame,
     decision: DecisionSetup,
+    versions: dict[str, str] | None = None,
 ) -> dict:
     """Ensemble weight of the two champions, fitted on the newest layout's validation bars and
     scored on its test bars, and the decision policy published with them
     (``core.evaluation.decision_walk.champion_decision``: chosen on the val and calib bars,
     checked on the test bars, on the symbol's candles ``bars``); written to
-    ``models/{symbol}/ensemble.json`` and returned."""
+    ``models/{symbol}/ensemble.json`` and returned. ``versions`` (``{"lgbm": v, "deep": v}``)
+    fits that pair instead of the champions: the shadow promotion fits the pair it is about to
+    make champion (``usecases.shadow_promotion``)."""
     rows = newest_layout(data, cfg, tf_ms)
-    versions = _champion_versions(tracker, data.symbol)
+    versions = versions or _champion_versions(tracker, data.symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", data.symbol), versions["lgbm"])
     model, cal_d = load_transformer(tracker, model_name("deep", data.symbol), versions["deep"])
     out = {}

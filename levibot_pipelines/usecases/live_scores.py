@@ -8,6 +8,11 @@ replaces ``live/summary.json``: per symbol the rolling scores of its newest ``wi
 bars per model, each compared with the walk-forward test AUC of the symbol's ``report.json`` by
 the noise band, and the paper P&L over that window (``live_scoring.paper_pnl``). Idempotent: a
 run that finds no newly matured bar appends nothing.
+
+The shadow challengers' published rows (``published/shadow``) are scored the same way into
+their own history (``live/shadow_scores``) and summarized beside the champions' as
+``shadow_deep``, ``shadow_lgbm``, ``shadow_ensemble`` (newest ``window`` matured shadow bars; no
+noise band: the walk-forward report is the champions'); a symbol never shadowed has none.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from levibot_pipelines.core.evaluation.live_scoring import (
     noise_band,
     paper_pnl,
     rolling_auc,
+    shadow_window_scores,
     window_scores,
 )
 from levibot_pipelines.core.trading.backtest import BacktestConfig
@@ -81,6 +87,7 @@ class LiveScoresResult:
     table: pl.DataFrame
     rolling: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]
     notes: list[str] = field(default_factory=list)
+    new_shadow_rows: int = 0  # newly matured shadow rows scored (live/shadow_scores)
 
 
 def walk_forward_auc(home: Path, symbol: str) -> tuple[int, dict[str, float]] | None:
@@ -121,6 +128,34 @@ def _symbol_summary(
     }
 
 
+def _score_new(
+    home: Path, cfg: LiveConfig, bars: dict[str, pl.DataFrame], now_ms: int, *, shadow: bool
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, Path | None]:
+    """``(history, every scored row, the new ones, their file)`` of the champions' published
+    rows, or with ``shadow`` of the shadow challengers': the newly matured rows are appended."""
+    history, scored = read_history(home, shadow=shadow), read_scores(home, shadow=shadow)
+    new = newly_matured(
+        history, bars, scored, tf_ms=cfg.tf_ms, horizon=cfg.horizon, scored_at=now_ms
+    )
+    path = write_scores(home, new, now_ms, shadow=shadow)
+    scored = pl.concat([scored, new]).unique(list(KEYS), keep="first", maintain_order=True)
+    return history, scored, new, path
+
+
+def _add_shadow(entry: dict, shadow_window: pl.DataFrame) -> None:
+    """Add the shadow challengers' scores of ``shadow_window`` to a symbol's summary ``entry``
+    (none when it is empty), without a noise band."""
+    if shadow_window.is_empty():
+        return
+    for model, s in shadow_window_scores(shadow_window).items():
+        entry["models"][model] = s | {
+            "wf_auc": None,
+            "noise_band": None,
+            "threshold": None,
+            "below": False,
+        }
+
+
 def _table(symbols: dict[str, dict]) -> pl.DataFrame:
     rows = [
         {"symbol": sym, "model": m, **{k: s.get(k) for k in TABLE_COLUMNS}}
@@ -136,14 +171,10 @@ def _table(symbols: dict[str, dict]) -> pl.DataFrame:
 def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
     """Score the newly matured published predictions under ``home`` at ``now_ms`` (ms UTC),
     append them, and rewrite the summary (module docstring)."""
-    store, history = ParquetStore(home), read_history(home)
+    store = ParquetStore(home)
     bars = {sym: store.read_ohlcv(sym) for sym in cfg.symbols}
-    scored = read_scores(home)
-    new = newly_matured(
-        history, bars, scored, tf_ms=cfg.tf_ms, horizon=cfg.horizon, scored_at=now_ms
-    )
-    path = write_scores(home, new, now_ms)
-    scored = pl.concat([scored, new]).unique(list(KEYS), keep="first", maintain_order=True)
+    history, scored, new, path = _score_new(home, cfg, bars, now_ms, shadow=False)
+    _, shadow_scored, new_shadow, _ = _score_new(home, cfg, bars, now_ms, shadow=True)
     symbols: dict[str, dict] = {}
     rolling: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     notes: list[str] = []
@@ -158,6 +189,7 @@ def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
             (pl.col("symbol") == sym) & (pl.col("horizon") == cfg.horizon)
         ).height
         symbols[sym] = _symbol_summary(window, n_total, wf, cfg.horizon)
+        _add_shadow(symbols[sym], latest_window(shadow_scored, sym, cfg.horizon, cfg.window))
         if window.height:
             symbols[sym]["paper_pnl_ratio"] = _pnl(bars[sym], history, sym, window, cfg, notes)
             tail = latest_window(scored, sym, cfg.horizon, 2 * cfg.window)
@@ -173,7 +205,8 @@ def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
     write_summary(home, summary)
     for note in notes:
         log.warning(note)
-    return LiveScoresResult(new.height, path, summary, _table(symbols), rolling, notes)
+    table = _table(symbols)
+    return LiveScoresResult(new.height, path, summary, table, rolling, notes, new_shadow.height)
 
 
 def _pnl(

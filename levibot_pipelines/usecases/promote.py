@@ -1,11 +1,19 @@
-"""Champion promotion, like for like: a new model version takes the ``champion`` alias only when
-its ``DECISION_METRIC`` on its test window is no worse than the champion's on that same window.
+"""Champion promotion, like for like: a new model version passes the offline rule only when its
+``DECISION_METRIC`` on its test window is no worse than the champion's on that same window.
 
 The rule is the pure ``core.evaluation.champion.champion_should_move``; this use case gathers its
-inputs from the registry (``adapters.model_versions``: the alias and the evaluations recorded as
-version tags), scores the champion on a new window when it never was, and records the decision
-on the new version (tags ``decision``, ``promoted``, ``compared_to_version``, ``champion_value``,
-``new_value``). The retrain use case (``usecases.train``) calls ``promote_champion``.
+inputs from the registry (``adapters.model_versions``: the aliases and the evaluations recorded
+as version tags), scores the champion on a new window when it never was, places the new version
+and records why on it (tags ``decision``, ``promoted``, ``alias``, ``compared_to_version``,
+``champion_value``, ``new_value``).
+
+Where a version that passes goes: the ``champion`` alias when there is no champion yet (or it
+already is the champion), or with ``shadow`` (what the retrain use case, ``usecases.train``,
+asks for) the ``challenger`` alias when another version is champion: it is then published in
+shadow beside the champion, never traded, and replaces the champion only when it beats it live
+(``usecases.shadow_promotion``, rule ``core.evaluation.shadow_rule``). A newer challenger
+replaces an older one (tagged ``shadow_decision``). A version refused by the offline rule gets
+no alias (``alias`` tag ``none``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from levibot_pipelines.adapters.model_versions import (
+    CHALLENGER_ALIAS,
+    CHAMPION_ALIAS,
     WINDOW_TAG,
     evaluation_tags,
     recorded_evaluation,
@@ -35,9 +45,11 @@ def promote_champion(
     value: float,
     window: str,
     score_version: Callable[[str], float],
+    shadow: bool = False,
 ) -> dict[str, Any]:
-    """Move ``champion`` of ``name`` to ``version`` only if its ``log_loss`` ``value`` on test
-    ``window`` is no worse than the champion's on that same window.
+    """Place ``version`` of ``name`` when its ``log_loss`` ``value`` on test ``window`` is no
+    worse than the champion's on that same window: the ``champion`` alias, or with ``shadow``
+    the ``challenger`` alias while another version is champion (module docstring).
 
     ``score_version(version)`` computes a registered version's log loss on ``window`` (the
     caller loads it and predicts the same bars); the champion is scored here when it has no
@@ -52,6 +64,7 @@ def promote_champion(
         value=value,
         higher_is_better=False,
         window=window,
+        shadow=shadow,
     )
     log.info("%s v%s: %s", name, version, decision["reason"])
     return decision
@@ -85,16 +98,20 @@ def promote_if_no_worse(
     value: float,
     higher_is_better: bool,
     window: str,
+    shadow: bool = False,
 ) -> dict[str, Any]:
-    """Record ``version``'s ``metric`` ``value`` on test ``window`` and move ``champion`` to it
-    when ``champion_should_move`` says so (the champion's value must be recorded on the same
-    window; see ``core.evaluation.champion``).
+    """Record ``version``'s ``metric`` ``value`` on test ``window`` and, when
+    ``champion_should_move`` says it passes (the champion's value must be recorded on the same
+    window; see ``core.evaluation.champion``), move ``champion`` to it, or with ``shadow`` and
+    another champion in place, ``challenger`` (``_place``).
 
     The value is recorded on the version (tags ``window`` and ``eval_tag(metric, window)``), and
-    so is the decision: tags ``decision``, ``promoted``, ``compared_to_version``,
-    ``champion_value`` and ``new_value`` (``""`` when absent). Returns ``{promoted, reason,
-    champion_version, new_version, champion_value, new_value}``, where ``champion_version`` and
-    ``champion_value`` describe the champion compared against (``None`` when there was none).
+    so is the decision: tags ``decision``, ``promoted`` (took the champion alias), ``alias``
+    (``champion``, ``challenger`` or ``none``), ``compared_to_version``, ``champion_value`` and
+    ``new_value`` (``""`` when absent). Returns ``{promoted, alias, reason, champion_version,
+    new_version, champion_value, new_value}``, where ``alias`` is None for no alias and
+    ``champion_version`` and ``champion_value`` describe the champion compared against
+    (``None`` when there was none).
     """
     version, value = str(version), float(value)
     recorded = evaluation_tags(metric=metric, window=window, value=value)
@@ -111,20 +128,49 @@ def promote_if_no_worse(
         new_version=version,
         champion_version=None if current is None else current[0],
     )
-    if decision.promoted:
-        tracker.set_champion(model_name, version)
-    tracker.tag_version(
-        model_name, version, _decision_tags(decision, champion_version, champion_value, value)
-    )
+    decision, alias = _place(tracker, model_name, version, decision, current, shadow)
+    tags = _decision_tags(decision, champion_version, champion_value, value)
+    tracker.tag_version(model_name, version, {**tags, "alias": alias or "none"})
     log.info("%s v%s on %s: %s", model_name, version, window, decision.reason)
     return {
         "promoted": decision.promoted,
+        "alias": alias,
         "reason": decision.reason,
         "champion_version": champion_version,
         "new_version": version,
         "champion_value": champion_value,
         "new_value": value,
     }
+
+
+def _place(
+    tracker: Tracker,
+    model_name: str,
+    version: str,
+    decision: Decision,
+    current: tuple[str, dict[str, str]] | None,
+    shadow: bool,
+) -> tuple[Decision, str | None]:
+    """Move the alias ``decision`` earns and return ``(decision, alias)``: no alias when it
+    did not pass; ``challenger`` when ``shadow`` and ``current`` (the champion) is another
+    version (the decision then says so and ``promoted`` is False; an older challenger is
+    tagged as replaced); else ``champion``."""
+    if not decision.promoted:
+        return decision, None
+    if not shadow or current is None or current[0] == version:
+        tracker.set_champion(model_name, version)
+        return decision, CHAMPION_ALIAS
+    previous = tracker.challenger(model_name)
+    if previous is not None and previous[0] != version:
+        why = f"replaced: v{version} passed the offline rule and took the challenger alias"
+        tracker.tag_version(model_name, previous[0], {"shadow_decision": why})
+    tracker.set_challenger(model_name, version)
+    passed = decision.reason.removeprefix("promoted: ")
+    reason = (
+        f"challenger: {passed}; in shadow beside champion v{current[0]} until it beats it on "
+        "matured live bars (core.evaluation.shadow_rule)"
+    )
+    return Decision(False, reason), CHALLENGER_ALIAS
 
 
 def _compared_champion(

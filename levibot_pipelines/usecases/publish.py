@@ -15,13 +15,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.adapters.exported_model import PublishedFileError
-from levibot_pipelines.adapters.home import ensemble_weights_path
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.prediction_files import (
     MC_SEED,
     read_history,
-    read_latest,
     write_published,
 )
 from levibot_pipelines.adapters.registry import (
@@ -60,33 +57,6 @@ class PublishReport:
     notes: list[str] = field(default_factory=list)
 
 
-def missing_models(home: Path, symbols: tuple[str, ...]) -> list[str]:
-    """Symbols without fitted ensemble weights (the training job's last step): nothing to
-    publish for them yet."""
-    return [s for s in symbols if not ensemble_weights_path(home, s).exists()]
-
-
-def unpublished_symbols(home: Path, symbols: tuple[str, ...]) -> list[str]:
-    """Symbols whose newest feature row is not the bar last published for them (all of them
-    when nothing readable is published yet): what a publish would add. A feature rebuild that
-    brought no new bar leaves none, and publishing again would only repeat the same bars."""
-    try:
-        latest = read_latest(home)
-    except PublishedFileError:
-        return list(symbols)  # a corrupt or older file: a publish replaces it
-    if latest is None:
-        return list(symbols)
-    newest = dict(
-        ParquetStore(home)
-        .read_features()
-        .group_by("symbol")
-        .agg(pl.col("timestamp").max())
-        .iter_rows()
-    )
-    published = {s: row["bar_time"] for s, row in latest.rows.items()}
-    return [s for s in symbols if s not in published or published[s] != newest.get(s)]
-
-
 def _champion(tracker: Tracker, kind: str, symbol: str) -> str:
     champ = tracker.champion(model_name(kind, symbol))
     if champ is None:
@@ -104,17 +74,35 @@ def _predict(
     now_ms: int,
     notes: list[str],
 ) -> tuple[dict, dict[str, bytes], EngineInputs]:
-    """The models' part of a symbol's row on its newest feature bar (no decision yet), the
+    """The champions' part of a symbol's row on its newest feature bar (no decision yet), the
     deep champion's files to export with it, and the stored decision policy with its model's
     score on that bar."""
+    versions = {kind: _champion(tracker, kind, symbol) for kind in ("lgbm", "deep")}
+    pair = champion_pair(Path(s.home), symbol, versions["lgbm"], versions["deep"], notes)
+    return predict_row(s, tracker, features, symbol, now_ms, versions, pair)
+
+
+def predict_row(
+    s: Settings,
+    tracker: Tracker,
+    features: pl.DataFrame,
+    symbol: str,
+    now_ms: int,
+    versions: dict[str, str],
+    pair: dict,
+) -> tuple[dict, dict[str, bytes], EngineInputs]:
+    """The models' part of a symbol's row on its newest feature bar (no decision yet) from the
+    registered ``versions`` (``{"lgbm": v, "deep": v}``) combined with ``pair``'s weight
+    ``w_lgbm`` (``ensemble.json``, ``usecases.ensemble.champion_pair``), the deep version's
+    files to export with it, and ``pair``'s decision policy with its model's score on that
+    bar."""
     data = symbol_data(features, symbol)
     row = len(data.timestamps) - 1
     bar_time = int(data.timestamps[row])
-    lg_v, dp_v = _champion(tracker, "lgbm", symbol), _champion(tracker, "deep", symbol)
+    lg_v, dp_v = versions["lgbm"], versions["deep"]
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", symbol), lg_v)
     deep, transformer_files = _transformer_on_newest_bar(s, tracker, data, dp_v)
     p_l, c_l = lgbm_outputs(booster, cal_l, data.X[row : row + 1])
-    pair = champion_pair(Path(s.home), symbol, lg_v, dp_v, notes)
     p_e, c_e, w_t = ensemble_outputs(p_l, c_l, deep["p_up"], deep["confidence"], pair["w_lgbm"])
     newest = features.filter((pl.col("symbol") == symbol) & (pl.col("timestamp") == bar_time)).row(
         0, named=True

@@ -1,7 +1,9 @@
 """Retraining operations behind the model assets: fit on the newest walk-forward layout, score
-on its test window, package, register in MLflow, and move the champion like for like
+on its test window, package, register in MLflow, and place the new version like for like
 (``usecases.promote``: the new version's ``log_loss`` on its test window against the champion's
-on that same window)."""
+on that same window). A version that passes becomes the champion when there is none, else the
+shadow ``challenger``: published beside the champion, never traded, promoted only when it beats
+the champion live (``usecases.shadow_promotion``)."""
 
 from __future__ import annotations
 
@@ -83,8 +85,9 @@ def _finish(
     epoch_metrics: list[dict] | None = None,
 ) -> TrainResult:
     """Score ``p_test`` (the fitted model's calibrated P(up) on ``rows["test"]``), keep those
-    test predictions, register the version with ``files`` and its reliability diagram, and move
-    the champion like for like (``score_version``: see ``usecases.promote.promote_champion``)."""
+    test predictions, register the version with ``files`` and its reliability diagram, and place
+    it like for like: champion when there is none, else challenger (``score_version``: see
+    ``usecases.promote.promote_champion``)."""
     y_test = data.y_up[rows["test"]]
     metrics = summarize(y_test, p_test, base_rate=float(data.y_up[rows["train"]].mean()))
     window = window_label(data.timestamps, rows)
@@ -113,6 +116,7 @@ def _finish(
         value=metrics[DECISION_METRIC],
         window=window,
         score_version=score_version,
+        shadow=True,
     )
     return TrainResult(
         symbol=data.symbol,

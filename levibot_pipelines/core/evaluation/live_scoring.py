@@ -12,7 +12,8 @@ for that bar (lowest ``published_at``): what was really said first. A later repu
 same bar is never scored again, nor does it replace the first row.
 
 Rolling scores: per symbol the newest ``window`` matured bars (by ``bar_time``), per model in
-``LIVE_MODELS``: ``n``, ``auc`` (``core.metrics.auc``), ``log_loss``, ``brier``, ``ece`` (15
+``LIVE_MODELS`` (the shadow challengers' published rows, scored the same way, as
+``SHADOW_MODELS``): ``n``, ``auc`` (``core.metrics.auc``), ``log_loss``, ``brier``, ``ece`` (15
 uniform bins, as in the report), ``ic`` (Spearman of ``p`` with ``fwd_ret``, as
 ``core.evaluation.skill``); ``auc`` / ``ic`` are None where undefined (one class; a constant).
 
@@ -42,6 +43,8 @@ from levibot_pipelines.core.trading.backtest import BacktestConfig, Signals
 from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS, replay
 
 LIVE_MODELS: tuple[str, ...] = ("deep", "lgbm", "ensemble")
+# The shadow challengers' rows (published/shadow) are scored the same way, under these names.
+SHADOW_MODELS: tuple[str, ...] = tuple(f"shadow_{m}" for m in LIVE_MODELS)
 P_COLUMNS: dict[str, str] = {m: f"{m}_p_up" for m in LIVE_MODELS}
 Z = 1.96
 KEYS = ("symbol", "bar_time", "horizon")
@@ -158,6 +161,12 @@ def window_scores(rows: pl.DataFrame) -> dict[str, dict]:
         s["ic"] = _ic(y, r, p) if n > 1 else None
         out[model] = s
     return out
+
+
+def shadow_window_scores(rows: pl.DataFrame) -> dict[str, dict]:
+    """``window_scores`` of the shadow challengers' scored ``rows``, keyed by ``SHADOW_MODELS``
+    (``shadow_deep``, ``shadow_lgbm``, ``shadow_ensemble``)."""
+    return {f"shadow_{m}": s for m, s in window_scores(rows).items()}
 
 
 def rolling_auc(

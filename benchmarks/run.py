@@ -19,7 +19,10 @@ Targets (issue: serving), in ``benchmarks/api.py`` and ``benchmarks/publish.py``
 - publish latency from a feature-table update to the published file (reported).
 
 Issue: the live loop, in ``benchmarks/dagster_jobs.py``: the run wall time of ``ingest_job`` and
-``features_job`` with the multiprocess executor and with their own (in process), reported.
+``features_job`` with the multiprocess executor and with their own (in process), reported; in
+``benchmarks/tick_latency.py``: from a bar's close to its prediction served by the API through a
+real ``dagster dev`` (schedule, sensors, run queue and launcher): median and worst of several
+ticks <= 60 s, with each run's created/started/ended times after the close.
 """
 
 from __future__ import annotations
@@ -204,6 +207,12 @@ def bench_publish() -> dict:
     return run()
 
 
+def bench_tick_latency() -> dict:
+    from benchmarks.tick_latency import bench_tick_latency as run
+
+    return run()
+
+
 def bench_dagster_jobs() -> dict:
     from benchmarks.dagster_jobs import bench_dagster_jobs as run
 
@@ -219,6 +228,7 @@ BENCHES = {
     "api_latency": bench_api,
     "publish_latency": bench_publish,
     "dagster_jobs": bench_dagster_jobs,
+    "tick_latency": bench_tick_latency,
 }
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.publish import ENV, synthetic_home
@@ -113,6 +114,17 @@ def _runs_after(dagster_home: str, close_ms: int) -> dict[str, list[dict]]:
     return out
 
 
+def _wait_for_idle(dagster_home: str, timeout_s: float) -> None:
+    """Wait until no run is queued, starting or started (at most ``timeout_s``)."""
+    import dagster as dg
+
+    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    deadline = time.monotonic() + timeout_s
+    with dg.DagsterInstance.from_config(dagster_home) as inst:
+        while inst.get_runs_count(dg.RunsFilter(statuses=busy)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
 def _rel(ts: float | None, close_ms: int) -> float | None:
     return None if ts is None else round(ts - close_ms / 1000, 2)
 
@@ -158,8 +170,14 @@ def _stop(proc: subprocess.Popen) -> None:
     psutil.wait_procs(children, timeout=10)
 
 
-def bench_tick_latency(ticks: int = 4, max_wait_s: float = 600.0) -> dict:
-    """Median and worst close-to-served latency over ``ticks`` real ``dagster dev`` ticks."""
+def bench_tick_latency(
+    ticks: int = 3,
+    max_wait_s: float = 600.0,
+    inspect: Callable[[Path, str], dict] | None = None,
+) -> dict:
+    """Median and worst close-to-served latency over ``ticks`` real ``dagster dev`` ticks (after
+    the start-up tick). ``inspect(home, dagster_home)``, when given, runs once ``dagster dev`` is
+    stopped and before the home is removed; what it returns is under ``"inspected"``."""
     from levibot_pipelines.cli import api_server
     from levibot_pipelines.settings import Settings
 
@@ -176,17 +194,17 @@ def bench_tick_latency(ticks: int = 4, max_wait_s: float = 600.0) -> dict:
             with api_server(settings) as base_url:
                 assert base_url, "the API did not start"
                 deadline = time.monotonic() + max_wait_s
-                while len(served) < ticks + 1 and time.monotonic() < deadline:
+                # the bar _prepare published, the start-up tick's, then the measured ticks
+                while len(served) < ticks + 2 and time.monotonic() < deadline:
                     bars = _served_bars(base_url, symbols)
                     if len(bars) == 1:
-                        bar = bars.pop()
-                        served.setdefault(bar, time.time())
+                        served.setdefault(bars.pop(), time.time())
                     time.sleep(0.2)
+            _wait_for_idle(dagster_home, timeout_s=90.0)  # the last tick's run ends unharmed
         finally:
             _stop(proc)
-        closes = sorted(served)[1:]  # the bar published by _prepare is not a tick
         measured = []
-        for bar in closes[1:] if len(closes) > 1 else closes:  # first tick: start-up
+        for bar in sorted(served)[2:]:
             close_ms = bar + TF_MS
             measured.append(
                 {
@@ -195,8 +213,9 @@ def bench_tick_latency(ticks: int = 4, max_wait_s: float = 600.0) -> dict:
                     "runs": _runs_after(dagster_home, close_ms - 1000),
                 }
             )
-        latencies = [m["served_s"] for m in measured]
+        inspected = inspect(Path(home), dagster_home) if inspect else None
         log_tail = log_path.read_text().splitlines()[-20:]
+    latencies = [m["served_s"] for m in measured]
     if not latencies:
         return {"error": "no tick served", "dagster_dev_log_tail": log_tail}
     return {
@@ -209,6 +228,7 @@ def bench_tick_latency(ticks: int = 4, max_wait_s: float = 600.0) -> dict:
         "worst_s": round(max(latencies), 2),
         "target_s": 60,
         "per_tick": measured,
+        **({"inspected": inspected} if inspect else {}),
     }
 
 

@@ -13,9 +13,11 @@ from levibot_pipelines.usecases.publish_state import missing_models
 OHLCV = dg.AssetKey("ohlcv")
 FEATURES = dg.AssetKey("cross_asset_features")
 LATEST = dg.AssetKey("latest_predictions")
-# How often the daemon evaluates the two sensors of the live path (its loop runs every 5 s):
-# each evaluation reads a few run-storage rows, and every second waited is bar-close latency.
-LIVE_SENSOR_INTERVAL_S = 5
+# The two sensors of the live path are due at every pass of the daemon's sensor loop (which
+# runs at most every 5 s): with a 5 s minimum interval a pass that came a moment early skipped
+# them, and the rebuild waited 8 s after the last ingest on average (benchmarks/tick_latency.py).
+# Each evaluation reads a few run-storage rows and files.
+LIVE_SENSOR_INTERVAL_S = 1
 
 
 def build_automation(s: Settings) -> dg.Definitions:

@@ -148,7 +148,7 @@ publish_job = dg.define_asset_job(
 @dg.sensor(
     name="publish_on_features",
     job=publish_job,
-    minimum_interval_seconds=5,  # as features_after_ingest (defs.automation)
+    minimum_interval_seconds=1,  # every pass of the daemon, as features_after_ingest
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs publish_job once per cross_asset_features update that brought a bar "
     "not yet published (features_publish_job publishes in the same run as the rebuild; this "

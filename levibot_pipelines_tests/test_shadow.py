@@ -165,15 +165,20 @@ def test_a_retrain_takes_the_challenger_alias_while_a_champion_exists(tmp_path, 
     assert third.decision["alias"] is None and third.tags["alias"] == "none"
     assert third.tags["decision"].startswith("kept champion: log_loss 0.7 worse than")
     assert tracker.challenger("m")[0] == "2"
-    fourth = retrain(0.685)  # a newer challenger replaces the older one, which says so
-    assert tracker.challenger("m")[0] == "4" and tracker.champion("m")[0] == "1"
-    assert tracker.client.get_model_version("m", "2").tags["shadow_decision"] == (
-        "replaced: v4 passed the offline rule and took the challenger alias"
+    # Passes too, but v2 is still in shadow: one challenger at a time, until its verdict.
+    fourth = retrain(0.685)
+    assert tracker.challenger("m")[0] == "2" and tracker.champion("m")[0] == "1"
+    assert fourth.decision["alias"] is None and fourth.tags["alias"] == "none"
+    assert fourth.tags["decision"] == (
+        "waiting: log_loss 0.685 no worse than champion 0.69 (lower is better); challenger v2 "
+        "is still in shadow (one at a time until its verdict): retrain after it is promoted or "
+        "retired"
     )
-    assert fourth.tags["alias"] == "challenger"
-    tracker.remove_challenger("m")
+    tracker.remove_challenger("m")  # v2's verdict (retired): the next pass may take the alias
     assert tracker.challenger("m") is None
     tracker.remove_challenger("m")  # nothing to remove: no error
+    assert retrain(0.684).decision["alias"] == "challenger"
+    assert tracker.challenger("m")[0] == "5"
 
 
 def test_the_shadow_layout_under_the_home():

@@ -11,9 +11,10 @@ Where a version that passes goes: the ``champion`` alias when there is no champi
 already is the champion), or with ``shadow`` (what the retrain use case, ``usecases.train``,
 asks for) the ``challenger`` alias when another version is champion: it is then published in
 shadow beside the champion, never traded, and replaces the champion only when it beats it live
-(``usecases.shadow_promotion``, rule ``core.evaluation.shadow_rule``). A newer challenger
-replaces an older one (tagged ``shadow_decision``). A version refused by the offline rule gets
-no alias (``alias`` tag ``none``).
+(``usecases.shadow_promotion``, rule ``core.evaluation.shadow_rule``). One challenger at a time:
+while one is in shadow, a newer version that passes gets no alias and its ``decision`` tag says
+it waits (it would restart the count of matured bars). A version refused by the offline rule
+gets no alias (``alias`` tag ``none``).
 """
 
 from __future__ import annotations
@@ -153,8 +154,8 @@ def _place(
 ) -> tuple[Decision, str | None]:
     """Move the alias ``decision`` earns and return ``(decision, alias)``: no alias when it
     did not pass; ``challenger`` when ``shadow`` and ``current`` (the champion) is another
-    version (the decision then says so and ``promoted`` is False; an older challenger is
-    tagged as replaced); else ``champion``."""
+    version (the decision then says so and ``promoted`` is False), unless another challenger
+    is still in shadow (no alias, the decision says it waits); else ``champion``."""
     if not decision.promoted:
         return decision, None
     if not shadow or current is None or current[0] == version:
@@ -162,8 +163,15 @@ def _place(
         return decision, CHAMPION_ALIAS
     previous = tracker.challenger(model_name)
     if previous is not None and previous[0] != version:
-        why = f"replaced: v{version} passed the offline rule and took the challenger alias"
-        tracker.tag_version(model_name, previous[0], {"shadow_decision": why})
+        # One challenger at a time, until its verdict: a newer one would restart the count of
+        # matured bars, and with a daily retrain none would ever reach LEVIBOT_SHADOW_MIN_BARS
+        # (500 bars are 5.2 days of 15-minute bars).
+        passed = decision.reason.removeprefix("promoted: ")
+        reason = (
+            f"waiting: {passed}; challenger v{previous[0]} is still in shadow (one at a time "
+            "until its verdict): retrain after it is promoted or retired"
+        )
+        return Decision(False, reason), None
     tracker.set_challenger(model_name, version)
     passed = decision.reason.removeprefix("promoted: ")
     reason = (

@@ -58,6 +58,7 @@ from levibot_pipelines.adapters.exported_model import PublishedFileError
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.home import (
     kill_switch_path,
+    live_recalibration_path,
     live_summary_path,
     published_dir,
     shadow_dir,
@@ -65,6 +66,7 @@ from levibot_pipelines.adapters.home import (
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.live_files import LiveFileError, parse_summary
 from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
+from levibot_pipelines.adapters.recal_files import RecalFileError, parse_state
 from levibot_pipelines.api_metrics import install_request_metrics
 from levibot_pipelines.api_responses import (
     Service,
@@ -122,6 +124,11 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
         ),
         shadow_file=FileCache(
             shadow_dir(settings.home) / LATEST_JSON, parse_latest, PublishedFileError
+        ),
+        recal_file=FileCache(
+            live_recalibration_path(settings.home),
+            lambda text: parse_state(text, str(live_recalibration_path(settings.home))),
+            RecalFileError,
         ),
     )
 

@@ -22,9 +22,10 @@ from levibot_pipelines.adapters.exported_model import PublishedFileError, export
 from levibot_pipelines.adapters.file_cache import FileCache
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, KillSwitchStatus
 from levibot_pipelines.adapters.live_files import LiveFileError
-from levibot_pipelines.adapters.live_prom import render_live_metrics
+from levibot_pipelines.adapters.live_prom import render_drift_metrics, render_live_metrics
 from levibot_pipelines.adapters.prediction_files import LatestPredictions
 from levibot_pipelines.adapters.prom import render_metrics
+from levibot_pipelines.adapters.recal_files import RecalFileError
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 from levibot_pipelines.core.trading.killswitch import (
     RiskInputs,
@@ -54,6 +55,7 @@ class Service:
     now_ms: Callable[[], int]
     live_file: FileCache | None = None  # live/summary.json (adapters.live_files), when read
     shadow_file: FileCache | None = None  # published/shadow/latest_predictions.json, when read
+    recal_file: FileCache | None = None  # live/recalibration.json (adapters.recal_files)
 
 
 def common(svc: Service, row: dict[str, Any], now: int) -> dict[str, Any]:
@@ -313,7 +315,20 @@ def metrics_text(svc: Service) -> bytes:
     live = _live_kill_switch(svc.kill_file)
     symbols = svc.settings.market.symbols
     text = render_metrics(doc, symbols, svc.now_ms(), live[0] if live else None)
+    text += render_drift_metrics(_recal_drift(svc.recal_file), symbols)
     return text + render_live_metrics(_live_summary(svc.live_file), symbols)
+
+
+def _recal_drift(recal_file: FileCache | None) -> dict[str, Any] | None:
+    """The live recalibration's drift probes; None when absent or unreadable (logged)."""
+    if recal_file is None:
+        return None
+    try:
+        state = recal_file.get()
+    except RecalFileError as exc:
+        log.warning("calibration drift not served: %s", exc)
+        return None
+    return state["drift"] if state else None
 
 
 def _live_summary(live_file: FileCache | None) -> dict[str, Any] | None:

@@ -367,8 +367,12 @@ def training_lines(
     deep = asset_metadata(result, DEEP_ASSET)
     w_lgbm = asset_metadata(result, "ensemble_weights").get("w_lgbm", nan)
     best = summaries.best_epoch(epochs)
+    from levibot_pipelines.adapters.tracking import is_tracking_server
+
     home = settings.home
-    store = redact_url(mlflow_tracking_uri(home, settings.models.mlflow_tracking_uri))
+    uri = mlflow_tracking_uri(home, settings.models.mlflow_tracking_uri)
+    store = redact_url(uri)
+    files = "stored by the server" if is_tracking_server(uri) else f"under {mlartifacts_dir(home)}"
     ran = len(epochs)
     stopped = "" if ran == settings.models.epochs else " (early stopping on the validation loss)"
     return [
@@ -376,7 +380,7 @@ def training_lines(
         f"{symbol}: best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}, val_acc "
         f"{best['val_acc']:.4f}): its weights are the ones saved",
         f"{symbol}: saved as {model_name('deep', symbol)} version {deep.get('model_version')} "
-        f"in the MLflow registry {store} (files under {mlartifacts_dir(home)})",
+        f"in the MLflow registry {store} (files {files})",
         f"{symbol}: champion: {deep.get('champion_decision')}; test window log loss "
         f"{deep.get('test_log_loss', nan):.4f}, AUC {deep.get('test_auc', nan):.4f}",
         f"{symbol}: ensemble weight w_lgbm {w_lgbm:.2f} ({ensemble_weights_path(home, symbol)})",

@@ -104,7 +104,10 @@ class ServingSettings:
     matured published bars the live scores are computed over (``live_scores``).
     ``shadow_min_bars``: the matured bars a shadow challenger and its champion must both have
     been scored on before the shadow rule may promote or retire it
-    (``core.evaluation.shadow_rule``)."""
+    (``core.evaluation.shadow_rule``). Live recalibration (``live_recalibration``,
+    ``usecases.recalibration``): ``recal_min_bars`` matured bars a map is fitted on (the
+    newest), ``recal_interval_hours`` the least time between two fits of one symbol's model,
+    ``recal_shadow_bars`` the bars matured after a fit that its candidate is judged on."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -112,6 +115,9 @@ class ServingSettings:
     api_token: str | None = field(default=None, repr=False)
     live_window: int = 500
     shadow_min_bars: int = 500
+    recal_min_bars: int = 2000
+    recal_interval_hours: float = 24.0
+    recal_shadow_bars: int = 500
 
 
 @dataclass(frozen=True)
@@ -455,6 +461,10 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_LIVE_WINDOW": ("serving", "live_window", _positive_int),
     # matured paired bars before the shadow rule promotes or retires a challenger
     "LEVIBOT_SHADOW_MIN_BARS": ("serving", "shadow_min_bars", _positive_int),
+    # live recalibration: bars a map is fitted on, hours between fits, bars of its shadow period
+    "LEVIBOT_RECAL_MIN_BARS": ("serving", "recal_min_bars", _positive_int),
+    "LEVIBOT_RECAL_INTERVAL_HOURS": ("serving", "recal_interval_hours", _number(0.0, None, True)),
+    "LEVIBOT_RECAL_SHADOW_BARS": ("serving", "recal_shadow_bars", _positive_int),
     "LEVIBOT_MAX_STALENESS_MINUTES": ("alerts", "max_staleness_minutes", _minutes),
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),

@@ -21,6 +21,7 @@ created or read.
 {home}/live/scores/scores-*.parquet                    append-only live scores (adapters.live_files)
 {home}/live/shadow_scores/scores-*.parquet             the same for the shadow challengers
 {home}/live/summary.json                               rolling live scores per symbol and model
+{home}/live/recalibration.json                         live recalibration maps, stages, drift
 {home}/locks/ohlcv-{SYMBOL}.lock                       held while a symbol's bars are upserted
 ```
 """
@@ -146,3 +147,9 @@ def live_shadow_scores_dir(home: Path | str) -> Path:
 def live_summary_path(home: Path | str) -> Path:
     """The rolling live scores per symbol and model (what the API's gauges read)."""
     return live_dir(home) / "summary.json"
+
+
+def live_recalibration_path(home: Path | str) -> Path:
+    """The live recalibration's maps, their stages and history, and the calibration drift
+    (``adapters.recal_files``)."""
+    return live_dir(home) / "recalibration.json"

@@ -4,6 +4,11 @@ Built at scrape time in a fresh ``CollectorRegistry`` (like ``adapters.prom``) a
 the API's ``/metrics/prom``. Without a summary (nothing scored yet, or an unreadable file) no
 family is exposed at all. A score that is undefined in the window (an AUC with one class) is
 absent rather than NaN. Values are over the newest ``LEVIBOT_LIVE_WINDOW`` matured bars.
+
+``levibot_live_calibration_drift`` comes from the live recalibration's state
+(``live/recalibration.json``, ``adapters.recal_files``; ``render_drift_metrics``): per symbol
+and model the largest shift of a published probability by the Platt map fitted on the newest
+``LEVIBOT_RECAL_MIN_BARS`` matured bars; absent where too few bars matured.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ _PNL = (
     "stored close, after fees and slippage), a fraction (0.01 = 1%).",
 )
 LIVE_METRIC_NAMES: tuple[str, ...] = (*(name for _, name, _ in _MODEL_GAUGES), _PNL[0])
+_DRIFT = (
+    "levibot_live_calibration_drift",
+    "Calibration drift of the published P(up): the largest |map(p) - p| over the newest "
+    "LEVIBOT_RECAL_MIN_BARS matured bars, map the Platt recalibration fitted on them "
+    "(probability units; 0 = calibrated).",
+)
+DRIFT_METRIC_NAME = _DRIFT[0]
 
 
 def build_live_registry(
@@ -73,3 +85,22 @@ def render_live_metrics(summary: dict[str, Any] | None, symbols: Sequence[str]) 
     if summary is None:
         return b""
     return generate_latest(build_live_registry(summary, symbols))
+
+
+def render_drift_metrics(drift: dict[str, Any] | None, symbols: Sequence[str]) -> bytes:
+    """Prometheus text of ``levibot_live_calibration_drift{symbol,model}`` from ``drift`` (the
+    state's ``drift`` object: symbol -> model -> probe, ``max_abs_shift`` null when too few
+    bars) for the configured ``symbols``; empty bytes when ``drift`` is None or has no value."""
+    values = {
+        (symbol, model): probe["max_abs_shift"]
+        for symbol in symbols
+        for model, probe in (drift or {}).get(symbol, {}).items()
+        if _number(probe.get("max_abs_shift"))
+    }
+    if not values:
+        return b""
+    reg = CollectorRegistry(auto_describe=True)
+    gauge = Gauge(*_DRIFT, _SM, registry=reg)
+    for (symbol, model), value in values.items():
+        gauge.labels(symbol, model).set(value)
+    return generate_latest(reg)

@@ -139,7 +139,9 @@ def probabilities_in_range(trading: Trading) -> dg.AssetCheckResult:
 
 publish_job = dg.define_asset_job(
     "publish_job",
-    selection=dg.AssetSelection.assets(LATEST, "live_scores", "shadow_predictions"),
+    selection=dg.AssetSelection.assets(
+        LATEST, "live_scores", "shadow_predictions", "live_recalibration"
+    ),
     description="Publish the latest predictions (one row per symbol).",
     executor_def=dg.in_process_executor,  # one step: no step subprocess to start (see automation)
 )

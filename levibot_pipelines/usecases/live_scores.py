@@ -13,6 +13,10 @@ The shadow challengers' published rows (``published/shadow``) are scored the sam
 their own history (``live/shadow_scores``) and summarized beside the champions' as
 ``shadow_deep``, ``shadow_lgbm``, ``shadow_ensemble`` (newest ``window`` matured shadow bars; no
 noise band: the walk-forward report is the champions'); a symbol never shadowed has none.
+
+A live recalibration map in its shadow period (``usecases.recalibration``) is scored beside them
+as ``recal_deep``, ``recal_lgbm``, ``recal_ensemble``: its recalibrated probability on the
+newest ``window`` bars matured after its fit (no noise band); none without a candidate.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from levibot_pipelines.core.evaluation.live_scoring import (
 )
 from levibot_pipelines.core.trading.backtest import BacktestConfig
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.recalibration import candidate_scores
 from levibot_pipelines.usecases.report import backtest_config
 
 log = logging.getLogger(__name__)
@@ -147,7 +152,13 @@ def _add_shadow(entry: dict, shadow_window: pl.DataFrame) -> None:
     (none when it is empty), without a noise band."""
     if shadow_window.is_empty():
         return
-    for model, s in shadow_window_scores(shadow_window).items():
+    _add_scores(entry, shadow_window_scores(shadow_window))
+
+
+def _add_scores(entry: dict, scores: dict[str, dict]) -> None:
+    """Add ``scores`` (model -> window scores) to a symbol's summary ``entry``, without a
+    noise band."""
+    for model, s in scores.items():
         entry["models"][model] = s | {
             "wf_auc": None,
             "noise_band": None,
@@ -178,6 +189,7 @@ def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
     symbols: dict[str, dict] = {}
     rolling: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     notes: list[str] = []
+    recal = candidate_scores(home, scored, history, cfg.horizon, cfg.window, notes)
     for sym in cfg.symbols:
         try:
             wf = walk_forward_auc(home, sym)
@@ -190,6 +202,7 @@ def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
         ).height
         symbols[sym] = _symbol_summary(window, n_total, wf, cfg.horizon)
         _add_shadow(symbols[sym], latest_window(shadow_scored, sym, cfg.horizon, cfg.window))
+        _add_scores(symbols[sym], recal.get(sym, {}))
         if window.height:
             symbols[sym]["paper_pnl_ratio"] = _pnl(bars[sym], history, sym, window, cfg, notes)
             tail = latest_window(scored, sym, cfg.horizon, 2 * cfg.window)

@@ -43,6 +43,7 @@ from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ensemble import champion_pair, engine_inputs
 from levibot_pipelines.usecases.monitor import feature_drift
+from levibot_pipelines.usecases.recalibration import recalibrate_published
 from levibot_pipelines.usecases.report import backtest_config, policy_config
 from levibot_pipelines.usecases.risk import evaluate_kill_switch, risk_limits
 
@@ -55,6 +56,8 @@ class PublishReport:
     rows: pl.DataFrame
     kill_switch: str
     notes: list[str] = field(default_factory=list)
+    # per symbol the live recalibration maps applied to its probabilities (none: the models')
+    recalibrated: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _champion(tracker: Tracker, kind: str, symbol: str) -> str:
@@ -263,7 +266,9 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     """Compute and publish one row per symbol at ``now_ms`` (ms UTC). The kill-switch's
     automatic triggers are evaluated through ``usecases.risk``: data staleness and feature
     drift before deciding, the paper drawdown after, so the published rows carry the
-    resulting state."""
+    resulting state. The decisions are taken on the models' own probabilities; an active live
+    recalibration map then replaces the published ``{model}_p_up`` it applies to
+    (``usecases.recalibration.recalibrate_published``)."""
     store = ParquetStore(s.home)
     features = store.read_features()
     history = read_history(s.home)
@@ -281,8 +286,12 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     for row in rows.values():
         row["kill_switch"] = status.state
         row["kill_switch_reason"] = status.reason() if status.state != "ACTIVE" else ""
+    # Decided on the models' own probabilities; only the published ones are recalibrated.
+    applied = recalibrate_published(Path(s.home), rows, now_ms, notes)
     frame = pl.DataFrame([rows[sym] for sym in s.market.symbols])
     path = write_published(s.home, frame, models)
     for note in notes:
         log.warning(note)
-    return PublishReport(path=path, rows=frame, kill_switch=status.state, notes=notes)
+    return PublishReport(
+        path=path, rows=frame, kill_switch=status.state, notes=notes, recalibrated=applied
+    )

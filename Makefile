@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install instance demo test lint format dev bench clean
+.PHONY: install instance demo test test-cluster lint format dev bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ format: install
 
 test: install lint
 	$(PY) -m pytest -q
+
+# The cluster profile (deploy/cluster/) against real servers that the tests start on loopback:
+# PostgreSQL from Debian's `postgresql` package. `make test` leaves these out (marker `cluster`).
+test-cluster: install
+	$(PY) -m pytest -q -m cluster
 
 # The Dagster UI (webserver + daemon) on http://127.0.0.1:3000, over the same instance as `make demo`.
 dev: install instance

@@ -142,8 +142,9 @@ publish_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         LATEST, "live_scores", "shadow_predictions", "live_recalibration"
     ),
-    description="Publish the latest predictions (one row per symbol).",
-    executor_def=dg.in_process_executor,  # one step: no step subprocess to start (see automation)
+    description="Publish the latest predictions (one row per symbol), then score what matured "
+    "(live_scores), run the shadow challengers and the live recalibration.",
+    executor_def=dg.in_process_executor,  # small steps: no step subprocess to start (automation)
 )
 
 

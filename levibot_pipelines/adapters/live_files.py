@@ -18,7 +18,6 @@ that cannot be read is a ``LiveFileError`` naming it.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from levibot_pipelines.adapters.home import (
     live_shadow_scores_dir,
     live_summary_path,
 )
-from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
+from levibot_pipelines.adapters.store import json_safe, write_parquet_atomic, write_text_atomic
 from levibot_pipelines.core.evaluation.live_scoring import SCORED_SCHEMA
 
 SUMMARY_KEYS = ("updated_at", "window", "horizon", "symbols")
@@ -83,24 +82,13 @@ def read_scores(home: Path | str, *, shadow: bool = False) -> pl.DataFrame:
         return pl.concat([_read_one(f) for f in files])  # raises naming the bad file
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_summary(home: Path | str, summary: dict[str, Any]) -> Path:
     """Replace ``live/summary.json`` with ``summary`` (NaN written as null); returns its path."""
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     if missing:
         raise ValueError(f"live summary lacks keys {missing}")
     path = live_summary_path(home)
-    write_text_atomic(json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n", path)
+    write_text_atomic(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n", path)
     return path
 
 

@@ -10,12 +10,11 @@ in it is lost, and nothing is recalibrated until it is restored or moved aside.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from levibot_pipelines.adapters.home import live_recalibration_path
-from levibot_pipelines.adapters.store import write_text_atomic
+from levibot_pipelines.adapters.store import json_safe, write_text_atomic
 from levibot_pipelines.core.evaluation.recal_state import check_state, empty_state
 
 
@@ -51,21 +50,10 @@ def read_state(home: Path | str) -> dict[str, Any]:
     return parse_state(text, str(path))
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_state(home: Path | str, state: dict[str, Any]) -> Path:
     """Replace the state file with ``state`` (checked first; NaN written as null); returns its
     path. ``ValueError`` (nothing written) when ``state`` is not a state document."""
-    doc = check_state(_finite(state))
+    doc = check_state(json_safe(state))
     path = live_recalibration_path(home)
     write_text_atomic(json.dumps(doc, indent=2, allow_nan=False) + "\n", path)
     return path

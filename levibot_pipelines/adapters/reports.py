@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
+from levibot_pipelines.adapters.store import json_safe
 from levibot_pipelines.core.evaluation.skill import BootstrapConfig
 from levibot_pipelines.core.evaluation.walk_forward import (
     MODELS,
@@ -17,17 +17,6 @@ from levibot_pipelines.core.evaluation.walk_forward import (
 from levibot_pipelines.core.trading.prediction_backtest import SymbolBacktest
 
 METRIC_KEYS = ("auc", "log_loss", "brier", "bss", "ece")
-
-
-def _clean(value):
-    """JSON-safe: NaN/inf become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def symbol_report(ev: SymbolEvaluation) -> dict:
@@ -64,7 +53,7 @@ def write_report(
         report["symbols"][symbol]["backtest"] = bt.report
     for symbol, decision in (decisions or {}).items():
         report["symbols"][symbol]["decision"] = decision
-    report = _clean(report)
+    report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     md = [
         "# levibot walk-forward evaluation",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -84,6 +86,18 @@ def fsync_dir(path: Path) -> None:
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
     _write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` ready for ``json.dumps(..., allow_nan=False)``: NaN and infinities become null,
+    recursively through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def write_text_atomic(text: str, path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,10 +68,10 @@ SESSION_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("levibot_home")
-    values = {"LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20), **SESSION_ENV}
+@contextmanager
+def levibot_environment(values: dict[str, str]) -> Iterator[dict[str, str]]:
+    """For the block, every ``LEVIBOT_*`` variable is replaced by ``values`` (yielded), with
+    MLflow's telemetry and progress bars off; the previous environment comes back after it."""
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith("LEVIBOT_")]:
             mp.delenv(k)
@@ -77,6 +79,14 @@ def env(tmp_path_factory):
             mp.setenv(k, v)
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        yield values
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("levibot_home")
+    values = {"LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20), **SESSION_ENV}
+    with levibot_environment(values):
         yield values
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 
@@ -59,7 +58,13 @@ from levibot_pipelines.usecases.recalibration import (
     recalibrate,
     recalibrate_published,
 )
-from levibot_pipelines_tests.conftest import SESSION_ENV, SYMBOLS, TF_MS, recent_start
+from levibot_pipelines_tests.conftest import (
+    SESSION_ENV,
+    SYMBOLS,
+    TF_MS,
+    levibot_environment,
+    recent_start,
+)
 from levibot_pipelines_tests.test_api import serving
 from levibot_pipelines_tests.test_prediction_files import make_row
 
@@ -427,12 +432,7 @@ def trained(tmp_path_factory):
     """A home of this module's own with the session's tiny models trained for every symbol."""
     home = tmp_path_factory.mktemp("recal_publish") / "home"
     values = {**SESSION_ENV, "LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20)}
-    with pytest.MonkeyPatch.context() as mp:
-        for k in [k for k in os.environ if k.startswith("LEVIBOT_")]:
-            mp.delenv(k)
-        for k, v in values.items():
-            mp.setenv(k, v)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    with levibot_environment(values):
         defs = load_definitions()
         with dg.instance_for_test() as inst:
             for symbol in SYMBOLS:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import uuid
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from levibot_pipelines.defs.resources import ModelResource, TradingResource
 from levibot_pipelines.defs.shadow import shadow_predictions
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.shadow import untraded
-from levibot_pipelines_tests.conftest import SESSION_ENV, SYMBOLS, TF_MS
+from levibot_pipelines_tests.conftest import SESSION_ENV, SYMBOLS, TF_MS, levibot_environment
 from levibot_pipelines_tests.test_prediction_files import make_row
 from levibot_pipelines_tests.test_shadow import MEAN, T_H1
 
@@ -136,13 +135,7 @@ def replay_env(tmp_path_factory):
         "LEVIBOT_FILES_DIR": str(files),
         "LEVIBOT_START": START,
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for k in [k for k in os.environ if k.startswith("LEVIBOT_")]:
-            mp.delenv(k)
-        for k, v in values.items():
-            mp.setenv(k, v)
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with levibot_environment(values):
         yield values
 
 

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,9 +26,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.dagster_dev import ROOT, start_dagster_dev, stop
 from benchmarks.publish import ENV, synthetic_home
 
-ROOT = Path(__file__).resolve().parents[1]
 TF_MS = 60_000
 TICK_ENV = {
     **ENV,
@@ -42,12 +41,6 @@ TICK_ENV = {
     "LEVIBOT_SYNTHETIC_EDGE": "80@4",
     "DAGSTER_DISABLE_TELEMETRY": "true",
 }
-# dagster dev started in the background may ignore SIGINT/SIGTERM: reset both before exec.
-WRAPPER = (
-    "import os, signal, sys; "
-    "signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
 JOBS = ("ingest_job", "features_job", "features_publish_job", "publish_job")
 
 
@@ -129,41 +122,13 @@ def _rel(ts: float | None, close_ms: int) -> float | None:
     return None if ts is None else round(ts - close_ms / 1000, 2)
 
 
-def _start_dagster_dev(dagster_home: str, log_path: Path) -> tuple[subprocess.Popen, int]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    env = {**os.environ, "DAGSTER_HOME": dagster_home}
-    with log_path.open("a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, *cmd],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc, port
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """Stop ``dagster dev`` by its pid: its process group, then any process it started in a
     session of its own (a run worker) that is still alive."""
     import psutil
 
     children = psutil.Process(proc.pid).children(recursive=True)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop(proc)
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
@@ -188,7 +153,8 @@ def bench_tick_latency(
         settings = Settings.from_env()
         symbols = settings.market.symbols
         log_path = Path(home) / "dagster_dev.log"
-        proc, _ = _start_dagster_dev(dagster_home, log_path)
+        env = {**os.environ, "DAGSTER_HOME": dagster_home}
+        proc, _ = start_dagster_dev(env, log_path)
         served: dict[int, float] = {}  # bar open ms -> wall time (s) it was served for all
         try:
             with api_server(settings) as base_url:

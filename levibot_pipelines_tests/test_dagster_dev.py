@@ -5,9 +5,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -17,22 +14,11 @@ import dagster as dg
 import psutil
 import pytest
 
+from benchmarks.dagster_dev import start_dagster_dev, stop
 from levibot_pipelines_tests.conftest import SYMBOLS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-# dagster dev started in the background may ignore SIGINT/SIGTERM: reset both before exec.
-WRAPPER = (
-    "import os, signal, sys; "
-    "signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str) -> dict:
@@ -80,36 +66,6 @@ def dev_environment(tmp_path: Path) -> tuple[Path, dict]:
     # (a CI run at 12:30:43 saw exactly that). Once a year, 1 January 04:04, instead.
     env.update(LEVIBOT_INGEST_CRON="4 4 1 1 *", LEVIBOT_RETRAIN_CRON="4 4 1 1 *")
     return dagster_home, env
-
-
-def start_dagster_dev(env: dict, log_path: Path) -> tuple[subprocess.Popen, int]:
-    """``dagster dev`` on a free loopback port, in its own process group."""
-    port = free_port()
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    cmd = [dagster, "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
-    with log_path.open("a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, *cmd],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return proc, port
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop ``proc``'s whole process group by its pid: ``sig`` first, SIGKILL after 30 s."""
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @pytest.fixture()

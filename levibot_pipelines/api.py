@@ -2,6 +2,8 @@
 
 Every request reads ``latest_predictions.json`` through ``adapters.file_cache.FileCache``: the
 publisher replaces the file atomically, so it is parsed once per publish, not once per request.
+It is read from the data root (``settings.market.data_url``: the home, or an S3 bucket prefix
+with one conditional GET per request); everything else the API reads is under the home.
 The live kill-switch (``home/"kill_switch.json"``) is read the same way. Nothing on this path
 imports torch, dagster or duckdb; only ``/ml/predict_deep?n_samples=N`` with N different from
 the published sample count imports torch (``usecases.recompute``), to rerun MC dropout on the
@@ -60,12 +62,11 @@ from levibot_pipelines.adapters.home import (
     kill_switch_path,
     live_recalibration_path,
     live_summary_path,
-    published_dir,
-    shadow_dir,
 )
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.live_files import LiveFileError, parse_summary
-from levibot_pipelines.adapters.prediction_files import LATEST_JSON, LatestPredictions, parse_latest
+from levibot_pipelines.adapters.object_store import open_root
+from levibot_pipelines.adapters.prediction_files import LatestPredictions, latest_key, parse_latest
 from levibot_pipelines.adapters.recal_files import RecalFileError, parse_state
 from levibot_pipelines.api_metrics import install_request_metrics
 from levibot_pipelines.api_responses import (
@@ -107,13 +108,13 @@ def normalize_symbol(raw: str) -> str:
 
 
 def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> Service:
-    """The :class:`Service` over ``settings.home``; ``clock`` defaults to the wall clock."""
+    """The :class:`Service` over ``settings.home`` and the data root; ``clock`` defaults to the
+    wall clock."""
     kill_path = kill_switch_path(settings.home)
+    root = open_root(settings.market.data_url, settings.home)
     return Service(
         settings=settings,
-        latest_file=FileCache(
-            published_dir(settings.home) / LATEST_JSON, parse_latest, PublishedFileError
-        ),
+        latest_file=FileCache((root, latest_key()), parse_latest, PublishedFileError),
         kill_file=FileCache(kill_path, lambda text: parse_status(text, kill_path), KillSwitchError),
         recompute=TransformerRecomputer(settings),
         now_ms=clock or (lambda: int(time.time() * 1000)),
@@ -122,9 +123,7 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
             lambda text: parse_summary(text, str(live_summary_path(settings.home))),
             LiveFileError,
         ),
-        shadow_file=FileCache(
-            shadow_dir(settings.home) / LATEST_JSON, parse_latest, PublishedFileError
-        ),
+        shadow_file=FileCache((root, latest_key(shadow=True)), parse_latest, PublishedFileError),
         recal_file=FileCache(
             live_recalibration_path(settings.home),
             lambda text: parse_state(text, str(live_recalibration_path(settings.home))),
@@ -309,7 +308,8 @@ def create_app(settings: Settings, clock: Callable[[], int] | None = None) -> Fa
     app = FastAPI(
         title="levibot predictions",
         description="Read-only calibrated P(up), uncertainty and signals per symbol, from the "
-        "files the Dagster publish job writes under $LEVIBOT_HOME/published.",
+        "files the Dagster publish job writes under $LEVIBOT_HOME/published (or "
+        "$LEVIBOT_DATA_URL/published).",
         version="1",
         dependencies=[*bearer_auth(settings.serving.api_token), Depends(reject_unknown_query)],
     )

@@ -35,6 +35,7 @@ from levibot_pipelines.adapters.home import (
     warehouse_path,
 )
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
+from levibot_pipelines.adapters.object_store import DataRoot, open_root
 from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
@@ -288,11 +289,21 @@ def ingest_all(pipeline: Pipeline) -> None:
     pipeline.run("features_job", label="features", steps=("cross_asset_features",))
 
 
+def data_root(settings: Settings) -> DataRoot:
+    """Where the bars, features, reports and published predictions are: the home, or the
+    bucket of LEVIBOT_DATA_URL."""
+    return open_root(settings.market.data_url, settings.home)
+
+
+def data_store(settings: Settings) -> ParquetStore:
+    return ParquetStore(settings.home, data_root(settings))
+
+
 def feature_table_lines(settings: Settings) -> list[str]:
     """Where the feature table is, its shape and its symbols."""
-    table = summaries.feature_table(ParquetStore(settings.home))
+    table = summaries.feature_table(data_store(settings))
     if table is None:
-        return [f"feature table: not built yet under {settings.home}"]
+        return [f"feature table: not built yet under {data_root(settings).url}"]
     counts = set(table.rows_per_symbol.values())
     each = (
         f"{counts.pop():,} rows each"
@@ -337,7 +348,7 @@ def train_symbols(raw: str | None, settings: Settings) -> list[str]:
 
 def require_features(settings: Settings, symbols: list[str]) -> None:
     """``ValueError`` telling to run ``levibot ingest`` when ``symbols`` have no feature rows."""
-    store = ParquetStore(settings.home)
+    store = data_store(settings)
     have = summaries.symbols_with_features(store)
     if not have:
         raise ValueError(f"no feature table at {store.features_path}: run `levibot ingest` first")
@@ -452,7 +463,7 @@ def smoke_prepare(pipeline: Pipeline, tracker: Tracker) -> list[smoke.Step]:
                 flush=True,
             )
             train_symbol(pipeline, symbol)
-        reason = smoke.publish_reason(s.home, tracker, s.market.symbols)
+        reason = smoke.publish_reason(s.home, tracker, s.market.symbols, data_root(s))
         if reason is not None:
             print(f"[smoke] publishing the latest predictions: {reason}", flush=True)
             pipeline.run("publish_job", label="publish", steps=("latest_predictions",))
@@ -466,7 +477,7 @@ def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
 
     symbols = settings.market.symbols
     tracker = ModelResource(settings).tracker()
-    table = summaries.feature_table(ParquetStore(settings.home))
+    table = summaries.feature_table(data_store(settings))
     have = table.symbols if table is not None else []
     missing = [s for s in symbols if s not in have]
     steps = [
@@ -486,7 +497,11 @@ def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
         _print_steps(prepared)
         steps += prepared
     checks = smoke.model_steps(tracker, symbols)
-    reason = smoke.publish_reason(settings.home, tracker, symbols) if not missing else "no features"
+    reason = (
+        smoke.publish_reason(settings.home, tracker, symbols, data_root(settings))
+        if not missing
+        else "no features"
+    )
     checks.append(smoke.Step("predictions published", reason is None, reason or "current"))
     with api_server(settings) as base_url:
         if base_url is None:
@@ -508,7 +523,7 @@ def cmd_smoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def status_table(settings: Settings, now_ms: int) -> pl.DataFrame:
     """Per symbol: stored bars, newest bar and data-time staleness; plus the feature table."""
-    store = ParquetStore(settings.home)
+    store = data_store(settings)
     return status.data_status(store, settings.market.symbols, settings.market.timeframe_ms, now_ms)
 
 
@@ -565,11 +580,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def backtest_summary(settings: Settings) -> str:
     """Per symbol: the policy backtest of the walk-forward predictions, net of costs."""
-    table = status.backtest_table(settings.home, settings.market.symbols)
+    table = status.backtest_table(data_root(settings), settings.market.symbols)
     if table is None:
         return "\npolicy backtest: no report yet"
     costs = f"{settings.trading.fee_bps:g} bps fees + slippage per side"
-    verdicts = status.decision_verdicts(settings.home, settings.market.symbols)
+    verdicts = status.decision_verdicts(data_root(settings), settings.market.symbols)
     lines = "".join(f"\n  {symbol}: {v}" for symbol, v in verdicts.items())
     decision = f"\ndecision engine (flat unless a validated edge clears the round trip):{lines}"
     return f"\npolicy backtest on the walk-forward test bars (net of {costs}):\n{table}" + (
@@ -579,7 +594,7 @@ def backtest_summary(settings: Settings) -> str:
 
 def predictions_summary(settings: Settings) -> str:
     """The published latest predictions, one row per symbol."""
-    published = status.published_status(settings.home)
+    published = status.published_status(data_root(settings))
     if published is None:
         return "\nlatest predictions: nothing published yet"
     tail = "".join(f"\n  {sym}: {why}" for sym, why in published.decision_reasons.items())
@@ -596,7 +611,8 @@ def model_summary(settings: Settings) -> str:
     and the report folds' own) and the walk-forward test metrics."""
     store = mlflow_tracking_uri(settings.home, settings.models.mlflow_tracking_uri)
     lines = [f"\nmodels (walk-forward test windows; MLflow store {redact_url(store)}):"]
-    for symbol, m in status.model_status(settings.home, settings.market.symbols).items():
+    models = status.model_status(settings.home, settings.market.symbols, data_root(settings))
+    for symbol, m in models.items():
         if m is None:
             lines.append(f"{symbol}: no report yet")
             continue
@@ -677,6 +693,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         horizon=settings.models.label_horizon,
         n_features=len(feature_columns(args.futures_dir is not None)),
+        precision=settings.models.precision,
     )
     futures_dir = None if args.futures_dir is None else Path(args.futures_dir)
     report = run_evaluate(

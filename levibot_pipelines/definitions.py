@@ -26,6 +26,7 @@ from pathlib import Path
 import dagster as dg
 
 from levibot_pipelines.defs.common import cron_period
+from levibot_pipelines.defs.executors import default_executor
 from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.settings import Settings
 
@@ -89,6 +90,7 @@ def load_definitions() -> dg.Definitions:
         else a
         for a in loaded.assets or []
     ]
+    fields["executor"] = default_executor(settings) or loaded.executor
     return dg.Definitions(**fields)
 
 

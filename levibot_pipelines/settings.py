@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from levibot_pipelines.core.data.timeframes import TIMEFRAME_MS
 
 SOURCES = ("synthetic", "ccxt", "files")
 PROFILES = ("auto", "small", "seed")
+PRECISIONS = ("auto", "bf16", "fp32")  # core.models.precision.PRECISIONS
 DEFAULT_HOME = "./.levibot"
 
 
@@ -33,7 +35,11 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class MarketSettings:
-    """Where candles come from: the source, the exchange, the symbols and the bar grid."""
+    """Where candles come from: the source, the exchange, the symbols and the bar grid; and
+    where the stored data lives: ``data_url`` (LEVIBOT_DATA_URL) None (default) keeps the bars,
+    the feature table, the reports and the published predictions under ``home``;
+    ``s3://bucket/prefix`` puts them in that bucket (``adapters.object_store``; credentials
+    from the AWS_* environment only)."""
 
     source: str = "synthetic"
     exchange: str = "binance"
@@ -46,6 +52,7 @@ class MarketSettings:
     synthetic_edge: str | None = None  # "BPS@HORIZON": a planted reversal (core.data.synthetic)
     ingest_cron: str = "*/15 * * * *"
     source_retry_seconds: float = 60.0  # per symbol and tick, failed exchange requests + backoff
+    data_url: str | None = None  # LEVIBOT_DATA_URL: s3://bucket/prefix, or None for the home
 
     @property
     def timeframe_ms(self) -> int:
@@ -62,6 +69,7 @@ class ModelSettings:
 
     label_horizon: int = 1
     profile: str = "auto"
+    precision: str = "auto"  # Transformer training and MC inference: auto, bf16, fp32
     walk: tuple[int, int, int, int] = (20_000, 3_000, 3_000, 4_000)
     purge: int = 130
     epochs: int = 4
@@ -131,6 +139,23 @@ class AlertSettings:
     max_run_minutes: float = 120.0
 
 
+EXECUTORS = ("local", "celery")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where steps run. ``local`` (default): the laptop's executors, in the run's own process
+    for the small jobs and one subprocess per step for the others. ``celery``: every step is a
+    Celery task on the workers (deploy/cluster/worker.sh), queue ``gpu`` for the Transformer
+    training and ``cpu`` for everything else, with ``celery_broker`` and ``celery_backend``
+    (e.g. ``redis://host:6379/0`` and ``/1``) as the broker and the result backend. Both URLs
+    may carry a password: they are kept out of ``repr`` and read from the environment only."""
+
+    executor: str = "local"
+    celery_broker: str | None = field(default=None, repr=False)
+    celery_backend: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -139,6 +164,7 @@ class Settings:
     trading: TradingSettings = field(default_factory=TradingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @classmethod
     def from_env(
@@ -183,6 +209,7 @@ GROUPS: dict[str, type] = {
     "trading": TradingSettings,
     "serving": ServingSettings,
     "alerts": AlertSettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -203,6 +230,12 @@ def _check_together(s: Settings) -> None:
         raise SettingsError(
             f"LEVIBOT_FAIL_STALENESS_MINUTES={a.fail_staleness_minutes} must be >= "
             f"LEVIBOT_MAX_STALENESS_MINUTES={a.max_staleness_minutes}"
+        )
+    c = s.cluster
+    if c.executor == "celery" and not (c.celery_broker and c.celery_backend):
+        raise SettingsError(
+            "LEVIBOT_EXECUTOR=celery needs LEVIBOT_CELERY_BROKER and LEVIBOT_CELERY_BACKEND "
+            "(e.g. redis://host:6379/0 and redis://host:6379/1)"
         )
     if t.psi_error < t.psi_warn:
         raise SettingsError(
@@ -229,11 +262,47 @@ def _lower(name: str, raw: str) -> str:
     return raw.lower()
 
 
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+def _data_url(name: str, raw: str) -> str:
+    """``s3://bucket`` or ``s3://bucket/prefix`` (trailing slashes dropped): a valid bucket
+    name, no credentials and no empty, ``.`` or ``..`` parts in the prefix."""
+    bucket, _, prefix = raw.removeprefix("s3://").partition("/")
+    parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if (
+        not raw.startswith("s3://")
+        or not _S3_BUCKET.fullmatch(bucket)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        shown = raw if "@" not in raw else "(value not shown: it holds '@')"
+        raise SettingsError(
+            f"{name}={shown!r}: expected s3://BUCKET or s3://BUCKET/PREFIX (bucket: 3-63 "
+            "lower-case letters, digits, dots, hyphens; credentials come from AWS_* variables, "
+            "never the URL); unset keeps the data under LEVIBOT_HOME"
+        )
+    return f"s3://{bucket}" + (f"/{'/'.join(parts)}" if parts else "")
+
+
 def _url(name: str, raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise SettingsError(f"{name}={raw!r}: expected an http:// or https:// URL")
     return raw
 
+
+def _broker_url(name: str, raw: str) -> str:
+    """A Celery broker or result-backend URL (``redis://``, ``rediss://``, ``amqp://``...).
+    The message names the scheme, never the URL: it may carry a password."""
+    scheme = raw.partition("://")[0]
+    if "://" not in raw or scheme not in BROKER_SCHEMES:
+        raise SettingsError(
+            f"{name}: expected a URL starting with one of {sorted(BROKER_SCHEMES)}:// "
+            f"(value not shown), got scheme {scheme if '://' in raw else None!r}"
+        )
+    return raw
+
+
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "sentinel", "db+postgresql")
 
 API_TOKEN_MIN_LENGTH = 16
 
@@ -431,8 +500,10 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
         "source_retry_seconds",
         _number(low=0.0, strict=True),
     ),
+    "LEVIBOT_DATA_URL": ("market", "data_url", _data_url),
     "LEVIBOT_LABEL_HORIZON": ("models", "label_horizon", _positive_int),
     "LEVIBOT_PROFILE": ("models", "profile", _choice(PROFILES)),
+    "LEVIBOT_PRECISION": ("models", "precision", _choice(PRECISIONS)),
     "LEVIBOT_WALK": ("models", "walk", _walk),
     "LEVIBOT_PURGE": ("models", "purge", _positive_int),
     "LEVIBOT_EPOCHS": ("models", "epochs", _positive_int),
@@ -469,4 +540,7 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_FAIL_STALENESS_MINUTES": ("alerts", "fail_staleness_minutes", _minutes),
     "LEVIBOT_ALERT_WEBHOOK": ("alerts", "alert_webhook", _url),
     "LEVIBOT_MAX_RUN_MINUTES": ("alerts", "max_run_minutes", _minutes),
+    "LEVIBOT_EXECUTOR": ("cluster", "executor", _choice(EXECUTORS)),
+    "LEVIBOT_CELERY_BROKER": ("cluster", "celery_broker", _broker_url),
+    "LEVIBOT_CELERY_BACKEND": ("cluster", "celery_backend", _broker_url),
 }

@@ -24,11 +24,41 @@ created or read.
 {home}/live/recalibration.json                         live recalibration maps, stages, drift
 {home}/locks/ohlcv-{SYMBOL}.lock                       held while a symbol's bars are upserted
 ```
+
+The data files (``ohlcv/``, ``features/``, ``reports/``, ``published/`` except
+``published/models/``) live in the data root (``adapters.object_store``): the home by default,
+or the bucket prefix of ``LEVIBOT_DATA_URL`` (``s3://bucket/prefix``) under the same keys, the
+paths above relative to the home (``ohlcv_key``, ``FEATURES_KEY``, ``report_key``,
+``PUBLISHED``...). Everything else (the Dagster instance, MLflow, the kill-switch, the models'
+``ensemble.json``, the exported Transformer, ``live/`` and the locks) stays under the home.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# Keys of the data files in the data root (relative to the home when it is local).
+OHLCV = "ohlcv"
+FEATURES_KEY = "features/cross_asset_features.parquet"
+REPORTS = "reports"
+PUBLISHED = "published"
+HISTORY = f"{PUBLISHED}/history"
+SHADOW = f"{PUBLISHED}/shadow"
+SHADOW_HISTORY = f"{SHADOW}/history"
+HISTORY_FILE_PREFIX = "predictions-"  # history files: predictions-{published_at}-{uuid8}.parquet
+
+
+def ohlcv_key(symbol: str) -> str:
+    return f"{OHLCV}/{symbol}.parquet"
+
+
+def report_prefix(symbol: str) -> str:
+    """Where ``model_report`` writes a symbol's report in the data root."""
+    return f"{REPORTS}/{symbol}"
+
+
+def report_key(symbol: str) -> str:
+    return f"{report_prefix(symbol)}/report.json"
 
 
 def dagster_dir(home: Path | str) -> Path:
@@ -61,7 +91,7 @@ def kill_switch_lock_path(home: Path | str) -> Path:
 
 
 def ohlcv_dir(home: Path | str) -> Path:
-    return Path(home) / "ohlcv"
+    return Path(home) / OHLCV
 
 
 def ohlcv_lock_path(home: Path | str, symbol: str) -> Path:
@@ -70,7 +100,7 @@ def ohlcv_lock_path(home: Path | str, symbol: str) -> Path:
 
 
 def features_path(home: Path | str) -> Path:
-    return Path(home) / "features" / "cross_asset_features.parquet"
+    return Path(home) / FEATURES_KEY
 
 
 def mlartifacts_dir(home: Path | str) -> Path:
@@ -93,34 +123,34 @@ def predictions_path(home: Path | str, symbol: str, kind: str) -> Path:
 
 def report_dir(home: Path | str, symbol: str) -> Path:
     """Where ``model_report`` writes a symbol's report (``report.json``, ``report.md``, plots)."""
-    return Path(home) / "reports" / symbol
+    return Path(home) / report_prefix(symbol)
 
 
 def report_json(home: Path | str, symbol: str) -> Path:
-    return report_dir(home, symbol) / "report.json"
+    return Path(home) / report_key(symbol)
 
 
 def published_dir(home: Path | str) -> Path:
-    return Path(home) / "published"
+    return Path(home) / PUBLISHED
 
 
 def history_dir(home: Path | str) -> Path:
-    return published_dir(home) / "history"
+    return Path(home) / HISTORY
 
 
 def history_glob(home: Path | str) -> str:
     """Glob (POSIX string) matching every history file, e.g. for a DuckDB ``read_parquet``."""
-    return (history_dir(home) / "predictions-*.parquet").as_posix()
+    return (history_dir(home) / f"{HISTORY_FILE_PREFIX}*.parquet").as_posix()
 
 
 def shadow_dir(home: Path | str) -> Path:
     """The shadow challengers' published predictions (``adapters.prediction_files``): the same
     files as ``published_dir``, scored live, never traded."""
-    return published_dir(home) / "shadow"
+    return Path(home) / SHADOW
 
 
 def shadow_history_dir(home: Path | str) -> Path:
-    return shadow_dir(home) / "history"
+    return Path(home) / SHADOW_HISTORY
 
 
 def exported_transformer_dir(home: Path | str, symbol: str) -> Path:

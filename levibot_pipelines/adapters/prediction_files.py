@@ -1,10 +1,11 @@
 """Published predictions: the file format shared by the publisher and every reader.
 
-Layout under ``home/"published"``:
+Layout under ``published/`` of the data root (``adapters.object_store``: the home, or the bucket
+prefix of ``LEVIBOT_DATA_URL``; ``models/`` is always under the local home):
 
 - ``latest_predictions.parquet`` and its JSON twin ``latest_predictions.json``
   (``{"published_at": ms, "schema_version": 2, "rows": [{column: value}, ...]}``), one row per
-  symbol, each replaced atomically (temporary sibling + ``os.replace``).
+  symbol, each replaced atomically (temporary sibling + ``os.replace``, or one whole PUT).
 - ``history/predictions-{published_at}-{uuid8}.parquet``: one file per publish, never rewritten.
 - ``models/{SYMBOL}/deep/`` (a symlink to ``deep-v{version}-{uuid8}/``): the Transformer the rows
   were computed with (``adapters.exported_model``), so the API can rerun MC dropout without
@@ -42,12 +43,14 @@ from levibot_pipelines.adapters.exported_model import (
     write_exported_model,
 )
 from levibot_pipelines.adapters.home import (
-    history_dir,
-    published_dir,
-    shadow_dir,
-    shadow_history_dir,
+    HISTORY,
+    HISTORY_FILE_PREFIX,
+    PUBLISHED,
+    SHADOW,
+    SHADOW_HISTORY,
 )
-from levibot_pipelines.adapters.store import write_parquet_atomic, write_text_atomic
+from levibot_pipelines.adapters.object_store import DataRoot, LocalRoot, as_root
+from levibot_pipelines.adapters.store import replace_table, replace_view, sql_literal
 from levibot_pipelines.core.trading.killswitch import STATES
 
 # The models a decision policy may trade on (core.evaluation.decision_walk.DECISION_MODELS and
@@ -230,43 +233,49 @@ def _check_bounds(df: pl.DataFrame) -> None:
 
 
 def write_published(
-    home: Path | str, rows: pl.DataFrame, transformer_exports: dict[str, dict[str, bytes]]
-) -> Path:
+    home: Path | str,
+    rows: pl.DataFrame,
+    transformer_exports: dict[str, dict[str, bytes]],
+    root: DataRoot | None = None,
+) -> Path | str:
     """Validate and publish ``rows`` (one per symbol, ``PUBLISHED_SCHEMA``) with their models.
 
     ``transformer_exports``: symbol -> {file name in ``exported_model.TRANSFORMER_EXPORT_FILES``:
-    bytes}. Writes model files, the history file, the Parquet and the JSON, in that order, each
+    bytes}, written under the local ``home``; the rows go to ``root`` (default: ``home``).
+    Writes model files, the history file, the Parquet and the JSON, in that order, each
     atomically;
-    model files whose bytes are unchanged are left alone. Returns the path of
-    ``latest_predictions.json``. Raises ``ValueError`` (nothing written) when the rows or the
-    models are invalid.
+    model files whose bytes are unchanged are left alone. Returns where
+    ``latest_predictions.json`` is (a ``Path``, an ``s3://`` URL). Raises ``ValueError``
+    (nothing written) when the rows or the models are invalid.
     """
     df = validate_rows(rows)
     check_exported_models(df, transformer_exports)
     for sym in df.get_column("symbol").to_list():
         write_exported_model(home, sym, transformer_exports[sym])
-    return _write_rows(df, published_dir(home), history_dir(home))
+    return _write_rows(df, as_root(home if root is None else root), PUBLISHED, HISTORY)
 
 
-def _write_rows(df: pl.DataFrame, out: Path, history: Path) -> Path:
-    """Write validated rows ``df``: the history file under ``history``, then the Parquet, then
-    the JSON under ``out``, each atomically. Returns the JSON's path."""
+def _write_rows(df: pl.DataFrame, root: DataRoot, out: str, history: str) -> Path | str:
+    """Write validated rows ``df`` to ``root``: the history file under the prefix ``history``,
+    then the Parquet, then the JSON under ``out``, each atomically. Returns the JSON's
+    ``ref``."""
     published_at = int(df.get_column("published_at")[0])
-    history_file = history / f"predictions-{published_at}-{uuid.uuid4().hex[:8]}.parquet"
-    write_parquet_atomic(df, history_file)
-    write_parquet_atomic(df, out / LATEST_PARQUET)
+    name = f"{HISTORY_FILE_PREFIX}{published_at}-{uuid.uuid4().hex[:8]}.parquet"
+    root.write_parquet_atomic(f"{history}/{name}", df)
+    root.write_parquet_atomic(f"{out}/{LATEST_PARQUET}", df)
     doc = {"published_at": published_at, "schema_version": SCHEMA_VERSION, "rows": df.to_dicts()}
-    path = out / LATEST_JSON
-    write_text_atomic(json.dumps(doc, allow_nan=False), path)
-    log.info("published %d rows at %d to %s", df.height, published_at, path)
-    return path
+    key = f"{out}/{LATEST_JSON}"
+    root.write_text_atomic(key, json.dumps(doc, allow_nan=False))
+    log.info("published %d rows at %d to %s", df.height, published_at, root.location(key))
+    return root.ref(key)
 
 
-def write_shadow(home: Path | str, rows: pl.DataFrame) -> Path:
+def write_shadow(where: Path | str | DataRoot, rows: pl.DataFrame) -> Path | str:
     """Validate and publish the shadow challengers' ``rows`` (``PUBLISHED_SCHEMA``, one per
-    symbol with a challenger) under ``published/shadow``: history file, Parquet, JSON. Every
+    symbol with a challenger) under ``published/shadow`` of ``where`` (the home or a data
+    root): history file, Parquet, JSON. Every
     row must be untraded (``signal`` HOLD, ``size`` 0, ``position`` 0), else ``ValueError``
-    naming the symbols (nothing written). Returns the JSON's path."""
+    naming the symbols (nothing written). Returns where the JSON is."""
     df = validate_rows(rows)
     traded = df.filter(
         (pl.col("signal") != "HOLD") | (pl.col("size") != 0.0) | (pl.col("position") != 0.0)
@@ -276,20 +285,20 @@ def write_shadow(home: Path | str, rows: pl.DataFrame) -> Path:
             f"shadow rows are never traded: {traded['symbol'].to_list()} have a signal other "
             "than HOLD or a non-zero size or position"
         )
-    return _write_rows(df, shadow_dir(home), shadow_history_dir(home))
+    return _write_rows(df, as_root(where), SHADOW, SHADOW_HISTORY)
 
 
-def remove_shadow(home: Path | str) -> bool:
+def remove_shadow(where: Path | str | DataRoot) -> bool:
     """Remove ``shadow/latest_predictions.{json,parquet}`` (the JSON, what the API reads,
-    first; each unlink is atomic); the shadow history stays. True when a file was removed."""
+    first; each unlink is atomic) from ``where`` (the home or a data root); the shadow history
+    stays. True when a file was removed."""
+    root = as_root(where)
     removed = False
     for name in (LATEST_JSON, LATEST_PARQUET):
-        path = shadow_dir(home) / name
-        if path.exists():
-            path.unlink(missing_ok=True)
-            removed = True
+        removed = root.delete(f"{SHADOW}/{name}") or removed
     if removed:
-        log.info("removed the shadow predictions under %s: no challenger left", shadow_dir(home))
+        where_ = root.location(SHADOW)
+        log.info("removed the shadow predictions under %s: no challenger left", where_)
     return removed
 
 
@@ -356,27 +365,58 @@ def _check_row(row: dict[str, Any]) -> None:
     validate_rows(_frame([row]))
 
 
-def read_latest(home: Path | str, *, shadow: bool = False) -> LatestPredictions | None:
-    """The latest published predictions (with ``shadow``: the shadow challengers'); ``None``
-    when nothing has been published yet.
+def latest_key(*, shadow: bool = False) -> str:
+    """The key of ``latest_predictions.json`` in the data root (what the API reads)."""
+    return f"{SHADOW if shadow else PUBLISHED}/{LATEST_JSON}"
+
+
+def read_latest(where: Path | str | DataRoot, *, shadow: bool = False) -> LatestPredictions | None:
+    """The latest published predictions in ``where`` (the home or a data root; with
+    ``shadow``: the shadow challengers'); ``None`` when nothing has been published yet.
 
     Raises ``PublishedFileError`` when the JSON is half-written, corrupt or of another schema.
     """
-    path = (shadow_dir(home) if shadow else published_dir(home)) / LATEST_JSON
+    root, key = as_root(where), latest_key(shadow=shadow)
     try:
-        text = path.read_text()
+        text = root.read_bytes(key).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return None
-    return parse_latest(text, str(path))
+    return parse_latest(text, root.location(key))
 
 
-def read_history(home: Path | str, *, shadow: bool = False) -> pl.DataFrame:
-    """Every published row (with ``shadow``: every shadow row), oldest publish first
-    (``PUBLISHED_SCHEMA``; empty when none). Files of schema 1 (before the decision engine)
-    read with null decision columns."""
-    folder = shadow_history_dir(home) if shadow else history_dir(home)
-    files = sorted(folder.glob("predictions-*.parquet"))
-    if not files:
+def _history_keys(root: DataRoot, shadow: bool) -> list[str]:
+    prefix = f"{SHADOW_HISTORY if shadow else HISTORY}/{HISTORY_FILE_PREFIX}"
+    return [k for k in root.list(prefix) if k.endswith(".parquet") and "/" not in k[len(prefix) :]]
+
+
+def read_history(where: Path | str | DataRoot, *, shadow: bool = False) -> pl.DataFrame:
+    """Every published row in ``where`` (the home or a data root; with ``shadow``: every
+    shadow row), oldest publish first (``PUBLISHED_SCHEMA``; empty when none). Files of
+    schema 1 (before the decision engine) read with null decision columns."""
+    root = as_root(where)
+    keys = _history_keys(root, shadow)
+    if not keys:
         return pl.DataFrame(schema=PUBLISHED_SCHEMA)
-    frame = pl.read_parquet(files, schema=PUBLISHED_SCHEMA, missing_columns="insert")
-    return frame.sort("published_at", "symbol")
+    frames = root.read_parquet_many(keys, schema=PUBLISHED_SCHEMA, missing_columns="insert")
+    return pl.concat(frames).sort("published_at", "symbol")
+
+
+def refresh_prediction_views(conn, where: Path | str | DataRoot) -> list[str]:
+    """(Re)create ``latest_predictions`` and ``predictions`` (the append-only history) in the
+    DuckDB connection ``conn``: views over the files of a local root, tables copied from an S3
+    root (``adapters.store.refresh_views`` says why)."""
+    root = as_root(where)
+    latest = f"{PUBLISHED}/{LATEST_PARQUET}"
+    if isinstance(root, LocalRoot):
+        path = sql_literal(root.ref(latest).as_posix())
+        replace_view(conn, "latest_predictions", f"SELECT * FROM read_parquet({path})")
+        glob = root.ref(f"{HISTORY}/{HISTORY_FILE_PREFIX}*.parquet").as_posix()
+        replace_view(
+            conn,
+            "predictions",
+            f"SELECT * FROM read_parquet({sql_literal(glob)}, union_by_name = true)",
+        )
+    else:
+        replace_table(conn, "latest_predictions", root.read_parquet(latest))
+        replace_table(conn, "predictions", read_history(root))
+    return ["latest_predictions", "predictions"]

@@ -1,10 +1,13 @@
-"""Evaluation reports on disk: ``report.json``, ``report.md``, PNG plots and the predictions."""
+"""Evaluation reports: ``report.json``, ``report.md``, PNG plots and the predictions, in a local
+folder or a data root (``adapters.object_store``; ``reports/{SYMBOL}/`` for ``model_report``),
+each file written atomically."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from levibot_pipelines.adapters.object_store import DataRoot, as_root
 from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
 from levibot_pipelines.adapters.store import json_safe
 from levibot_pipelines.core.evaluation.skill import BootstrapConfig
@@ -34,19 +37,18 @@ def symbol_report(ev: SymbolEvaluation) -> dict:
 
 
 def write_report(
-    out: Path,
+    out: Path | DataRoot,
     evaluations: list[SymbolEvaluation],
     meta: dict,
     backtests: dict[str, SymbolBacktest] | None = None,
     decisions: dict[str, dict] | None = None,
 ) -> dict:
-    """Write the report files under ``out`` and return the ``report.json`` content.
+    """Write the report files under ``out`` (a folder, or a data root such as
+    ``root.child("reports/BTCUSDT")``) and return the ``report.json`` content.
     ``decisions``: per symbol the decision engine's report
     (``core.evaluation.decision_walk.decision_backtest``), under ``decision`` with its verdict
     line at the top of the symbol's section in report.md."""
-    out.mkdir(parents=True, exist_ok=True)
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
+    dest = as_root(out)
     backtests = backtests or {}
     report = {"meta": meta, "symbols": {ev.symbol: symbol_report(ev) for ev in evaluations}}
     for symbol, bt in backtests.items():
@@ -54,7 +56,7 @@ def write_report(
     for symbol, decision in (decisions or {}).items():
         report["symbols"][symbol]["decision"] = decision
     report = json_safe(report)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    dest.write_text_atomic("report.json", json.dumps(report, indent=2) + "\n")
     md = [
         "# levibot walk-forward evaluation",
         "",
@@ -65,8 +67,9 @@ def write_report(
     ]
     for ev in evaluations:
         y = ev.predictions.get_column("y_up").to_numpy()
-        (plots / f"{ev.symbol}_risk_coverage.png").write_bytes(
-            risk_coverage_plot(risk_coverage_curves(ev.predictions), title=f"{ev.symbol}")
+        dest.write_bytes_atomic(
+            f"plots/{ev.symbol}_risk_coverage.png",
+            risk_coverage_plot(risk_coverage_curves(ev.predictions), title=f"{ev.symbol}"),
         )
         md += [f"## {ev.symbol}", ""]
         if "decision" in report["symbols"][ev.symbol]:
@@ -77,18 +80,20 @@ def write_report(
             md += [importance_markdown(report["symbols"][ev.symbol]["feature_importance"]), ""]
         for name in ("lgbm", "deep", "ensemble"):
             p = ev.predictions.get_column(f"p_{name}").to_numpy()
-            path = plots / f"{ev.symbol}_{name}_reliability.png"
-            path.write_bytes(reliability_diagram(y, p, title=f"{ev.symbol} {name}"))
-            md.append(f"![{ev.symbol} {name} reliability](plots/{path.name})")
+            png = f"{ev.symbol}_{name}_reliability.png"
+            dest.write_bytes_atomic(
+                f"plots/{png}", reliability_diagram(y, p, title=f"{ev.symbol} {name}")
+            )
+            md.append(f"![{ev.symbol} {name} reliability](plots/{png})")
         md += ["", f"![{ev.symbol} risk-coverage](plots/{ev.symbol}_risk_coverage.png)", ""]
         if ev.symbol in backtests:
             md += [backtest_markdown(report["symbols"][ev.symbol]["backtest"]), ""]
             for name, png in backtest_plots(backtests[ev.symbol], ev.symbol).items():
-                (plots / f"{ev.symbol}_{name}").write_bytes(png)
+                dest.write_bytes_atomic(f"plots/{ev.symbol}_{name}", png)
                 md.append(f"![{ev.symbol} {name[:-4]}](plots/{ev.symbol}_{name})")
             md.append("")
-        ev.predictions.write_parquet(out / f"predictions_{ev.symbol}.parquet")
-    (out / "report.md").write_text("\n".join(md) + "\n")
+        dest.write_parquet_atomic(f"predictions_{ev.symbol}.parquet", ev.predictions)
+    dest.write_text_atomic("report.md", "\n".join(md) + "\n")
     return report
 
 

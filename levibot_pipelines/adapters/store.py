@@ -1,11 +1,18 @@
 """Parquet store (the source of truth) and the DuckDB views over it.
 
-Every write goes to a temporary file in the target directory and is renamed over the old file,
-so a crash never leaves a half-written Parquet file. OHLCV upserts keep the stored bar when a
-timestamp arrives again: a bad or repeated page can never overwrite or drop stored bars. An
-upsert reads, merges and replaces under a per-symbol file lock, so two overlapping ingests of one
-symbol (a retry, a manual run beside the schedule) never drop each other's bars; readers open a
-file once, so a replace in the middle of a read cannot mix two versions.
+The stored bars (``ohlcv/{SYMBOL}.parquet``) and the feature table live in a data root
+(``adapters.object_store``): the local home by default, an S3 bucket prefix with
+``LEVIBOT_DATA_URL``. Every write replaces a whole file at once (a temporary file renamed over
+the old one, or one PUT of the whole object), so a crash never leaves a half-written Parquet
+file. OHLCV upserts keep the stored bar when a timestamp arrives again: a bad or repeated page
+can never overwrite or drop stored bars. An upsert reads, merges and replaces under a
+per-symbol file lock under the local home, so two overlapping ingests of one symbol on one host
+(a retry, a manual run beside the schedule) never drop each other's bars. The lock does not
+reach other hosts: with the data on S3, single-writer upserts rely on one ingest of a symbol
+at a time across the cluster (one ``ohlcv`` partition per symbol, launched by the one ingest
+schedule; never two runs of one partition on different hosts at once).
+Readers read a file in one request, so a replace in the middle of a read cannot mix two
+versions.
 """
 
 from __future__ import annotations
@@ -13,9 +20,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import os
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,9 @@ from typing import Any
 import polars as pl
 
 from levibot_pipelines.adapters.file_lock import exclusive_lock
-from levibot_pipelines.adapters.home import features_path, ohlcv_dir, ohlcv_lock_path
+from levibot_pipelines.adapters.home import FEATURES_KEY, OHLCV, ohlcv_key, ohlcv_lock_path
+from levibot_pipelines.adapters.object_store import DataRoot, LocalRoot
+from levibot_pipelines.adapters.object_store import fsync_dir as fsync_dir  # re-exported
 from levibot_pipelines.core.data.features import FEATURE_SCHEMA
 from levibot_pipelines.core.data.validation import OHLCV_SCHEMA, SchemaError, empty_ohlcv
 
@@ -38,54 +44,10 @@ class UpsertResult:
     last_bar: int | None
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, flush it to disk, rename it over
-    ``path`` and flush the directory entry: after a crash or a power loss ``path`` holds the old
-    or the new content, never a torn or empty file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        _fsync(tmp, os.O_RDONLY)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-ORPHAN_AGE_S = 3600  # a temporary file this old was left by a writer that died mid-write
-
-
-def _remove_orphans(path: Path) -> None:
-    """Delete temporary siblings of ``path`` that a crashed writer left behind (older than
-    ``ORPHAN_AGE_S``; a live writer's temporary file is seconds old and is left alone)."""
-    cutoff = time.time() - ORPHAN_AGE_S
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-                log.warning("removed %s, left by a writer that did not finish", tmp)
-        except FileNotFoundError:
-            pass
-
-
-def _fsync(path: Path, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush ``path``'s directory entries (a rename or a new file in it) to disk."""
-    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
-
-
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` via a temporary sibling file and an atomic rename."""
-    _write_atomic(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
+    """Write ``df`` to the local ``path`` via a temporary sibling file and an atomic rename
+    (``object_store.write_file_atomic``)."""
+    LocalRoot(path.parent).write_parquet_atomic(path.name, df)
 
 
 def json_safe(value: Any) -> Any:
@@ -101,94 +63,88 @@ def json_safe(value: Any) -> Any:
 
 
 def write_text_atomic(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling file and an atomic rename."""
-    _write_atomic(path, lambda tmp: tmp.write_text(text))
+    """Write ``text`` (UTF-8) to the local ``path`` via a temporary sibling file and an atomic
+    rename."""
+    LocalRoot(path.parent).write_text_atomic(path.name, text)
 
 
 class StoredFileError(ValueError):
-    """A stored Parquet file under LEVIBOT_HOME cannot be read (corrupt or truncated): a
+    """A stored Parquet file in the data root cannot be read (corrupt or truncated): a
     permanent error, which retrying does not fix."""
 
 
-def _stored_file_error(path: Path, exc: Exception) -> StoredFileError:
+def _stored_file_error(where: str, key: str, exc: Exception) -> StoredFileError:
     detail = (str(exc).strip().splitlines() or [""])[0]
     remedy = (
         "materialize ohlcv for that symbol"
-        if path.parent.name == "ohlcv"
+        if key.startswith(f"{OHLCV}/")
         else "materialize cross_asset_features"
     )
     return StoredFileError(
-        f"stored file {path} cannot be read ({type(exc).__name__}: {detail}); it is corrupt or "
+        f"stored file {where} cannot be read ({type(exc).__name__}: {detail}); it is corrupt or "
         f"truncated: move it aside and re-ingest ({remedy})"
     )
 
 
-def _read_stored(path: Path, read):
-    """``read(path)``, with a polars read error turned into ``StoredFileError`` naming
-    ``path``."""
-    try:
-        return read(path)
-    except pl.exceptions.PolarsError as exc:
-        raise _stored_file_error(path, exc) from None
-
-
-def _read_parquet_once(path: Path) -> pl.DataFrame:
-    """``path`` read through one open file: a writer's atomic replace during the read cannot
-    hand the reader parts of two files. ``StoredFileError`` naming ``path`` when it is not a
-    readable Parquet file."""
-
-    def read(p: Path) -> pl.DataFrame:
-        with open(p, "rb") as f:
-            return pl.read_parquet(f)
-
-    return _read_stored(path, read)
-
-
 class ParquetStore:
-    """Files under ``home``: ``ohlcv/{SYMBOL}.parquet``, ``features/...parquet``
-    (the DuckDB file ``warehouse.duckdb`` beside them holds views only)."""
+    """``ohlcv/{SYMBOL}.parquet`` and ``features/cross_asset_features.parquet`` in ``root``
+    (default: the local ``home``; the DuckDB file ``warehouse.duckdb`` in the home holds views
+    over them, or copies for an S3 root: ``refresh_views``). The upsert locks are always under
+    the local ``home``. ``ohlcv_dir``,
+    ``features_path`` and ``ohlcv_path``: ``Path`` objects under a local root, ``s3://`` URLs
+    otherwise."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path | str, root: DataRoot | None = None) -> None:
         self.home = Path(home)
         if self.home.exists() and not self.home.is_dir():
             raise NotADirectoryError(
                 errno.ENOTDIR, "LEVIBOT_HOME is not a directory", str(self.home)
             )
-        self.ohlcv_dir = ohlcv_dir(self.home)
-        self.features_path = features_path(self.home)
+        self.root = root if root is not None else LocalRoot(self.home)
+        self.ohlcv_dir = self.root.ref(OHLCV)
+        self.features_path = self.root.ref(FEATURES_KEY)
 
-    def ohlcv_path(self, symbol: str) -> Path:
-        return self.ohlcv_dir / f"{symbol}.parquet"
+    def ohlcv_path(self, symbol: str) -> Path | str:
+        return self.root.ref(ohlcv_key(symbol))
+
+    def _read(self, key: str, **kwargs: Any) -> pl.DataFrame:
+        """``key`` read in one request; ``StoredFileError`` naming it when it is not a readable
+        Parquet file, ``FileNotFoundError`` when it does not exist."""
+        try:
+            return self.root.read_parquet(key, **kwargs)
+        except pl.exceptions.PolarsError as exc:
+            raise _stored_file_error(self.root.location(key), key, exc) from None
 
     def read_ohlcv(self, symbol: str) -> pl.DataFrame:
-        path = self.ohlcv_path(symbol)
-        if not path.exists():
+        try:
+            return self._read(ohlcv_key(symbol))
+        except FileNotFoundError:
             return empty_ohlcv()
-        return _read_parquet_once(path)
 
     def read_all_ohlcv(self, symbols: tuple[str, ...] | list[str]) -> pl.DataFrame:
         """Long frame of every stored bar of ``symbols``; raises naming symbols with no data."""
-        absent = [s for s in symbols if not self.ohlcv_path(s).exists()]
+        frames, absent = [], []
+        for symbol in symbols:
+            try:
+                frames.append(self._read(ohlcv_key(symbol)))
+            except FileNotFoundError:
+                absent.append(symbol)
         if absent:
             raise FileNotFoundError(
                 f"no stored OHLCV for {absent} under {self.ohlcv_dir}; materialize ohlcv first"
             )
-        return pl.concat([_read_parquet_once(self.ohlcv_path(s)) for s in symbols])
+        return pl.concat(frames)
 
     def timestamps(self, symbol: str) -> pl.Series:
         """Sorted open times of the stored bars of ``symbol`` (empty when none)."""
-        path = self.ohlcv_path(symbol)
-        if not path.exists():
+        try:
+            return self._read(ohlcv_key(symbol), columns=["timestamp"]).get_column("timestamp")
+        except FileNotFoundError:
             return pl.Series("timestamp", [], dtype=pl.Int64)
-        return _read_stored(
-            path, lambda p: pl.read_parquet(p, columns=["timestamp"]).get_column("timestamp")
-        )
 
     def last_timestamp(self, symbol: str) -> int | None:
-        path = self.ohlcv_path(symbol)
-        if not path.exists():
-            return None
-        return _read_stored(path, _max_timestamp)
+        ts = self.timestamps(symbol)
+        return ts.max() if ts.len() else None
 
     def upsert_ohlcv(self, symbol: str, bars: pl.DataFrame) -> UpsertResult:
         """Merge validated ``bars`` into the symbol's file by timestamp; stored bars win."""
@@ -208,7 +164,7 @@ class ParquetStore:
             ).sort("timestamp")
             added = merged.height - stored.height
             if added:
-                write_parquet_atomic(merged, self.ohlcv_path(symbol))
+                self.root.write_parquet_atomic(ohlcv_key(symbol), merged)
         ts = merged.get_column("timestamp")
         return UpsertResult(
             added=added,
@@ -222,23 +178,28 @@ class ParquetStore:
             raise SchemaError(
                 f"feature table does not match FEATURE_SCHEMA: {dict(features.schema)}"
             )
-        write_parquet_atomic(features, self.features_path)
+        self.root.write_parquet_atomic(FEATURES_KEY, features)
 
-    def read_features(self) -> pl.DataFrame:
-        if not self.features_path.exists():
+    def has_features(self) -> bool:
+        """Whether the feature table has been built."""
+        return self.root.exists(FEATURES_KEY)
+
+    def read_features(self, columns: list[str] | None = None) -> pl.DataFrame:
+        """The feature table (only ``columns`` when given); ``FileNotFoundError`` naming where
+        it should be when it has not been built."""
+        try:
+            return self._read(FEATURES_KEY, columns=columns)
+        except FileNotFoundError:
             raise FileNotFoundError(
                 f"no feature table at {self.features_path}; materialize cross_asset_features first"
-            )
-        return _read_parquet_once(self.features_path)
+            ) from None
 
     def features_last_timestamp(self) -> int | None:
-        if not self.features_path.exists():
+        try:
+            ts = self._read(FEATURES_KEY, columns=["timestamp"]).get_column("timestamp")
+        except FileNotFoundError:
             return None
-        return _read_stored(self.features_path, _max_timestamp)
-
-
-def _max_timestamp(path: Path) -> int | None:
-    return pl.scan_parquet(path).select(pl.col("timestamp").max()).collect().item()
+        return ts.max() if ts.len() else None
 
 
 def sql_literal(path: Path | str) -> str:
@@ -247,24 +208,62 @@ def sql_literal(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def refresh_views(conn, store: ParquetStore) -> list[str]:
-    """(Re)create the DuckDB views ``ohlcv`` and ``cross_asset_features`` over the Parquet files.
+def replace_table(conn, name: str, frame: pl.DataFrame) -> None:
+    """(Re)create the DuckDB table ``name`` as a copy of ``frame`` (a view of that name is
+    dropped first). ``name`` is one of the fixed view names, never user input."""
+    _drop_if(conn, name, "VIEW")
+    conn.register("levibot_frame", frame)
+    try:
+        conn.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM levibot_frame")
+    finally:
+        conn.unregister("levibot_frame")
 
-    ``conn`` is a DuckDB connection. Views are created only for data that exists; returns their
-    names.
+
+def replace_view(conn, name: str, select_sql: str) -> None:
+    """(Re)create the DuckDB view ``name`` as ``select_sql`` (a table of that name, left by a
+    data root on S3, is dropped first)."""
+    _drop_if(conn, name, "BASE TABLE")
+    conn.execute(f"CREATE OR REPLACE VIEW {name} AS {select_sql}")
+
+
+def _drop_if(conn, name: str, kind: str) -> None:
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_type = ?",
+        [name, kind],
+    ).fetchall()[0][0]
+    if found:
+        conn.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {name}")
+
+
+OHLCV_COLUMNS = "symbol, timestamp, open, high, low, close, volume, source"
+
+
+def refresh_views(conn, store: ParquetStore) -> list[str]:
+    """(Re)create ``ohlcv`` and ``cross_asset_features`` in the DuckDB connection ``conn``.
+
+    A local root: views over the Parquet files (always current). An S3 root: tables copied from
+    the files read through the root (current as of this refresh), because DuckDB reads S3 only
+    with its ``httpfs`` extension, which it downloads on first use and which needs the
+    credentials set up in every connection that reads the views. Created only for data that
+    exists; returns their names.
     """
     created = []
-    if any(store.ohlcv_dir.glob("*.parquet")):
-        glob = sql_literal((store.ohlcv_dir / "*.parquet").as_posix())
-        conn.execute(
-            "CREATE OR REPLACE VIEW ohlcv AS SELECT symbol, timestamp, open, high, low, close, "
-            f"volume, source FROM read_parquet({glob})"
-        )
+    if not isinstance(store.root, LocalRoot):
+        keys = [k for k in store.root.list(f"{OHLCV}/") if k.endswith(".parquet")]
+        if keys:
+            frame = pl.concat([store._read(k) for k in keys])
+            replace_table(conn, "ohlcv", frame.select(OHLCV_COLUMNS.split(", ")))
+            created.append("ohlcv")
+        if store.has_features():
+            replace_table(conn, "cross_asset_features", store.read_features())
+            created.append("cross_asset_features")
+        return created
+    if any(Path(store.ohlcv_dir).glob("*.parquet")):
+        glob = sql_literal((Path(store.ohlcv_dir) / "*.parquet").as_posix())
+        replace_view(conn, "ohlcv", f"SELECT {OHLCV_COLUMNS} FROM read_parquet({glob})")
         created.append("ohlcv")
-    if store.features_path.exists():
-        conn.execute(
-            "CREATE OR REPLACE VIEW cross_asset_features AS SELECT * FROM "
-            f"read_parquet({sql_literal(store.features_path.as_posix())})"
-        )
+    if Path(store.features_path).exists():
+        path = sql_literal(Path(store.features_path).as_posix())
+        replace_view(conn, "cross_asset_features", f"SELECT * FROM read_parquet({path})")
         created.append("cross_asset_features")
     return created

@@ -6,6 +6,7 @@ import dagster as dg
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.defs.common import now_ms, symbol_partitions
+from levibot_pipelines.defs.executors import small_job_executor
 from levibot_pipelines.defs.resources import AlertResource, Market
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.publish_state import missing_models
@@ -21,22 +22,24 @@ LIVE_SENSOR_INTERVAL_S = 1
 
 
 def build_automation(s: Settings) -> dg.Definitions:
-    """The ingest and feature jobs run their steps in the run's own process
+    """The ingest and feature jobs run their steps in the run's own process on the laptop
     (``in_process_executor``): a step subprocess costs about 20 s of start-up and imports on
-    2 cores, for well under a second of work (benchmarks/dagster_jobs.py)."""
+    2 cores, for well under a second of work (benchmarks/dagster_jobs.py). On the cluster, on
+    the Celery workers (``defs/executors.py``)."""
     partitions = symbol_partitions(s)
+    executor = small_job_executor(s)
     ingest_job = dg.define_asset_job(
         "ingest_job",
         selection=dg.AssetSelection.assets(OHLCV),
         partitions_def=partitions,
         description="Incremental ingest of one symbol (one run per partition).",
-        executor_def=dg.in_process_executor,
+        executor_def=executor,
     )
     features_job = dg.define_asset_job(
         "features_job",
         selection=dg.AssetSelection.assets(FEATURES),
         description="Rebuild the cross-asset feature table from every symbol's stored bars.",
-        executor_def=dg.in_process_executor,
+        executor_def=executor,
     )
     live_job = dg.define_asset_job(
         "features_publish_job",
@@ -45,7 +48,7 @@ def build_automation(s: Settings) -> dg.Definitions:
         description="The live tick in one run: rebuild the feature table, then publish on it "
         "(and what hangs off the publish). features_after_ingest launches it once every symbol "
         "has trained models; a second run would cost another worker start (about 6 s).",
-        executor_def=dg.in_process_executor,
+        executor_def=executor,
     )
     return dg.Definitions(
         jobs=[ingest_job, features_job, live_job],

@@ -18,10 +18,7 @@ from dagster._utils.schedules import (  # the cron arithmetic Dagster's schedule
 )
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.home import history_glob, published_dir
-from levibot_pipelines.adapters.prediction_files import LATEST_PARQUET
 from levibot_pipelines.adapters.redact import redact_url
-from levibot_pipelines.adapters.store import sql_literal
 from levibot_pipelines.settings import Settings
 
 # DuckDB allows one writer process: every step that writes warehouse.duckdb takes this pool.
@@ -148,17 +145,3 @@ def cron_period(cron: str, timezone: str = "UTC") -> timedelta:
     ticks = cron_string_iterator(_CRON_SAMPLE_START, cron, timezone)
     times = [next(ticks).timestamp() for _ in range(_CRON_SAMPLE_TICKS)]  # elapsed, across DST
     return timedelta(seconds=max(b - a for a, b in zip(times, times[1:], strict=False)))
-
-
-def refresh_prediction_views(conn, s: Settings) -> list[str]:
-    """DuckDB views ``latest_predictions`` and ``predictions`` (the append-only history)."""
-    latest = published_dir(s.home) / LATEST_PARQUET
-    conn.execute(
-        "CREATE OR REPLACE VIEW latest_predictions AS SELECT * FROM "
-        f"read_parquet({sql_literal(latest.as_posix())})"
-    )
-    conn.execute(
-        "CREATE OR REPLACE VIEW predictions AS SELECT * FROM "
-        f"read_parquet({sql_literal(history_glob(s.home))}, union_by_name = true)"
-    )
-    return ["latest_predictions", "predictions"]

@@ -1,12 +1,11 @@
 """Checks on the model assets (``predictions_valid`` on each model's test predictions,
 ``calibration_and_skill`` on ``model_report``), the ``training_job`` and its schedule."""
 
-import json
-
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters.home import predictions_path, report_json
+from levibot_pipelines.adapters.home import predictions_path, report_key
+from levibot_pipelines.adapters.object_store import open_root, read_json
 from levibot_pipelines.defs.common import symbol_partitions
 from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.defs.resources import Models
@@ -75,8 +74,10 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
     def calibration_and_skill(
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
-        symbol = context.partition_key
-        report = json.loads(report_json(models.settings.home, symbol).read_text())
+        symbol, s = context.partition_key, models.settings
+        report = read_json(open_root(s.market.data_url, s.home), report_key(symbol))
+        if report is None:
+            raise FileNotFoundError(f"no report.json of {symbol}: materialize model_report")
         problems = skill_problems(report["symbols"][symbol]["models"])
         return dg.AssetCheckResult(
             passed=not problems,

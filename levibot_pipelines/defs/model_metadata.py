@@ -60,9 +60,9 @@ def report_metadata(res: ReportResult) -> dict:
         "backtest_summary": dg.MetadataValue.md(backtest_summary_md(bt)),
         # Inline images served by the MLflow UI; the PNG files; then the embedded copies.
         "plots": mlflow_images_md(res.run_url, PLOT_ARTIFACTS),
-        "plot_files": dg.MetadataValue.path(str(res.out / "plots")),
+        "plot_files": dg.MetadataValue.path(f"{res.out}/plots"),
         "mlflow_run": dg.MetadataValue.url(redact_url(res.run_url)),
-        "report": dg.MetadataValue.path(str(res.out / "report.md")),
+        "report": dg.MetadataValue.path(f"{res.out}/report.md"),
         "reliability_ensemble": image_md(res.reliability_png, "reliability"),
         "risk_coverage": image_md(res.risk_coverage_png, "risk-coverage"),
         "backtest": dg.MetadataValue.md(backtest_markdown(bt)),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from levibot_pipelines.defs.common import symbol_partitions
+from levibot_pipelines.defs.executors import GPU_STEP_TAGS
 from levibot_pipelines.defs.model_metadata import report_metadata, train_metadata
 from levibot_pipelines.defs.resources import Market, Models
 from levibot_pipelines.settings import Settings
@@ -61,6 +62,7 @@ def _model_assets(common: dict) -> list[dg.AssetsDefinition]:
         name="deep_tfm_model",
         deps=[FEATURES],
         kinds={"pytorch", "mlflow"},
+        op_tags=GPU_STEP_TAGS,  # the Celery `gpu` queue on the cluster (defs/executors.py)
         **common,
         description="Transformer (p_up, mu, sigma) with MC-dropout uncertainty, "
         "calibrated p_up; registered in MLflow, champion or shadow challenger.",
@@ -122,6 +124,7 @@ def _report_asset(common: dict) -> dg.AssetsDefinition:
         name="model_report",
         deps=[FEATURES],
         kinds={"mlflow"},
+        op_tags=GPU_STEP_TAGS,  # trains a Transformer per fold
         **common,
         description="Purged walk-forward out-of-sample metrics (most recent "
         "LEVIBOT_REPORT_FOLDS folds) of LightGBM, Transformer, ensemble and baselines.",

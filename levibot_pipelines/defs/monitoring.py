@@ -6,6 +6,7 @@ computation (``usecases.monitor.feature_drift``)."""
 import dagster as dg
 import polars as pl
 
+from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.trading.drift import SPREAD_MARGIN
 from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
@@ -29,7 +30,8 @@ def feature_drift(context: dg.AssetCheckExecutionContext, models: Models) -> dg.
     from levibot_pipelines.usecases.monitor import feature_drift as compute_drift  # heavy
 
     s = models.settings
-    drift = compute_drift(s, models.tracker(), ParquetStore(s.home).read_features())
+    features = ParquetStore(s.home, open_root(s.market.data_url, s.home)).read_features()
+    drift = compute_drift(s, models.tracker(), features)
     inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)
     trigger, _ = automatic_triggers(inputs, risk_limits(s))["drift"]
     report, worst = drift.report, drift.worst

@@ -35,7 +35,11 @@ class MarketDataResource:
         self.settings = settings
 
     def store(self) -> ParquetStore:
-        return ParquetStore(self.settings.home)
+        """The store in the data root: the home, or LEVIBOT_DATA_URL's bucket (locks: home)."""
+        from levibot_pipelines.adapters.object_store import open_root
+
+        s = self.settings
+        return ParquetStore(s.home, open_root(s.market.data_url, s.home))
 
     def build_source(self) -> Source:
         return make_source(self.settings.market)
@@ -61,6 +65,7 @@ class ModelResource:
             epochs=m.epochs,
             mc_samples=m.mc_samples,
             max_folds=m.report_folds,
+            precision=m.precision,
         )
 
     def tracker(self) -> Tracker:

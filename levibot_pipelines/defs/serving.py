@@ -7,16 +7,17 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.prediction_files import read_latest
+from levibot_pipelines.adapters.object_store import open_root
+from levibot_pipelines.adapters.prediction_files import read_latest, refresh_prediction_views
 from levibot_pipelines.adapters.prom import push_metrics
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.common import (
     WAREHOUSE_POOL,
     markdown_table,
     now_ms,
-    refresh_prediction_views,
     refresh_warehouse_views,
 )
+from levibot_pipelines.defs.executors import small_job_executor
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.publish_state import missing_models, unpublished_symbols
@@ -51,8 +52,9 @@ def latest_predictions(
 
     s = trading.settings
     report = publish_latest(s, models.tracker(), now_ms())
-    views = refresh_warehouse_views(warehouse, lambda conn: refresh_prediction_views(conn, s))
-    pushed = push_metrics(s.serving.pushgateway_url, read_latest(s.home), s.market.symbols)
+    root = open_root(s.market.data_url, s.home)  # the home, or LEVIBOT_DATA_URL's bucket
+    views = refresh_warehouse_views(warehouse, lambda conn: refresh_prediction_views(conn, root))
+    pushed = push_metrics(s.serving.pushgateway_url, read_latest(root), s.market.symbols)
     for note in report.notes:
         context.log.warning(note)
     rows = report.rows
@@ -74,9 +76,9 @@ def latest_predictions(
 
 def _latest(trading: Trading) -> tuple[Settings, pl.DataFrame]:
     s = trading.settings
-    latest = read_latest(s.home)
+    latest = read_latest(open_root(s.market.data_url, s.home))
     if latest is None:
-        raise ValueError(f"nothing published under {s.home}")
+        raise ValueError(f"nothing published under {s.market.data_url or s.home}")
     return s, pl.DataFrame(list(latest.rows.values()))
 
 
@@ -105,8 +107,8 @@ def every_symbol_published(trading: Trading) -> dg.AssetCheckResult:
 def bar_time_is_newest_feature_row(trading: Trading) -> dg.AssetCheckResult:
     s, rows = _latest(trading)
     newest = (
-        ParquetStore(s.home)
-        .read_features()
+        ParquetStore(s.home, open_root(s.market.data_url, s.home))
+        .read_features(columns=["symbol", "timestamp"])
         .group_by("symbol")
         .agg(pl.col("timestamp").max().alias("newest_feature_row"))
     )
@@ -137,20 +139,21 @@ def probabilities_in_range(trading: Trading) -> dg.AssetCheckResult:
     )
 
 
-publish_job = dg.define_asset_job(
-    "publish_job",
-    selection=dg.AssetSelection.assets(
-        LATEST, "live_scores", "shadow_predictions", "live_recalibration"
-    ),
-    description="Publish the latest predictions (one row per symbol), then score what matured "
-    "(live_scores), run the shadow challengers and the live recalibration.",
-    executor_def=dg.in_process_executor,  # small steps: no step subprocess to start (automation)
-)
+def build_publish_job(s: Settings):
+    return dg.define_asset_job(
+        "publish_job",
+        selection=dg.AssetSelection.assets(
+            LATEST, "live_scores", "shadow_predictions", "live_recalibration"
+        ),
+        description="Publish the latest predictions (one row per symbol), then score what "
+        "matured (live_scores), run the shadow challengers and the live recalibration.",
+        executor_def=small_job_executor(s),  # small steps (defs/executors.py)
+    )
 
 
 @dg.sensor(
     name="publish_on_features",
-    job=publish_job,
+    job_name="publish_job",
     minimum_interval_seconds=1,  # every pass of the daemon, as features_after_ingest
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Runs publish_job once per cross_asset_features update that brought a bar "
@@ -174,7 +177,7 @@ def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     if context.instance.get_runs_count(live):
         return dg.SkipReason("a features_publish_job run is publishing: waiting for it")
     context.update_cursor(json.dumps({"storage_id": storage_id}))
-    if not unpublished_symbols(s.home, s.market.symbols):
+    if not unpublished_symbols(s.home, s.market.symbols, open_root(s.market.data_url, s.home)):
         return dg.SkipReason(
             f"feature update {storage_id} brought no new bar: every symbol's newest bar is "
             "already published"
@@ -191,6 +194,6 @@ def serving() -> dg.Definitions:
             bar_time_is_newest_feature_row,
             probabilities_in_range,
         ],
-        jobs=[publish_job],
+        jobs=[build_publish_job(Settings.from_env())],
         sensors=[publish_on_features],
     )

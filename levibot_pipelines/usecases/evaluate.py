@@ -18,6 +18,7 @@ import polars as pl
 import torch
 
 from levibot_pipelines.adapters.futures_sources import FuturesFilesSource, load_futures
+from levibot_pipelines.adapters.hardware import resolve_precision
 from levibot_pipelines.adapters.reports import write_report
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
@@ -146,11 +147,18 @@ def run_evaluate(
 
 
 def eval_config(
-    profile: str, *, n_features: int = len(FEATURE_COLUMNS), **overrides
+    profile: str,
+    *,
+    n_features: int = len(FEATURE_COLUMNS),
+    precision: str = "fp32",
+    **overrides,
 ) -> tuple[str, EvalConfig]:
     """The profile's name and an ``EvalConfig`` of its Transformer with ``n_features`` inputs
-    (default 10, ``FEATURE_COLUMNS``; ``len(feature_columns(True))`` with futures) and
-    ``overrides`` of the other fields."""
-    name, transformer = resolve_profile(profile, torch.cuda.is_available())
+    (default 10, ``FEATURE_COLUMNS``; ``len(feature_columns(True))`` with futures), the
+    ``precision`` setting resolved for this machine (``adapters.hardware.resolve_precision``;
+    ``LEVIBOT_PRECISION``, default here ``fp32``) and ``overrides`` of the other fields."""
+    cuda = torch.cuda.is_available()
+    name, transformer = resolve_profile(profile, cuda)
     transformer = replace(transformer, n_features=n_features)
-    return name, EvalConfig(transformer=transformer, **overrides)
+    resolved = resolve_precision(precision, "cuda" if cuda else "cpu")
+    return name, EvalConfig(transformer=transformer, precision=resolved, **overrides)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from levibot_pipelines.adapters.home import report_json
+from levibot_pipelines.adapters.home import report_key
 from levibot_pipelines.adapters.live_files import read_scores, write_scores, write_summary
+from levibot_pipelines.adapters.object_store import DataRoot, as_root, open_root, read_json
 from levibot_pipelines.adapters.prediction_files import read_history
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.evaluation.live_scoring import (
@@ -59,13 +60,15 @@ TABLE_COLUMNS = ("n", "auc", "log_loss", "brier", "ece", "ic", "wf_auc", "thresh
 class LiveConfig:
     """What scoring needs from the settings: the configured ``symbols``, the bar length
     ``tf_ms`` (ms), the label ``horizon`` (bars), the rolling ``window`` (matured bars) and
-    each symbol's costs (``costs[symbol]``, the publisher's ``BacktestConfig``)."""
+    each symbol's costs (``costs[symbol]``, the publisher's ``BacktestConfig``) and the
+    ``data_url`` of the published rows, bars and reports (None: the home)."""
 
     symbols: tuple[str, ...]
     tf_ms: int
     horizon: int
     window: int
     costs: dict[str, BacktestConfig]
+    data_url: str | None = None
 
 
 def live_config(s: Settings) -> LiveConfig:
@@ -76,6 +79,7 @@ def live_config(s: Settings) -> LiveConfig:
         horizon=s.models.label_horizon,
         window=s.serving.live_window,
         costs={sym: backtest_config(s, sym) for sym in s.market.symbols},
+        data_url=s.market.data_url,
     )
 
 
@@ -95,16 +99,18 @@ class LiveScoresResult:
     new_shadow_rows: int = 0  # newly matured shadow rows scored (live/shadow_scores)
 
 
-def walk_forward_auc(home: Path, symbol: str) -> tuple[int, dict[str, float]] | None:
-    """``(n_test, {model: test AUC})`` of ``symbol``'s ``report.json``; None without a report.
-    ``ValueError`` naming the file when it is unreadable."""
-    path = report_json(home, symbol)
-    if not path.exists():
-        return None
+def walk_forward_auc(where: Path | DataRoot, symbol: str) -> tuple[int, dict[str, float]] | None:
+    """``(n_test, {model: test AUC})`` of ``symbol``'s ``report.json`` in ``where`` (the home or
+    a data root); None without a report. ``ValueError`` naming the file when it is
+    unreadable."""
     try:
-        rep = json.loads(path.read_text())["symbols"][symbol]
+        doc = read_json(where, report_key(symbol))
+        if doc is None:
+            return None
+        rep = doc["symbols"][symbol]
         return int(rep["n_test"]), {m: rep["models"][m]["auc"] for m in LIVE_MODELS}
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        path = as_root(where).location(report_key(symbol))
         raise ValueError(
             f"{path}: no walk-forward test AUC ({type(exc).__name__}: {exc})"
         ) from None
@@ -134,11 +140,18 @@ def _symbol_summary(
 
 
 def _score_new(
-    home: Path, cfg: LiveConfig, bars: dict[str, pl.DataFrame], now_ms: int, *, shadow: bool
+    home: Path,
+    root: DataRoot,
+    cfg: LiveConfig,
+    bars: dict[str, pl.DataFrame],
+    now_ms: int,
+    *,
+    shadow: bool,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, Path | None]:
     """``(history, every scored row, the new ones, their file)`` of the champions' published
-    rows, or with ``shadow`` of the shadow challengers': the newly matured rows are appended."""
-    history, scored = read_history(home, shadow=shadow), read_scores(home, shadow=shadow)
+    rows (in ``root``), or with ``shadow`` of the shadow challengers': the newly matured rows
+    are appended (under the ``home``)."""
+    history, scored = read_history(root, shadow=shadow), read_scores(home, shadow=shadow)
     new = newly_matured(
         history, bars, scored, tf_ms=cfg.tf_ms, horizon=cfg.horizon, scored_at=now_ms
     )
@@ -182,17 +195,18 @@ def _table(symbols: dict[str, dict]) -> pl.DataFrame:
 def score_matured(home: Path, cfg: LiveConfig, now_ms: int) -> LiveScoresResult:
     """Score the newly matured published predictions under ``home`` at ``now_ms`` (ms UTC),
     append them, and rewrite the summary (module docstring)."""
-    store = ParquetStore(home)
+    root = open_root(cfg.data_url, home)
+    store = ParquetStore(home, root)
     bars = {sym: store.read_ohlcv(sym) for sym in cfg.symbols}
-    history, scored, new, path = _score_new(home, cfg, bars, now_ms, shadow=False)
-    _, shadow_scored, new_shadow, _ = _score_new(home, cfg, bars, now_ms, shadow=True)
+    history, scored, new, path = _score_new(home, root, cfg, bars, now_ms, shadow=False)
+    _, shadow_scored, new_shadow, _ = _score_new(home, root, cfg, bars, now_ms, shadow=True)
     symbols: dict[str, dict] = {}
     rolling: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     notes: list[str] = []
     recal = candidate_scores(home, scored, history, cfg.horizon, cfg.window, notes)
     for sym in cfg.symbols:
         try:
-            wf = walk_forward_auc(home, sym)
+            wf = walk_forward_auc(root, sym)
         except ValueError as exc:
             wf = None
             notes.append(str(exc))

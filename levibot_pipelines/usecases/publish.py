@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
+from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import (
     MC_SEED,
     read_history,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PublishReport:
-    path: Path
+    path: Path | str  # latest_predictions.json: a Path under the home, or an s3:// URL
     rows: pl.DataFrame
     kill_switch: str
     notes: list[str] = field(default_factory=list)
@@ -269,9 +270,10 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     resulting state. The decisions are taken on the models' own probabilities; an active live
     recalibration map then replaces the published ``{model}_p_up`` it applies to
     (``usecases.recalibration.recalibrate_published``)."""
-    store = ParquetStore(s.home)
+    root = open_root(s.market.data_url, s.home)  # the data root: the home or LEVIBOT_DATA_URL
+    store = ParquetStore(s.home, root)
     features = store.read_features()
-    history = read_history(s.home)
+    history = read_history(root)
     switch, limits = KillSwitch(s.home), risk_limits(s)
     notes: list[str] = []
     market = _market_risk(s, tracker, features, now_ms, notes)
@@ -289,7 +291,7 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     # Decided on the models' own probabilities; only the published ones are recalibrated.
     applied = recalibrate_published(Path(s.home), rows, now_ms, notes)
     frame = pl.DataFrame([rows[sym] for sym in s.market.symbols])
-    path = write_published(s.home, frame, models)
+    path = write_published(s.home, frame, models, root)
     for note in notes:
         log.warning(note)
     return PublishReport(

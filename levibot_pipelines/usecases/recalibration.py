@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from levibot_pipelines.adapters.live_files import read_scores
+from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_history
 from levibot_pipelines.adapters.recal_files import RecalFileError, read_state, write_state
 from levibot_pipelines.core.evaluation.live_scoring import window_scores
@@ -83,13 +84,15 @@ TABLE_COLUMNS = ("symbol", "model", "active", "candidate", "bars", "missing", "s
 class RecalConfig:
     """What recalibration needs from the settings: the ``symbols``, the label ``horizon``
     (bars), ``min_bars`` (fit window), ``interval_ms`` (least time between fits) and
-    ``shadow_bars`` (shadow period)."""
+    ``shadow_bars`` (shadow period); ``data_url``: where the published rows are (None: the
+    home)."""
 
     symbols: tuple[str, ...]
     horizon: int
     min_bars: int
     interval_ms: int
     shadow_bars: int
+    data_url: str | None = None
 
 
 def recal_config(s: Settings) -> RecalConfig:
@@ -100,6 +103,7 @@ def recal_config(s: Settings) -> RecalConfig:
         min_bars=s.serving.recal_min_bars,
         interval_ms=round(s.serving.recal_interval_hours * HOUR_MS),
         shadow_bars=s.serving.recal_shadow_bars,
+        data_url=s.market.data_url,
     )
 
 
@@ -267,7 +271,7 @@ def recalibrate(home: Path, tracker: Tracker, cfg: RecalConfig, now_ms: int) -> 
     """One recalibration run at ``now_ms`` (ms UTC) under ``home`` (module docstring).
     ``RecalFileError`` (nothing written) when the state file is unreadable."""
     state = read_state(home)
-    history = read_history(home)
+    history = read_history(open_root(cfg.data_url, home))
     rows = labelled_rows(read_scores(home), history, cfg.horizon)
     run = _Run(state, tracker, cfg, now_ms)
     for symbol in cfg.symbols:

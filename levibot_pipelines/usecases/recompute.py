@@ -109,6 +109,7 @@ class TransformerRecomputer:
         import numpy as np
         import polars as pl
 
+        from levibot_pipelines.adapters.object_store import open_root
         from levibot_pipelines.adapters.store import ParquetStore
         from levibot_pipelines.core.data.features import FEATURE_COLUMNS
         from levibot_pipelines.core.data.windows import window_ends
@@ -117,11 +118,15 @@ class TransformerRecomputer:
         symbol, bar_time = row["symbol"], row["bar_time"]
         model, calibrator = self._model(symbol, row["deep_version"])
         length = model.config.window
-        path = ParquetStore(self.settings.home).features_path
-        if not path.exists():
-            raise PublishedFileError(f"no feature table at {path}: cannot recompute {symbol}")
+        s = self.settings
+        store = ParquetStore(s.home, open_root(s.market.data_url, s.home))
+        if not store.has_features():
+            raise PublishedFileError(
+                f"no feature table at {store.features_path}: cannot recompute {symbol}"
+            )
         rows = (
-            pl.scan_parquet(path)
+            store.read_features()
+            .lazy()
             .filter((pl.col("symbol") == symbol) & (pl.col("timestamp") <= bar_time))
             .sort("timestamp")
             .tail(length)

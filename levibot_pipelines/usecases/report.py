@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from levibot_pipelines.adapters.home import report_dir
+from levibot_pipelines.adapters.home import report_prefix
 from levibot_pipelines.adapters.plots import backtest_plots, reliability_diagram, risk_coverage_plot
 from levibot_pipelines.adapters.reports import (
     BACKTEST_COLUMNS,
@@ -102,7 +102,7 @@ class ReportResult:
     """What ``report_symbol`` wrote and logged, with what the asset's metadata shows."""
 
     symbol: str
-    out: Path  # the report directory: report.json, report.md and the plots
+    out: Path | str  # the report folder (an s3:// URL in a bucket): report.json, report.md, plots
     report: dict  # ``adapters.reports.symbol_report``: n_test, folds, per-model metrics
     backtest: dict  # the policy backtest's report
     run_url: str  # the MLflow run holding report.json and the plots
@@ -148,7 +148,7 @@ def report_symbol(
 ) -> ReportResult:
     """Walk-forward evaluation of ``symbol`` on the stored feature table, the policy backtest of
     its test predictions under the configured policy and costs (``settings.trading``), the
-    report files under ``report_dir(settings.home, symbol)`` and an MLflow run
+    report files under ``reports/{symbol}`` of the store's data root and an MLflow run
     (``report-{symbol}``) with the report and plots. ``meta`` (source, profile) goes into
     report.json next to ``symbols`` and ``config``.
     """
@@ -158,9 +158,11 @@ def report_symbol(
     bars = store.read_ohlcv(symbol)
     bt = backtest_symbol(settings, symbol, ev.predictions, bars, features)
     decision = decide_symbol(settings, symbol, ev, bars).report
-    out = report_dir(settings.home, symbol)
+    out = store.root.ref(report_prefix(symbol))
     doc = {**meta, "symbols": [symbol], "config": cfg.to_dict()}
-    write_report(out, [ev], doc, {symbol: bt}, {symbol: decision})
+    write_report(
+        store.root.child(report_prefix(symbol)), [ev], doc, {symbol: bt}, {symbol: decision}
+    )
     rep = symbol_report(ev)
     bt_plots = backtest_plots(bt, symbol)  # x-axis: the test window's bar times (UTC dates)
     rel = reliability_diagram(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
+from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_latest, remove_shadow, write_shadow
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
@@ -53,7 +54,7 @@ class ShadowReport:
     written, the ``pairs`` per symbol with a challenger, whether a stale shadow file was
     ``removed``, and ``notes`` (symbols left out and why)."""
 
-    path: Path | None
+    path: Path | str | None  # a Path under the home, or an s3:// URL
     rows: pl.DataFrame
     pairs: dict[str, ShadowPair]
     removed: bool = False
@@ -118,10 +119,11 @@ def publish_shadow(s: Settings, tracker: Tracker, now_ms: int) -> ShadowReport:
     rows = _shadow_rows(s, tracker, pairs, now_ms, notes) if pairs else []
     for note in notes:
         log.warning(note)
+    root = open_root(s.market.data_url, s.home)
     if not rows:
-        return ShadowReport(None, pl.DataFrame(), pairs, remove_shadow(s.home), notes)
+        return ShadowReport(None, pl.DataFrame(), pairs, remove_shadow(root), notes)
     frame = pl.DataFrame(rows)
-    return ShadowReport(write_shadow(s.home, frame), frame, pairs, False, notes)
+    return ShadowReport(write_shadow(root, frame), frame, pairs, False, notes)
 
 
 def _shadow_rows(
@@ -129,13 +131,14 @@ def _shadow_rows(
 ) -> list[dict]:
     """A shadow row per symbol of ``pairs`` on the bar its champion row was published for;
     a symbol without a champion row on its newest feature bar is left out with a note."""
-    champion = read_latest(s.home)
+    root = open_root(s.market.data_url, s.home)
+    champion = read_latest(root)
     if champion is None:
         raise ValueError(
-            f"nothing published under {s.home}: the shadow is published beside the champions' "
-            "rows (materialize latest_predictions first)"
+            f"nothing published under {root.url}: the shadow is published beside the "
+            "champions' rows (materialize latest_predictions first)"
         )
-    features = ParquetStore(s.home).read_features()
+    features = ParquetStore(s.home, root).read_features()
     rows = []
     for symbol, pair in pairs.items():
         published = champion.rows.get(symbol)

@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from levibot_pipelines.adapters.live_files import read_scores
+from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_history
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
@@ -108,8 +109,9 @@ def promote_challengers(
     UTC): move the aliases, refit the ensemble and record the decisions (module docstring).
     Returns the decisions and notes."""
     h, min_bars = s.models.label_horizon, s.serving.shadow_min_bars
-    champion = labelled_scores(read_scores(s.home), read_history(s.home), h)
-    shadow = labelled_scores(read_scores(s.home, shadow=True), read_history(s.home, shadow=True), h)
+    root = open_root(s.market.data_url, s.home)
+    champion = labelled_scores(read_scores(s.home), read_history(root), h)
+    shadow = labelled_scores(read_scores(s.home, shadow=True), read_history(root, shadow=True), h)
     decisions: list[ShadowDecision] = []
     notes: list[str] = []
     for symbol in s.market.symbols:
@@ -171,7 +173,7 @@ def _refit(
 ) -> dict:
     """``ensemble.json`` of ``symbol`` fitted for the pair ``versions`` (as ``ensemble_weights``
     fits the champions)."""
-    store = ParquetStore(s.home)
+    store = ParquetStore(s.home, open_root(s.market.data_url, s.home))
     return fit_champion_ensemble(
         tracker,
         Path(s.home),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from levibot_pipelines.adapters.object_store import DataRoot
 from levibot_pipelines.adapters.prediction_files import read_latest
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
@@ -80,14 +81,17 @@ def _calibration_step(tracker: Tracker, symbol: str, versions: dict[str, str]) -
     return Step(f"calibration complete ({symbol})", not unfitted, detail)
 
 
-def publish_reason(home: Path, tracker: Tracker, symbols: Sequence[str]) -> str | None:
+def publish_reason(
+    home: Path, tracker: Tracker, symbols: Sequence[str], root: DataRoot | None = None
+) -> str | None:
     """Why the published predictions are not current, or None when they are: nothing
     published, a symbol without a row, a row from other model versions than the champions, or
-    a row older than the symbol's newest feature row."""
-    latest = read_latest(home)
+    a row older than the symbol's newest feature row. ``root``: where the published rows and
+    the features are (default: the home)."""
+    latest = read_latest(home if root is None else root)
     if latest is None:
         return "nothing is published yet"
-    features = ParquetStore(home).read_features()
+    features = ParquetStore(home, root).read_features(columns=["symbol", "timestamp"])
     newest = dict(features.group_by("symbol").agg(pl.col("timestamp").max()).iter_rows())
     for symbol in symbols:
         row = latest.rows.get(symbol)

@@ -17,8 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from levibot_pipelines.adapters.home import ensemble_weights_path, published_dir, report_json
-from levibot_pipelines.adapters.prediction_files import LATEST_JSON, read_latest
+from levibot_pipelines.adapters.home import ensemble_weights_path, report_key
+from levibot_pipelines.adapters.object_store import DataRoot, as_root, read_json
+from levibot_pipelines.adapters.prediction_files import latest_key, read_latest
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.timeframes import staleness_minutes, utc_text
 
@@ -77,7 +78,7 @@ class PublishedStatus:
     (``symbol``, ``as_of`` = bar close time, ``PREDICTION_COLUMNS``; floats rounded to 4), the
     distinct non-empty kill-switch reasons, sorted, and each symbol's decision reason."""
 
-    path: Path
+    path: Path | str  # a Path under the home, or an s3:// URL
     table: pl.DataFrame
     kill_switch_reasons: list[str]
     decision_reasons: dict[str, str]
@@ -95,9 +96,9 @@ def data_status(
         last = ts.max() if ts.len() else None
         stale = staleness_minutes(last, now_ms, tf_ms)
         rows.append((f"ohlcv[{symbol}]", ts.len(), utc_text(last), stale))
-    if store.features_path.exists():
-        feats = pl.scan_parquet(store.features_path).select(pl.len(), pl.col("timestamp").max())
-        n, last = feats.collect().row(0)
+    if store.has_features():
+        feats = store.read_features(columns=["timestamp"])
+        n, last = feats.height, feats.get_column("timestamp").max()
         stale = staleness_minutes(last, now_ms, tf_ms)
         rows.append(("cross_asset_features", n, utc_text(last), stale))
     return pl.DataFrame(rows, schema=STATUS_COLUMNS, orient="row").with_columns(
@@ -114,19 +115,21 @@ def newest_feature_rows(warehouse_path: Path) -> pl.DataFrame:
         return conn.sql(NEWEST_FEATURES_SQL).pl()
 
 
-def _symbol_report(home: Path, symbol: str) -> dict[str, Any] | None:
-    """``report.json``'s entry for ``symbol``; None when there is no report yet."""
-    path = report_json(home, symbol)
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())["symbols"][symbol]
+def _symbol_report(where: Path | DataRoot, symbol: str) -> dict[str, Any] | None:
+    """``report.json``'s entry for ``symbol`` in ``where`` (the home or the data root); None
+    when there is no report yet."""
+    doc = read_json(where, report_key(symbol))
+    return None if doc is None else doc["symbols"][symbol]
 
 
-def model_status(home: Path, symbols: Sequence[str]) -> dict[str, ModelStatus | None]:
-    """Per symbol (in order) its :class:`ModelStatus`; None when it has no report yet."""
+def model_status(
+    home: Path, symbols: Sequence[str], root: DataRoot | None = None
+) -> dict[str, ModelStatus | None]:
+    """Per symbol (in order) its :class:`ModelStatus`; None when it has no report yet. The
+    reports are read from ``root`` (default: the home), ``ensemble.json`` from the home."""
     out: dict[str, ModelStatus | None] = {}
     for symbol in symbols:
-        rep = _symbol_report(home, symbol)
+        rep = _symbol_report(home if root is None else root, symbol)
         if rep is None:
             out[symbol] = None
             continue
@@ -155,13 +158,13 @@ def model_status(home: Path, symbols: Sequence[str]) -> dict[str, ModelStatus | 
     return out
 
 
-def backtest_table(home: Path, symbols: Sequence[str]) -> pl.DataFrame | None:
+def backtest_table(where: Path | DataRoot, symbols: Sequence[str]) -> pl.DataFrame | None:
     """Per symbol with a report holding a backtest, one row per ``BACKTEST_STRATEGIES`` entry:
     ``symbol``, ``strategy``, ``BACKTEST_COLUMNS`` and ``total_return`` (net of costs unless
     the label says otherwise; floats rounded to 4). None when no symbol has one."""
     rows = []
     for symbol in symbols:
-        rep = _symbol_report(home, symbol)
+        rep = _symbol_report(where, symbol)
         bt = rep.get("backtest") if rep is not None else None
         if not bt:
             continue
@@ -180,22 +183,22 @@ def backtest_table(home: Path, symbols: Sequence[str]) -> pl.DataFrame | None:
     return pl.DataFrame(rows).with_columns(pl.col(pl.Float64).round(4))
 
 
-def decision_verdicts(home: Path, symbols: Sequence[str]) -> dict[str, str]:
+def decision_verdicts(where: Path | DataRoot, symbols: Sequence[str]) -> dict[str, str]:
     """Per symbol with a report holding the decision engine's result, its verdict line
     (``core.evaluation.decision_walk.verdict``)."""
     out = {}
     for symbol in symbols:
-        rep = _symbol_report(home, symbol)
+        rep = _symbol_report(where, symbol)
         decision = rep.get("decision") if rep is not None else None
         if decision and "verdict" in decision:
             out[symbol] = decision["verdict"]
     return out
 
 
-def published_status(home: Path) -> PublishedStatus | None:
-    """The published latest predictions as a :class:`PublishedStatus`; None when nothing is
-    published yet."""
-    latest = read_latest(home)
+def published_status(where: Path | DataRoot) -> PublishedStatus | None:
+    """The published latest predictions in ``where`` (the home or the data root) as a
+    :class:`PublishedStatus`; None when nothing is published yet."""
+    latest = read_latest(where)
     if latest is None:
         return None
     table = (
@@ -209,7 +212,7 @@ def published_status(home: Path) -> PublishedStatus | None:
     )
     reasons = {r["kill_switch_reason"] for r in latest.rows.values() if r["kill_switch_reason"]}
     return PublishedStatus(
-        path=published_dir(home) / LATEST_JSON,
+        path=as_root(where).ref(latest_key()),
         table=table,
         kill_switch_reasons=sorted(reasons),
         decision_reasons={s: r["decision_reason"] for s, r in latest.rows.items()},

@@ -21,7 +21,7 @@ class FeatureTable:
     """The cross-asset feature table on disk: its ``path`` (Parquet, the source of truth),
     ``rows`` x ``columns``, rows per symbol (symbols sorted) and its first/last bar (ms UTC)."""
 
-    path: Path
+    path: Path | str  # a Path under the home, or an s3:// URL
     rows: int
     columns: int
     rows_per_symbol: dict[str, int]
@@ -36,9 +36,9 @@ class FeatureTable:
 def feature_table(store: ParquetStore) -> FeatureTable | None:
     """The stored feature table's :class:`FeatureTable`; None when it has not been built yet."""
     path = store.features_path
-    if not path.exists():
+    if not store.has_features():
         return None
-    frame = pl.scan_parquet(path)
+    frame = store.read_features().lazy()
     columns = frame.collect_schema().len()
     per_symbol = frame.group_by("symbol").agg(pl.len()).sort("symbol").collect()
     span = frame.select(pl.col("timestamp").min().alias("a"), pl.col("timestamp").max().alias("b"))

@@ -146,6 +146,7 @@ def _run_params(
         "train_window": window_label(data.timestamps, {"test": rows["train"]}),
         "sizes": sizes,
         "config": cfg.to_dict(),
+        **({"precision": cfg.precision} if kind == "deep" else {}),  # fp32 or bf16 autocast
     }
 
 
@@ -195,7 +196,12 @@ def train_transformer(
     def score(version: str) -> float:
         model, calibrator = load_transformer(tracker, model_name("deep", data.symbol), version)
         out = transformer_outputs(
-            model, calibrator, data.X, rows["test"], n_samples=cfg.mc_samples, seed=cfg.seed
+            model.set_precision(cfg.precision),  # like for like with the new version's score
+            calibrator,
+            data.X,
+            rows["test"],
+            n_samples=cfg.mc_samples,
+            seed=cfg.seed,
         )
         return log_loss(y_test, out["p_up"])
 

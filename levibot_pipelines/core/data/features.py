@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from levibot_pipelines.core.data.common_grid import common_grid
 from levibot_pipelines.core.data.futures import FUTURES_COLUMNS, FuturesData, futures_features
 from levibot_pipelines.core.data.validation import SchemaError
 
@@ -68,6 +69,14 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# Each symbol's columns on the common grid: the close and the bar's range ``(high - low) / close``.
+_BAR_COLUMNS: dict[str, pl.Expr] = {
+    "close": pl.col("close").cast(pl.Float64),
+    "range": (pl.col("high").cast(pl.Float64) - pl.col("low").cast(pl.Float64))
+    / pl.col("close").cast(pl.Float64),
+}
+
+
 def required_symbols() -> set[str]:
     """Symbols the cross-asset features need besides the traded ones."""
     return {LEAD_SYMBOL} | {s for a, b, _ in RATIO_PAIRS for s in (a, b)}
@@ -97,31 +106,61 @@ def build_features(
 
     Returns:
         ``FEATURE_SCHEMA`` columns sorted by ``symbol, timestamp`` (+ ``FUTURES_COLUMNS``).
+        No copy of the wide frame is made: the per-timestamp columns (``timestamp``,
+        cross-asset, monitoring) are the same buffers on every symbol's rows, and ``close`` and
+        ``timestamp`` are slices of ``bars`` when they are float64 and int64 in the store's
+        layout (``core.data.common_grid``).
     """
     symbols = _checked_symbols(bars, horizon, warmup)
-    wide = _wide_frame(bars, symbols, tf_ms, horizon).with_columns(**_cross_features())
-    frames = [
-        wide.lazy()
-        .select(
-            pl.lit(sym, dtype=pl.String).alias("symbol"),
-            "timestamp",
-            *_symbol_features(sym, horizon),
-            *CROSS_COLUMNS,
-            *MONITOR_COLUMNS,
-            "_row",
-        )
-        .filter(pl.col("_row") >= warmup - 1)
-        .with_columns(direction_label(pl.col("fwd_ret")))
-        .select(list(FEATURE_SCHEMA))
-        for sym in symbols
-    ]
-    table = pl.concat(pl.collect_all(frames)).cast(FEATURE_SCHEMA)
+    # One buffer per column, so that every column computed below is one chunk and the table is
+    # put together from them without a copy.
+    wide = common_grid(bars, symbols, _BAR_COLUMNS, tf_ms=tf_ms, horizon=horizon).rechunk()
+    segmented = (wide.get_column("seg").max() or 0) > 0
+
+    def kept(expr: pl.Expr) -> pl.Expr:
+        """Rows from the warm-up on: a zero-copy slice when the grid has no gap, else a filter
+        (the first ``warmup - 1`` rows of every segment go)."""
+        return expr.filter(pl.col("_row") >= warmup - 1) if segmented else expr.slice(warmup - 1)
+
+    source = wide.lazy()
+    shared, *own = pl.collect_all(
+        [
+            source.select(
+                kept(pl.col("timestamp")),
+                *(kept(e.alias(c)) for c, e in _cross_features(segmented).items()),
+            ),
+            *(
+                source.select(
+                    *(kept(e) for e in _symbol_features(sym, horizon, segmented))
+                ).with_columns(direction_label(pl.col("fwd_ret")))
+                for sym in symbols
+            ),
+        ],
+        engine="in-memory",  # the streaming engine returns many small chunks here
+    )
+    table = pl.concat(
+        [_symbol_rows(sym, one, shared) for sym, one in zip(symbols, own, strict=True)],
+        rechunk=False,
+    )
+    if table.schema != FEATURE_SCHEMA:
+        table = table.cast(FEATURE_SCHEMA)
     if futures is None:
         return table
     extra = futures_features(bars.select("symbol", "timestamp", "close"), futures, tf_ms=tf_ms)
     return table.join(extra, on=["symbol", "timestamp"], how="left", maintain_order="left").select(
         *FEATURE_SCHEMA, *FUTURES_COLUMNS
     )
+
+
+def _symbol_rows(sym: str, own: pl.DataFrame, shared: pl.DataFrame) -> pl.DataFrame:
+    """One symbol's rows of the table: its own columns and the per-timestamp ``shared`` ones
+    (the same buffers on every symbol's rows, not copies), in ``FEATURE_SCHEMA`` order."""
+    columns = {
+        "symbol": pl.repeat(sym, own.height, dtype=pl.String, eager=True),
+        **own.to_dict(),
+        **shared.to_dict(),
+    }
+    return pl.DataFrame([columns[c].alias(c) for c in FEATURE_SCHEMA])
 
 
 def forward_return(close: pl.Expr, horizon: int, ahead_in_segment: pl.Expr) -> pl.Expr:
@@ -160,38 +199,15 @@ def _checked_symbols(bars: pl.DataFrame, horizon: int, warmup: int) -> list[str]
     return sorted(present)
 
 
-def _wide_frame(bars: pl.DataFrame, symbols: list[str], tf_ms: int, horizon: int) -> pl.DataFrame:
-    """One row per timestamp common to all ``symbols``, sorted, with ``high_{sym}``,
-    ``low_{sym}``, ``close_{sym}`` (float64), the gap-free segment id ``seg``, the row's index
-    ``_row`` inside its segment and ``_same_seg_ahead`` (row ``t + horizon`` is in the same
-    segment, so the label does not span a gap)."""
-    per_symbol = [
-        bars.filter(pl.col("symbol") == sym).select(
-            "timestamp",
-            *(pl.col(c).cast(pl.Float64).alias(f"{c}_{sym}") for c in ("high", "low", "close")),
-        )
-        for sym in symbols
-    ]
-    wide = per_symbol[0]
-    for one in per_symbol[1:]:
-        wide = wide.join(one, on="timestamp", how="inner")
-    wide = wide.sort("timestamp").with_columns(
-        seg=(pl.col("timestamp").diff().fill_null(tf_ms) != tf_ms).cum_sum()
-    )
-    idx = pl.int_range(pl.len())
-    return wide.with_columns(
-        _row=idx
-        - pl.when(pl.col("seg") != pl.col("seg").shift(1).fill_null(-1))
-        .then(idx)
-        .otherwise(None)
-        .forward_fill(),
-        _same_seg_ahead=pl.col("seg").shift(-horizon) == pl.col("seg"),
-    )
+def _ewm(x: pl.Expr, span: int, segmented: bool) -> pl.Expr:
+    """``ewm_mean(span, adjust=False)`` restarted in every segment (one pass when there is one)."""
+    ewm = x.ewm_mean(span=span, adjust=False)
+    return ewm.over("seg") if segmented else ewm
 
 
-def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:
+def _symbol_features(sym: str, horizon: int, segmented: bool) -> list[pl.Expr]:
     """One symbol's own features on the wide frame (``close_{sym}`` etc.), gap-safe."""
-    close, high, low = pl.col(f"close_{sym}"), pl.col(f"high_{sym}"), pl.col(f"low_{sym}")
+    close = pl.col(f"close_{sym}")
     lc = close.log()
     first = pl.col("_row") == 0
     ret_1 = pl.when(first).then(None).otherwise(lc.diff())
@@ -209,19 +225,16 @@ def _symbol_features(sym: str, horizon: int) -> list[pl.Expr]:
     return [
         close.alias("close"),
         ret_1.alias("ret_1"),
-        *(
-            (close / close.ewm_mean(span=n, adjust=False).over("seg") - 1.0).alias(f"ema_{n}")
-            for n in (20, 50, 200)
-        ),
+        *((close / _ewm(close, n, segmented) - 1.0).alias(f"ema_{n}") for n in (20, 50, 200)),
         z_20.alias("z_20"),
-        ((high - low) / close).alias("range"),
+        pl.col(f"range_{sym}").alias("range"),
         # ret_1 is null on each segment's first row, so a window that spans a gap is null.
         ret_1.rolling_std(20).alias("vol_20"),
         forward_return(close, horizon, pl.col("_same_seg_ahead")),
     ]
 
 
-def _cross_features() -> dict[str, pl.Expr]:
+def _cross_features(segmented: bool) -> dict[str, pl.Expr]:
     """Per-timestamp cross-asset columns on the wide frame: ratio deviations, raw ratios, BTC's
     return."""
     lead = pl.col(f"close_{LEAD_SYMBOL}").log()
@@ -232,8 +245,6 @@ def _cross_features() -> dict[str, pl.Expr]:
     }
     for a, b, name in RATIO_PAIRS:
         log_ratio = (pl.col(f"close_{a}") / pl.col(f"close_{b}")).log()
-        exprs[f"ratio_{name}"] = log_ratio - log_ratio.ewm_mean(
-            span=RATIO_EMA_SPAN, adjust=False
-        ).over("seg")
+        exprs[f"ratio_{name}"] = log_ratio - _ewm(log_ratio, RATIO_EMA_SPAN, segmented)
         exprs[f"ratio_{name.lower()}_raw"] = pl.col(f"close_{a}") / pl.col(f"close_{b}")
     return exprs

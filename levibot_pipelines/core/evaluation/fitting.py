@@ -130,6 +130,7 @@ def fit_transformer_rows(
     max_train_samples: int | None,
     mc_samples: int,
     seed: int,
+    precision: str = "fp32",
     on_epoch=None,
 ) -> TransformerFit:
     model, history = fit_transformer(
@@ -145,6 +146,7 @@ def fit_transformer_rows(
         patience=patience,
         max_train_samples=max_train_samples,
         seed=seed,
+        precision=precision,
         on_epoch=on_epoch,
     )
     mc = {k: predict(model, X, rows[k], n_samples=mc_samples, seed=seed) for k in SCORED}

@@ -88,6 +88,7 @@ class EvalConfig:
     max_folds: int | None = None  # evaluate only the most recent folds (None: all)
     seed: int = 0
     test_from_ms: int | None = None  # first test part starts at this bar time (None: anywhere)
+    precision: str = "fp32"  # the Transformer's, resolved: fp32 or bf16 (core.models.precision)
 
     def __post_init__(self) -> None:
         check_int("horizon", self.horizon, 1)
@@ -107,6 +108,7 @@ class EvalConfig:
             "max_train_samples": self.max_train_samples,
             "mc_samples": self.mc_samples,
             "seed": seed,
+            "precision": self.precision,
         }
 
 

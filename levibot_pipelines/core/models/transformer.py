@@ -8,14 +8,20 @@ reaches the heads, so the last block computes its query, residual and MLP for th
 (keys and values still cover the whole window): exactly the full computation, with less work.
 
 MC dropout (Gal & Ghahramani, 2016, "Dropout as a Bayesian Approximation") without
-``model.train()``: every dropout is functional and switched by the ``mc`` argument of
-``forward``, attention dropout included, so the module's train/eval flag is irrelevant and
-``mc=False`` is deterministic. Input standardisation and the target scale are buffers, so a saved
-``state_dict`` plus the config JSON rebuilds the whole predictor; weights travel through
-``torch.save``/``torch.load(weights_only=True)`` and nothing is ever unpickled. The MC
-statistics (seeded draws, reduction to means and variances) are in ``core.models.mc_dropout``.
+``model.train()``: every dropout is functional (``core.models.mc_dropout.dropout``) and switched
+by the ``mc`` argument of ``forward``, so the module's train/eval flag is irrelevant and
+``mc=False`` is deterministic. Dropout acts after the embedding, on the attention's output
+(after its projection) and after the MLP; not on the attention weights (since issue 14: a mask
+4x larger than the others at the seed's sizes, and no fused attention kernel with it; the
+uncertainty estimate of a fixed model is unchanged, ``test_transformer_speed``). The MC draws
+share one input projection per window (it comes before the first dropout). Input
+standardisation and the target scale are buffers, so a saved ``state_dict`` plus the config JSON
+rebuilds the whole predictor (the parameter names are those of every model saved so far);
+weights travel through ``torch.save``/``torch.load(weights_only=True)`` and nothing is ever
+unpickled. The MC statistics (seeded draws, reduction to means and variances) are in
+``core.models.mc_dropout``; the precision (fp32 or bf16 autocast) in ``core.models.precision``.
 
-Size: about 330 lines, kept as one model file (config, modules, the model's own ``mc_predict``,
+Size: about 370 lines, kept as one model file (config, modules, the model's own ``mc_predict``,
 save/load and FLOP count side by side, as in nanoGPT's ``model.py``); splitting the modules
 from the model they make up would hurt reading more than the extra lines do.
 """
@@ -35,9 +41,11 @@ from levibot_pipelines.core.checks import check_min
 from levibot_pipelines.core.models.mc_dropout import (
     MC_KEYS,
     check_mc_args,
+    dropout,
     seeded_rng,
     summarise_draws,
 )
+from levibot_pipelines.core.models.precision import autocast, check_precision
 
 HEAD_KEYS: tuple[str, ...] = ("logit", "mu", "sigma")
 
@@ -91,7 +99,15 @@ def resolve_profile(name: str, cuda_available: bool) -> tuple[str, TransformerCo
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over all bars of the window (no causal mask: all are past)."""
+    """Multi-head self-attention over all bars of the window (no causal mask: all are past).
+
+    Dropout acts on the attention's output (after ``proj``), not on its weights: a mask of
+    ``B x T x C`` numbers instead of another ``B x heads x T x T`` (4x as many at the seed's
+    sizes), and the full blocks run through ``scaled_dot_product_attention`` without dropout,
+    a fused kernel (in fp32, or on a GPU). On a fixed trained seed-profile model the MC
+    spread is the same as with the weights' dropout (mean epistemic variances within 5%, PICP
+    equal; ``benchmarks/models.py``): averaged over 128 keys, that dropout moved little.
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
@@ -109,19 +125,18 @@ class SelfAttention(nn.Module):
         q, k, v = (
             t.view(B, -1, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v)
         )
-        if last_only:
-            # softmax(q k^T / sqrt(d)) v by hand: for a single query, torch's CPU SDPA kernel
-            # rounds identical batch rows differently across threads (then MC draws at dropout
-            # 0 would disagree), and with dropout it is several times slower than this.
-            # (B, n_heads, 1, hd) @ (B, n_heads, hd, T) -> (B, n_heads, 1, T)
-            att = (q @ k.transpose(-2, -1)) * (C // self.n_heads) ** -0.5
-            att = F.dropout(att.softmax(dim=-1), self.p, training=mc)
-            y = att @ v  # (B, n_heads, 1, T) @ (B, n_heads, T, hd) -> (B, n_heads, 1, hd)
+        # softmax(q k^T / sqrt(d)) v by hand for a single query (torch's CPU SDPA kernel rounds
+        # identical batch rows differently across threads, then MC draws at dropout 0 would
+        # disagree) and for bf16 on a CPU (its flash kernel's bf16 backward is 3x slower than
+        # these two batched matmuls); SDPA's fused kernel otherwise.
+        if last_only or (q.dtype == torch.bfloat16 and q.device.type == "cpu"):
+            # (B, h, L, hd) @ (B, h, hd, T) -> (B, h, L, T) @ (B, h, T, hd) -> (B, h, L, hd)
+            att = (q * (C // self.n_heads) ** -0.5) @ k.transpose(-2, -1)
+            y = att.softmax(dim=-1) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if mc else 0.0)
-        # (B, n_heads, L, C // n_heads) -> (B, L, C)
-        y = y.transpose(1, 2).contiguous().view(B, -1, C)
-        return F.dropout(self.proj(y), self.p, training=mc)
+            y = F.scaled_dot_product_attention(q, k, v)  # (B, h, T, hd)
+        y = y.transpose(1, 2).reshape(B, -1, C)  # (B, n_heads, L, C // n_heads) -> (B, L, C)
+        return dropout(self.proj(y), self.p, mc)
 
 
 class MLP(nn.Module):
@@ -134,7 +149,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(config.d_ff, config.d_model)
 
     def forward(self, x: Tensor, mc: bool) -> Tensor:
-        return F.dropout(self.proj(F.gelu(self.fc(x))), self.p, training=mc)
+        return dropout(self.proj(F.gelu(self.fc(x))), self.p, mc)
 
 
 class Block(nn.Module):
@@ -162,12 +177,15 @@ class LevibotTransformer(nn.Module):
 
     Buffers (saved in the ``state_dict``): ``feature_mean``/``feature_std`` ``(F,)`` standardise
     the raw features; ``target_scale`` (scalar, log-return units) is the unit of ``mu``/``sigma``
-    inside the network, so the heads work on O(1) numbers.
+    inside the network, so the heads work on O(1) numbers. ``precision`` (``"fp32"``, default,
+    or ``"bf16"``: autocast, ``core.models.precision``) is how this process runs the model, not
+    part of it: never saved, set with ``set_precision`` by whoever trains or loads it.
     """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
+        self.precision = "fp32"
         self.embed = nn.Linear(config.n_features, config.d_model)
         self.pos = nn.Parameter(torch.zeros(config.window, config.d_model))
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -194,19 +212,29 @@ class LevibotTransformer(nn.Module):
         self.feature_std.copy_(torch.as_tensor(std))
         self.target_scale.fill_(float(target_scale))
 
-    def forward(self, x: Tensor, mc: bool = False) -> dict[str, Tensor]:
-        """``x`` ``(B, window, n_features)`` raw features -> dict of ``(B,)`` tensors.
+    def set_precision(self, precision: str) -> LevibotTransformer:
+        """Run the forward pass in ``precision`` (``"fp32"`` or ``"bf16"``); returns ``self``."""
+        self.precision = check_precision(precision)
+        return self
+
+    def forward(self, x: Tensor, mc: bool = False, draws: int = 1) -> dict[str, Tensor]:
+        """``x`` ``(B, window, n_features)`` raw features -> dict of ``(draws * B,)`` float32
+        tensors, draw-major (row ``d * B + b`` is draw ``d`` of window ``b``).
 
         Keys: ``logit``, ``p_up`` (= sigmoid(logit)), ``mu`` and ``sigma`` (> 0), both in
-        log-return units. ``mc=True`` turns every dropout on (MC sampling, and training).
+        log-return units. ``mc=True`` turns every dropout on (MC sampling, and training);
+        ``draws`` > 1 repeats each window after the deterministic input projection.
         """
         cfg = self.config
         if x.ndim != 3 or x.shape[1:] != (cfg.window, cfg.n_features):
             raise ValueError(
                 f"x must have shape (B, {cfg.window}, {cfg.n_features}), got {tuple(x.shape)}"
             )
-        out = self.head(self._encode(x, mc))  # (B, T, F) -> (B, C) -> (B, 3)
-        logit, mu, raw_sigma = out.unbind(dim=1)  # (B, 3) -> 3 x (B,)
+        check_min("draws", draws, 1)
+        with autocast(self.precision, x.device.type):
+            # (B, T, F) -> (draws * B, C) -> (draws * B, 3)
+            out = self.head(self._encode(x, mc, draws=draws)).float()
+        logit, mu, raw_sigma = out.unbind(dim=1)  # (N, 3) -> 3 x (N,)
         sigma = F.softplus(raw_sigma) + 1e-6
         return {
             "logit": logit,
@@ -215,17 +243,22 @@ class LevibotTransformer(nn.Module):
             "sigma": sigma * self.target_scale,
         }
 
-    def _encode(self, x: Tensor, mc: bool, last_only: bool = True) -> Tensor:
-        """Raw ``(B, T, F)`` -> the last token after ``ln_f`` ``(B, C)``.
+    def _encode(self, x: Tensor, mc: bool, last_only: bool = True, draws: int = 1) -> Tensor:
+        """Raw ``(B, T, F)`` -> the last token after ``ln_f`` ``(draws * B, C)``.
 
-        ``last_only=False`` runs every block over every position (the reference the tests
-        compare the default path with).
+        The input projection and positional embedding come before the first dropout, so they
+        run once per window and their output is repeated ``draws`` times. ``last_only=False``
+        runs every block over every position (the reference the tests compare the default
+        path with).
         """
         x = (x - self.feature_mean) / self.feature_std
-        h = F.dropout(self.embed(x) + self.pos, self.config.dropout, training=mc)  # -> (B, T, C)
+        h = self.embed(x) + self.pos  # (B, T, F) -> (B, T, C)
+        if draws > 1:
+            h = h.repeat(draws, 1, 1)  # (B, T, C) -> (draws * B, T, C), draw-major
+        h = dropout(h, self.config.dropout, mc)
         for i, block in enumerate(self.blocks):
             h = block(h, mc, last_only and i == len(self.blocks) - 1)
-        return self.ln_f(h[:, -1, :])  # (B, T or 1, C) -> (B, C)
+        return self.ln_f(h[:, -1, :])  # (N, T or 1, C) -> (N, C)
 
     def mc_predict(
         self, x: Tensor, n_samples: int, chunk_size: int = 8192, *, seed: int = 0
@@ -233,9 +266,10 @@ class LevibotTransformer(nn.Module):
         """MC-dropout prediction for ``x`` ``(B, window, n_features)``, ``n_samples`` draws per bar
         (no default: callers pass the configured count, setting ``LEVIBOT_MC_SAMPLES``).
 
-        The draws run as one batched pass (``x`` repeated ``n_samples`` times on the batch axis),
-        split so that at most ``chunk_size`` rows go through the network at once. Draws use a
-        private RNG seeded with ``seed`` (the global RNG is left as it was).
+        The draws run as one batched pass (each window's input projection computed once and
+        repeated ``n_samples`` times on the batch axis), split so that at most ``chunk_size``
+        rows go through the blocks at once. Draws use a private RNG seeded with ``seed`` (the
+        global RNG is left as it was), in the model's ``precision``.
 
         Returns float64 ``(B,)`` arrays (variances over draws are population variances):
             p_up: mean of sigmoid(logit). mu: mean of mu (log return).
@@ -278,7 +312,7 @@ class LevibotTransformer(nn.Module):
     def _draws(self, xc: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """``n`` dropout draws for each bar of ``xc`` in one pass -> logit, mu, sigma ``(n, b)``."""
         b = xc.shape[0]
-        out = self(xc.repeat(n, 1, 1), mc=True)  # (b, T, F) -> (n*b, T, F), draw-major
+        out = self(xc, mc=True, draws=n)  # (b, T, F) -> (n*b,) each, draw-major
         return tuple(out[k].view(n, b) for k in HEAD_KEYS)  # (n*b,) -> (n, b)
 
 

@@ -65,6 +65,7 @@ def fit_transformer(
     max_train_samples: int | None = None,
     seed: int = 0,
     device: str = "cpu",
+    precision: str = "fp32",
     on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[LevibotTransformer, list[dict]]:
     """Fit a transformer with AdamW, gradient clipping at 1.0 and early stopping.
@@ -82,6 +83,8 @@ def fit_transformer(
             train windows (default: all, shuffled).
         seed: seeds ``torch.manual_seed`` (init, dropout) and the numpy batch order; training is
             deterministic on CPU.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (autocast, ``core.models.precision``): the
+            precision of every forward pass, kept by the returned model for its MC inference.
         on_epoch: called with each epoch's history dict.
 
     Returns:
@@ -95,7 +98,7 @@ def fit_transformer(
     val_ends = check_training_ends(val_ends, "val_ends", X, y_up, fwd_ret, config.window)
     schedule = _Schedule(epochs, batch_size, lr, weight_decay, patience, max_train_samples, seed)
     torch.manual_seed(seed)
-    model = _scaled_model(X, fwd_ret, train_ends, config).to(device)
+    model = _scaled_model(X, fwd_ret, train_ends, config).to(device).set_precision(precision)
     data = _Data(X, y_up, fwd_ret, train_ends, val_ends)
     return model.eval(), _train_epochs(model, data, schedule, on_epoch)
 

@@ -65,6 +65,9 @@ SESSION_ENV = {
     "LEVIBOT_EPOCHS": "1",
     "LEVIBOT_MC_SAMPLES": "5",
     "LEVIBOT_REPORT_FOLDS": "1",
+    # fp32 whatever the CPU: `auto` picks bf16 where a load-sensitive probe says so, and tests
+    # compare predictions of a trained model with the same model loaded elsewhere (fp32).
+    "LEVIBOT_PRECISION": "fp32",
 }
 
 

@@ -31,8 +31,6 @@ from deploy.cluster.stack import (
     start_redis,
 )
 
-PostgresServer = Postgres  # the name the cluster tests import
-
 
 def unavailable(reason: str) -> None:
     """Fail with ``reason`` under CI (CI=true), skip with it elsewhere."""

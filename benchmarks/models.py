@@ -37,8 +37,20 @@ from levibot_pipelines.core.models.mc_dropout import (
     summarise_draws,
 )
 from levibot_pipelines.core.models.precision import BF16_FLAGS, matmul_probe
-from levibot_pipelines.core.models.transformer import PROFILES, LevibotTransformer, count_flops
+from levibot_pipelines.core.models.profile_choice import (
+    choose_cpu_profile,
+    estimated_seconds,
+    seed_throughput,
+    training_work,
+)
+from levibot_pipelines.core.models.transformer import (
+    MC_PASS_ELEMENTS,
+    PROFILES,
+    LevibotTransformer,
+    count_flops,
+)
 from levibot_pipelines.settings import ModelSettings
+from levibot_pipelines.usecases.evaluate import pipeline_budget
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -369,22 +381,64 @@ def precision_choice() -> dict:
     }
 
 
-def profile_fit(train_rate: float, mc_rows_per_s: float) -> dict:
-    """The seed profile's Transformer retrain of one symbol at the measured rates, with the
-    pipeline's defaults (``ModelSettings``: epochs, MC samples, walk; ``EvalConfig``'s 8,000
-    training windows an epoch): training windows plus MC rows of val, calib and test."""
-    m = ModelSettings()
-    _, val, calib, test = m.walk
-    train_windows = m.epochs * 8000
-    mc_rows = (val + calib + test) * m.mc_samples
-    seconds = train_windows / train_rate + mc_rows / mc_rows_per_s
+def mc_pass_size(precision: str, bars: int = 160, n_samples: int = 50) -> dict:
+    """MC rows/s of the seed profile on ``bars`` windows x ``n_samples`` draws (a validation
+    part's batch) with ``mc_predict``'s default pass (``MC_PASS_ELEMENTS``: 2 bars x 50 draws
+    at the seed's sizes) against the 8,192-row passes used before."""
+    cfg = PROFILES["seed"]
+    torch.manual_seed(0)
+    model = LevibotTransformer(cfg).set_precision(precision).eval()
+    x = torch.randn(bars, cfg.window, cfg.n_features)
+    rates = {}
+    for name, chunk in (("default", None), ("before_8192", 8192)):
+        model.mc_predict(x[:10], n_samples=n_samples, chunk_size=chunk)
+        t0 = time.perf_counter()
+        model.mc_predict(x, n_samples=n_samples, chunk_size=chunk)
+        rates[name] = bars * n_samples / (time.perf_counter() - t0)
     return {
-        "train_windows": train_windows,
-        "mc_rows": mc_rows,
-        "seed_retrain_minutes_per_symbol": round(seconds / 60, 1),
-        "symbols": 3,
-        "seed_retrain_minutes_all": round(3 * seconds / 60, 1),
+        "rows": bars * n_samples,
+        "rows_per_pass": MC_PASS_ELEMENTS // (cfg.window * cfg.d_model),
+        "rows_per_s": round(rates["default"]),
+        "before_rows_per_s": round(rates["before_8192"]),
+        "speedup": round(rates["default"] / rates["before_8192"], 2),
     }
+
+
+def profile_choice(precision: str) -> dict:
+    """What ``LEVIBOT_PROFILE=auto`` decides on this CPU with the defaults: the seed profile's
+    measured throughput (``core.models.profile_choice.seed_throughput``, measured here, not
+    kept), the estimated Transformer minutes of the pipeline's training of 3 symbols and of the
+    demo's, against their budgets (``LEVIBOT_TRAIN_BUDGET_MIN``: 60, the demo 4)."""
+    from levibot_pipelines.cli import DEMO_DEFAULTS
+
+    speed = seed_throughput(precision)
+    m = ModelSettings()
+    train, val, calib, test = m.walk
+    out = {
+        "precision": precision,
+        "seed_train_windows_per_s": round(speed.train_windows_per_s, 1),
+        "seed_mc_rows_per_s": round(speed.forward_rows_per_s, 1),
+    }
+    demo_folds = int(DEMO_DEFAULTS["LEVIBOT_REPORT_FOLDS"])
+    demo_mc = int(DEMO_DEFAULTS["LEVIBOT_MC_SAMPLES"])
+    demo_budget = float(DEMO_DEFAULTS["LEVIBOT_TRAIN_BUDGET_MIN"])
+    for name, folds, mc, minutes in (
+        ("pipeline", m.report_folds, m.mc_samples, m.train_budget_min),
+        ("demo", demo_folds, demo_mc, demo_budget),
+    ):
+        budget = pipeline_budget(3, folds, minutes)
+        work = training_work(
+            fits=budget.fits, epochs=m.epochs, train=train, val=val, calib=calib, test=test,
+            max_train_samples=8000, mc_samples=mc,
+        )  # fmt: skip
+        estimate = estimated_seconds(work, speed)
+        out[name] = {
+            "fits": budget.fits,
+            "seed_estimate_min": round(estimate / 60, 1),
+            "budget_min": minutes,
+            "auto_cpu": choose_cpu_profile(estimate, budget.seconds),
+        }
+    return out
 
 
 def demo_training() -> dict:
@@ -420,7 +474,6 @@ def run_all(include_demo: bool = True, include_equivalence: bool = True) -> dict
     peaks = {p: matmul_peak(device, dtype) for p, dtype in DTYPES.items()}
     train = training_throughput(device, precision, peaks)
     mc = mc_inference(device, precision)
-    mc_rows_per_s = mc["symbols"] * mc["n_samples"] / (mc["p50_ms"] / 1000)
     out = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
@@ -429,7 +482,8 @@ def run_all(include_demo: bool = True, include_equivalence: bool = True) -> dict
         "matmul_peak": peaks,
         "seed_training": train,
         "mc_inference": mc,
-        "profile_fit": profile_fit(train["samples_per_s"], mc_rows_per_s),
+        "mc_pass_size": mc_pass_size(precision),
+        "profile_choice": profile_choice(precision) if device.type == "cpu" else "seed (CUDA)",
     }
     if include_equivalence:
         out["uncertainty_equivalence"] = uncertainty_equivalence(precision)

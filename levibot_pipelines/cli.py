@@ -49,7 +49,11 @@ INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # calls `levibot demo` without flags, and `levibot demo` are one thing): the most recent
 # walk-forward fold reported and fewer MC samples than production, so that it finishes in
 # minutes on a CPU.
-DEMO_DEFAULTS = {"LEVIBOT_REPORT_FOLDS": "1", "LEVIBOT_MC_SAMPLES": "20"}
+DEMO_DEFAULTS = {
+    "LEVIBOT_REPORT_FOLDS": "1",
+    "LEVIBOT_MC_SAMPLES": "20",
+    "LEVIBOT_TRAIN_BUDGET_MIN": "4",  # auto keeps `small` on a CPU unless seed fits 4 minutes
+}
 # What `levibot train` materializes per symbol (`training_job`'s assets; --report adds
 # model_report): what publishing a symbol needs.
 TRAIN_ASSETS = ("lgbm_model", "deep_tfm_model", "ensemble_weights")
@@ -694,6 +698,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         horizon=settings.models.label_horizon,
         n_features=len(feature_columns(args.futures_dir is not None)),
         precision=settings.models.precision,
+        home=settings.home,
     )
     futures_dir = None if args.futures_dir is None else Path(args.futures_dir)
     report = run_evaluate(

@@ -75,6 +75,7 @@ class ModelSettings:
     epochs: int = 4
     mc_samples: int = 50
     report_folds: int = 3
+    train_budget_min: float = 60.0  # auto profile: seed on a CPU when its estimate fits this
     retrain_cron: str = "30 0 * * *"
     retrain_timezone: str = "UTC"
     mlflow_tracking_uri: str | None = None
@@ -509,6 +510,7 @@ VARIABLES: dict[str, tuple[str, str, Callable[[str, str], object]]] = {
     "LEVIBOT_EPOCHS": ("models", "epochs", _positive_int),
     "LEVIBOT_MC_SAMPLES": ("models", "mc_samples", _positive_int),
     "LEVIBOT_REPORT_FOLDS": ("models", "report_folds", _positive_int),
+    "LEVIBOT_TRAIN_BUDGET_MIN": ("models", "train_budget_min", _minutes),
     "LEVIBOT_RETRAIN_CRON": ("models", "retrain_cron", _text),
     "LEVIBOT_RETRAIN_TIMEZONE": ("models", "retrain_timezone", _timezone),
     "LEVIBOT_MLFLOW_TRACKING_URI": ("models", "mlflow_tracking_uri", _text),

@@ -114,7 +114,7 @@ def serving(app) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(home):
-    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5, precision="fp32"))
     with serving(create_app(settings)) as base:
         yield base
 
@@ -349,6 +349,29 @@ def test_other_n_samples_reruns_mc_dropout_on_the_exported_model(api, home):
     assert body["confidence"] == pytest.approx(expected_conf, abs=1e-12)
 
 
+def test_the_recompute_runs_in_the_configured_precision(api, home):
+    """``LEVIBOT_PRECISION`` reaches the API's MC recompute (the exported model's precision is
+    never saved, so the server sets it): bf16 autocast gives a p_up within bf16's rounding of
+    the fp32 one but not the same number; fp32 gives the fp32 computation exactly."""
+    from levibot_pipelines.usecases.recompute import TransformerRecomputer
+
+    _, rows = api
+    row = rows["BTCUSDT"]
+    out = {}
+    for precision in ("fp32", "bf16"):
+        settings = Settings(
+            home=home["home"], models=ModelSettings(mc_samples=5, precision=precision)
+        )
+        recompute = TransformerRecomputer(settings)
+        out[precision] = recompute(row, 7)
+        model = recompute.models["BTCUSDT"][1]
+        assert model.precision == precision
+    served = get(api[0], "/ml/predict_deep", symbol="BTCUSDT", n_samples=7).json()  # fp32
+    assert out["fp32"]["p_up"] == pytest.approx(served["p_up"], abs=1e-12)
+    assert out["bf16"]["p_up"] == pytest.approx(out["fp32"]["p_up"], abs=0.02)
+    assert out["bf16"]["p_up"] != out["fp32"]["p_up"]
+
+
 def test_recompute_without_model_or_window_is_503(api, home):
     base, _ = api
     # a published bar with no feature row: the window cannot end there
@@ -462,7 +485,7 @@ def clocked(api, home):
     clock = {"now": int(time.time() * 1000)}
     settings = Settings(
         home=home["home"],
-        models=ModelSettings(mc_samples=5),
+        models=ModelSettings(mc_samples=5, precision="fp32"),
         trading=TradingSettings(kill_staleness_minutes=STALE_LIMIT),
     )
     with serving(create_app(settings, clock=lambda: clock["now"])) as base:
@@ -968,7 +991,7 @@ def authed(home):
 
     settings = Settings(
         home=home["home"],
-        models=ModelSettings(mc_samples=5),
+        models=ModelSettings(mc_samples=5, precision="fp32"),
         serving=ServingSettings(api_token=TOKEN),
     )
     with serving(create_app(settings)) as base:
@@ -1078,7 +1101,7 @@ def test_recomputes_beyond_the_budget_are_429_and_cache_hits_free(api, home, mon
 
     monkeypatch.setattr(recompute, "RECOMPUTE_BURST", 3)
     monkeypatch.setattr(recompute, "RECOMPUTE_PER_MINUTE", 1.0)
-    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5, precision="fp32"))
     with serving(create_app(settings)) as base:
         for n in (11, 12, 13):
             r = get(base, "/ml/predict_deep", symbol="BTCUSDT", n_samples=n)

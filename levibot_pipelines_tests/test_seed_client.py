@@ -34,7 +34,7 @@ def home(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def base(home) -> str:
-    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5))
+    settings = Settings(home=home["home"], models=ModelSettings(mc_samples=5, precision="fp32"))
     with serving(create_app(settings)) as url:
         yield url
 

@@ -230,7 +230,7 @@ def shadow_api(tmp_path_factory):
     write_published(built["home"], rows, built["models"])
     btc = rows.filter(pl.col("symbol") == "BTCUSDT").row(0, named=True)
     write_shadow(built["home"], pl.DataFrame([_shadow_row(btc)]))
-    settings = Settings(home=built["home"], models=ModelSettings(mc_samples=5))
+    settings = Settings(home=built["home"], models=ModelSettings(mc_samples=5, precision="fp32"))
     with serving(create_app(settings)) as base:
         yield base, built, btc
 

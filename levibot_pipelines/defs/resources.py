@@ -54,12 +54,15 @@ class ModelResource:
     def eval_config(self) -> tuple[str, EvalConfig]:
         """(resolved profile name, the walk-forward and model configuration)."""
         from levibot_pipelines.core.evaluation.splits import WalkForwardConfig
-        from levibot_pipelines.usecases.evaluate import eval_config
+        from levibot_pipelines.usecases.evaluate import eval_config, pipeline_budget
 
-        m = self.settings.models
+        s = self.settings
+        m = s.models
         train, val, calib, test = m.walk
         return eval_config(
             m.profile,
+            budget=pipeline_budget(len(s.market.symbols), m.report_folds, m.train_budget_min),
+            home=s.home,
             walk=WalkForwardConfig(train=train, val=val, calib=calib, test=test, purge=m.purge),
             horizon=m.label_horizon,
             epochs=m.epochs,

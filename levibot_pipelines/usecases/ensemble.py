@@ -97,6 +97,7 @@ def fit_champion_ensemble(
     versions = versions or _champion_versions(tracker, data.symbol)
     booster, cal_l = load_lgbm(tracker, model_name("lgbm", data.symbol), versions["lgbm"])
     model, cal_d = load_transformer(tracker, model_name("deep", data.symbol), versions["deep"])
+    model.set_precision(cfg.precision)  # this machine's, as the models trained
     out = {}
     for part in ("val", "calib", "test"):
         p_l, c_l = lgbm_outputs(booster, cal_l, data.X[rows[part]])

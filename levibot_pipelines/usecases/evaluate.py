@@ -11,20 +11,25 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 import torch
 
 from levibot_pipelines.adapters.futures_sources import FuturesFilesSource, load_futures
-from levibot_pipelines.adapters.hardware import resolve_precision
+from levibot_pipelines.adapters.hardware import resolve_precision, seed_rates
 from levibot_pipelines.adapters.reports import write_report
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
 from levibot_pipelines.core.data.futures import FUTURES_COLUMNS, FuturesData
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_symbol, symbol_data
-from levibot_pipelines.core.models.transformer import resolve_profile
+from levibot_pipelines.core.models.profile_choice import (
+    choose_cpu_profile,
+    estimated_seconds,
+    training_work,
+)
+from levibot_pipelines.core.models.transformer import PROFILES, resolve_profile
 from levibot_pipelines.settings import Settings
 from levibot_pipelines.usecases.ingest import ingest_symbol, make_source
 from levibot_pipelines.usecases.report import backtest_symbol, decide_symbol
@@ -146,19 +151,77 @@ def run_evaluate(
     return report
 
 
+@dataclass(frozen=True)
+class TrainingBudget:
+    """What ``LEVIBOT_PROFILE=auto`` weighs on a CPU: the Transformer part of a job may take
+    ``seconds`` with the seed profile, for ``fits`` Transformer fits of the configuration
+    (``core.models.profile_choice``)."""
+
+    seconds: float
+    fits: int
+
+
+def pipeline_budget(symbols: int, report_folds: int, minutes: float) -> TrainingBudget:
+    """The scheduled training of ``symbols`` symbols within ``minutes``
+    (``LEVIBOT_TRAIN_BUDGET_MIN``): per symbol the model (1 fit), ``model_report``'s folds
+    (``LEVIBOT_REPORT_FOLDS`` fits) and the MC passes of the ensemble weights and the champion
+    comparison (counted as 1 more fit: an upper bound, their MC rows are a fit's)."""
+    return TrainingBudget(seconds=60.0 * minutes, fits=symbols * (2 + report_folds))
+
+
 def eval_config(
     profile: str,
     *,
     n_features: int = len(FEATURE_COLUMNS),
     precision: str = "fp32",
+    budget: TrainingBudget | None = None,
+    home: Path | str | None = None,
     **overrides,
 ) -> tuple[str, EvalConfig]:
     """The profile's name and an ``EvalConfig`` of its Transformer with ``n_features`` inputs
     (default 10, ``FEATURE_COLUMNS``; ``len(feature_columns(True))`` with futures), the
     ``precision`` setting resolved for this machine (``adapters.hardware.resolve_precision``;
-    ``LEVIBOT_PRECISION``, default here ``fp32``) and ``overrides`` of the other fields."""
+    ``LEVIBOT_PRECISION``, default here ``fp32``) and ``overrides`` of the other fields.
+
+    ``profile="auto"``: ``seed`` on CUDA; on a CPU ``seed`` when ``budget`` is given and the
+    seed profile's estimated time for it fits (``auto_cpu_profile``), else ``small``.
+    Measurements are kept per machine under ``home`` (``adapters.hardware.measured``)."""
     cuda = torch.cuda.is_available()
+    resolved = resolve_precision(precision, "cuda" if cuda else "cpu", home)
+    cfg = EvalConfig(transformer=PROFILES["small"], precision=resolved, **overrides)
+    if profile == "auto" and not cuda and budget is not None:
+        profile = auto_cpu_profile(cfg, budget, home)
     name, transformer = resolve_profile(profile, cuda)
-    transformer = replace(transformer, n_features=n_features)
-    resolved = resolve_precision(precision, "cuda" if cuda else "cpu")
-    return name, EvalConfig(transformer=transformer, precision=resolved, **overrides)
+    return name, replace(cfg, transformer=replace(transformer, n_features=n_features))
+
+
+def auto_cpu_profile(cfg: EvalConfig, budget: TrainingBudget, home: Path | str | None) -> str:
+    """``"seed"`` or ``"small"``: whether ``budget.fits`` seed-profile fits of ``cfg`` fit
+    ``budget.seconds`` at this machine's measured seed throughput in ``cfg.precision``
+    (``adapters.hardware.seed_rates``); logged with the estimate."""
+    w = cfg.walk
+    work = training_work(
+        fits=budget.fits,
+        epochs=cfg.epochs,
+        train=w.train,
+        val=w.val,
+        calib=w.calib,
+        test=w.test,
+        max_train_samples=cfg.max_train_samples,
+        mc_samples=cfg.mc_samples,
+    )
+    speed = seed_rates(cfg.precision, home)
+    estimate = estimated_seconds(work, speed)
+    chosen = choose_cpu_profile(estimate, budget.seconds)
+    log.info(
+        "profile auto on this CPU: %s (seed estimated %.0f min for %d fits at %.0f training "
+        "windows/s and %.0f MC rows/s in %s; budget %.0f min)",
+        chosen,
+        estimate / 60,
+        work.fits,
+        speed.train_windows_per_s,
+        speed.forward_rows_per_s,
+        cfg.precision,
+        budget.seconds / 60,
+    )
+    return chosen

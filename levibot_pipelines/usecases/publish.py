@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from levibot_pipelines.adapters.hardware import resolve_precision
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
 from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import (
@@ -150,6 +151,7 @@ def _transformer_on_newest_bar(
     window ending at that bar is not contiguous."""
     transformer_files = download_transformer(tracker, model_name("deep", data.symbol), version)
     model, calibrator = transformer_from_files(transformer_files)
+    model.set_precision(resolve_precision(s.models.precision, "cpu", s.home))  # as it trained
     row = len(data.timestamps) - 1
     ends = window_ends(data.timestamps, model.config.window, s.market.timeframe_ms)
     if len(ends) == 0 or ends[-1] != row:

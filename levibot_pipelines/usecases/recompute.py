@@ -97,6 +97,7 @@ class TransformerRecomputer:
         cached = self.models.get(symbol)
         if cached is None or cached[0] != version:
             model, calibrator, exported = load_exported_transformer(self.settings.home, symbol)
+            model.set_precision(self._precision())  # the publisher's, on the same machine
             if exported != version:
                 raise PublishedFileError(
                     f"the exported deep model of {symbol} is v{exported} but the published row "
@@ -104,6 +105,14 @@ class TransformerRecomputer:
                 )
             self.models[symbol] = cached = (version, model, calibrator)
         return cached[1], cached[2]
+
+    def _precision(self) -> str:
+        """``LEVIBOT_PRECISION`` resolved on this CPU, as the publisher resolved it (the probe
+        is kept per machine under the home)."""
+        from levibot_pipelines.adapters.hardware import resolve_precision
+
+        s = self.settings
+        return resolve_precision(s.models.precision, "cpu", s.home)
 
     def _compute(self, row: dict[str, Any], n_samples: int) -> dict[str, float]:
         import numpy as np

@@ -86,6 +86,10 @@ def test_a_measurement_is_kept_per_machine_and_the_first_writer_wins(tmp_path):
     assert measured(tmp_path, "thing", measure) == {"rate": 20.0}
     assert json.loads(kept.read_text())["rate"] == 20.0
     assert measured(None, "thing", measure) == {"rate": 30.0}  # no home: nothing kept
+    # A home where nothing can be written (here a file, so even root cannot): measured, used.
+    blocked = tmp_path / "not_a_directory"
+    blocked.write_text("")
+    assert measured(blocked, "thing", measure) == {"rate": 40.0}
 
 
 def test_auto_precision_follows_the_kept_probe(tmp_path, monkeypatch):

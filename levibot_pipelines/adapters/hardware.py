@@ -78,8 +78,9 @@ def measured(home: Path | str | None, name: str, measure: Callable[[], dict]) ->
     ``$LEVIBOT_HOME/hardware/{name}-{machine_key()}.json`` when a process measured it before,
     else measured now and kept there (the first writer wins: a process that loses the race
     returns the kept value, so every process of a machine gets the same). ``home`` None:
-    measured each time, kept nowhere. An unreadable kept file is measured again and replaced
-    (logged, naming it)."""
+    measured each time, kept nowhere; a home where nothing can be written (a read-only API
+    host): measured and returned, not kept (logged). An unreadable kept file is measured again
+    and replaced (logged, naming it)."""
     if home is None:
         return measure()
     folder = Path(home) / HARDWARE_DIR
@@ -88,9 +89,13 @@ def measured(home: Path | str | None, name: str, measure: Callable[[], dict]) ->
     if kept is not None:
         return kept
     value = measure()
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"machine": machine_summary(), **value}, indent=1))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"machine": machine_summary(), **value}, indent=1))
+    except OSError as exc:  # a read-only home (e.g. an API host): use it, keep nothing
+        log.warning("cannot keep the measurement %s in %s (%s)", name, folder, exc)
+        return value
     try:
         os.link(tmp, path)  # fails when another process kept its value first
     except FileExistsError:
@@ -118,7 +123,7 @@ def machine_summary() -> dict:
 def _read_kept(path: Path) -> dict | None:
     try:
         doc = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not measured yet, or no home to keep it
         return None
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("unreadable measurement %s (%s): measuring again", path, exc)

@@ -697,8 +697,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         horizon=settings.models.label_horizon,
         n_features=len(feature_columns(args.futures_dir is not None)),
-        precision=settings.models.precision,
-        home=settings.home,
+        precision=settings.models.precision,  # probed here, kept nowhere: the home is untouched
     )
     futures_dir = None if args.futures_dir is None else Path(args.futures_dir)
     report = run_evaluate(

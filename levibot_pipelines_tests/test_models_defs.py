@@ -2,7 +2,6 @@
 
 import io
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
@@ -13,33 +12,37 @@ from levibot_pipelines.adapters.registry import model_name, register_model
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.settings import ModelSettings
 from levibot_pipelines.usecases.promote import promote_champion
-from levibot_pipelines_tests.conftest import SYMBOLS
+from levibot_pipelines_tests.conftest import (
+    SESSION_ENV,
+    SYMBOLS,
+    levibot_environment,
+    recent_start,
+)
 
 SYMBOL = "ETHUSDT"
 
 
-def _versions(home: Path, kind: str) -> int:
-    """Versions already registered (another module may have trained in this session's home)."""
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    try:
-        return len(client.search_model_versions(f"name='{model_name(kind, SYMBOL)}'"))
-    except mlflow.exceptions.MlflowException:
-        return 0
-
-
 @pytest.fixture(scope="module")
-def trained(defs, instance, env):
-    home = Path(env["LEVIBOT_HOME"])
-    before = {kind: _versions(home, kind) for kind in ("lgbm", "deep")}
-    for symbol in SYMBOLS:
-        defs.resolve_job_def("ingest_job").execute_in_process(
-            partition_key=symbol, instance=instance
-        )
-    defs.resolve_job_def("features_job").execute_in_process(instance=instance)
-    job = defs.resolve_job_def("training_job")
-    first = job.execute_in_process(partition_key=SYMBOL, instance=instance)
-    second = job.execute_in_process(partition_key=SYMBOL, instance=instance)
-    return first, second, home, before
+def trained(instance, tmp_path_factory):
+    """Two training runs of one symbol in a home of this module's own: the first version is
+    the symbol's first model (champion), the second the retrain. (In the session's home
+    another module may have trained the symbol first, on other bars, and its champion would
+    decide the retrain's fate.)"""
+    home = tmp_path_factory.mktemp("models_defs_home")
+    values = {"LEVIBOT_HOME": str(home), "LEVIBOT_START": recent_start(20), **SESSION_ENV}
+    with levibot_environment(values):
+        from levibot_pipelines.definitions import load_definitions
+
+        defs = load_definitions()
+        for symbol in SYMBOLS:
+            defs.resolve_job_def("ingest_job").execute_in_process(
+                partition_key=symbol, instance=instance
+            )
+        defs.resolve_job_def("features_job").execute_in_process(instance=instance)
+        job = defs.resolve_job_def("training_job")
+        first = job.execute_in_process(partition_key=SYMBOL, instance=instance)
+        second = job.execute_in_process(partition_key=SYMBOL, instance=instance)
+    return first, second, home
 
 
 def meta(result, node):
@@ -47,18 +50,18 @@ def meta(result, node):
 
 
 def test_training_registers_versions_and_places_them_like_for_like(trained):
-    first, second, home, before = trained
+    first, second, home = trained
     assert first.success and second.success
     for node, kind in (("lgbm_model", "lgbm"), ("deep_tfm_model", "deep")):
         m1, m2 = meta(first, node), meta(second, node)
-        n = before[kind]
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-        if n == 0:  # the symbol's first model: champion directly, nothing to trade otherwise
-            assert m1["model_version"] == "1" and m1["promoted"] is True
-            assert m1["alias"] == "champion"
-            assert m1["champion_decision"] == "promoted: no champion yet"
+        # The symbol's first model: champion directly, nothing to trade otherwise.
+        assert m1["model_version"] == "1" and m1["promoted"] is True
+        assert m1["alias"] == "champion"
+        assert m1["champion_decision"] == "promoted: no champion yet"
         champion = client.get_registered_model(model_name(kind, SYMBOL)).aliases["champion"]
-        assert m2["model_version"] == str(n + 2)
+        assert str(champion) == "1"
+        assert m2["model_version"] == "2"
         # Same data, same seed: the retrained model ties the champion on the same window.
         assert m2["test_window_ms"] == m1["test_window_ms"]
         assert m2["test_log_loss"] == pytest.approx(m1["test_log_loss"], rel=1e-9)
@@ -71,9 +74,9 @@ def test_training_registers_versions_and_places_them_like_for_like(trained):
         assert m1["rows"] == {"train": 600, "val": 150, "calib": 150, "test": 200}
         assert 0.0 <= m1["test_ece"] <= 1.0 and m1["mlflow_run"].startswith("http")
         registered = client.get_registered_model(model_name(kind, SYMBOL))
-        assert str(registered.aliases["challenger"]) == str(n + 2)
-        assert str(registered.aliases["champion"]) != str(n + 2)
-        tags = client.get_model_version(model_name(kind, SYMBOL), str(n + 2)).tags
+        assert str(registered.aliases["challenger"]) == "2"
+        assert str(registered.aliases["champion"]) == "1"
+        tags = client.get_model_version(model_name(kind, SYMBOL), "2").tags
         assert (tags["alias"], tags["promoted"]) == ("challenger", "false")
         assert tags["compared_to_version"] == str(champion)
     checks = {
@@ -84,8 +87,8 @@ def test_training_registers_versions_and_places_them_like_for_like(trained):
     assert ("model_report", "calibration_and_skill") in checks
 
 
-def test_deep_weights_load_without_pickle(trained, env):
-    tracker = Tracker.for_home(Path(env["LEVIBOT_HOME"]), ui_base=ModelSettings().mlflow_ui)
+def test_deep_weights_load_without_pickle(trained):
+    tracker = Tracker.for_home(trained[2], ui_base=ModelSettings().mlflow_ui)
     raw = tracker.download_file(model_name("deep", SYMBOL), "1", "model/state_dict.pt")
     state = torch.load(io.BytesIO(raw), weights_only=True)
     assert "target_scale" in state and all(isinstance(v, torch.Tensor) for v in state.values())
@@ -96,7 +99,7 @@ def test_deep_weights_load_without_pickle(trained, env):
 
 
 def test_ensemble_and_report(trained):
-    first, second, home, _ = trained
+    first, second, home = trained
     ens = json.loads((home / "models" / SYMBOL / "ensemble.json").read_text())
     assert 0.0 <= ens["w_lgbm"] <= 1.0
     assert set(ens["test_log_loss"]) == {"lgbm", "deep", "ensemble"}

@@ -404,11 +404,22 @@ def training_lines(
     ]
 
 
+def resolved_profile(settings: Settings) -> str:
+    """The Transformer profile the training runs with on this machine: ``LEVIBOT_PROFILE``, or
+    for ``auto`` what it resolves to, e.g. ``"small (auto)"`` (the measurements it needs are
+    kept in the home, so the training steps decide the same)."""
+    if settings.models.profile != "auto":
+        return settings.models.profile
+    from levibot_pipelines.defs.resources import ModelResource
+
+    return f"{ModelResource(settings).eval_config()[0]} (auto)"
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     symbols = train_symbols(args.symbol, settings)
     require_features(settings, symbols)
     print(
-        f"training {', '.join(symbols)}: profile {settings.models.profile}, at most "
+        f"training {', '.join(symbols)}: profile {resolved_profile(settings)}, at most "
         f"{settings.models.epochs} epoch(s)"
         + (", with the walk-forward model_report" if args.report else "")
     )
@@ -562,7 +573,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     m = settings.models
     print(
         f"\nlevibot demo: source={settings.market.source}, home={settings.home} "
-        f"(data {data_s:.1f} s, total {elapsed:.1f} s; profile {m.profile}, "
+        f"(data {data_s:.1f} s, total {elapsed:.1f} s; profile {resolved_profile(settings)}, "
         f"{m.report_folds} report fold(s), {m.mc_samples} MC samples)"
     )
     if settings.market.source == "synthetic":

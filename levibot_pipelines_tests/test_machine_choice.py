@@ -133,3 +133,24 @@ def test_the_budget_setting():
     assert Settings.from_env(env).models.train_budget_min == 7.5
     with pytest.raises(SettingsError, match=r"LEVIBOT_TRAIN_BUDGET_MIN='-1': expected a positive"):
         Settings.from_env({"LEVIBOT_HOME": "/tmp/x", "LEVIBOT_TRAIN_BUDGET_MIN": "-1"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto is seed on CUDA")
+def test_levibot_train_and_demo_name_the_profile_auto_resolved_to(tmp_path):
+    """The defaults (3 symbols, 3 report folds: 15 fits of 4 x 8,000 training windows and
+    4 x 3,000 + 10,000 x 50 = 512,000 MC rows) at kept rates of 32,000 windows/s and 512,000
+    rows/s: 2 s a fit, 30 s = 0.5 min in all."""
+    from levibot_pipelines.cli import resolved_profile
+    from levibot_pipelines.settings import ModelSettings
+
+    (tmp_path / "hardware").mkdir()
+    rates = {"train_windows_per_s": 32_000.0, "forward_rows_per_s": 512_000.0}
+    kept = tmp_path / "hardware" / f"seed_throughput_fp32-{machine_key()}.json"
+    kept.write_text(json.dumps(rates))
+
+    def settings(**models) -> Settings:
+        return Settings(home=tmp_path, models=ModelSettings(precision="fp32", **models))
+
+    assert resolved_profile(settings(train_budget_min=0.5)) == "seed (auto)"
+    assert resolved_profile(settings(train_budget_min=0.49)) == "small (auto)"
+    assert resolved_profile(settings(profile="small", train_budget_min=0.5)) == "small"

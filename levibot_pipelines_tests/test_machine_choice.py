@@ -71,8 +71,10 @@ def test_a_measurement_is_kept_per_machine_and_the_first_writer_wins(tmp_path):
         calls.append(1)
         return {"rate": 10.0 * len(calls)}
 
-    assert measured(tmp_path, "thing", measure) == {"rate": 10.0}
-    assert measured(tmp_path, "thing", measure) == {"rate": 10.0}  # kept: not measured again
+    assert measured(tmp_path, "thing", measure, ("rate",)) == {"rate": 10.0}
+    assert measured(tmp_path, "thing", measure, ("rate",)) == {
+        "rate": 10.0
+    }  # kept: not measured again
     assert len(calls) == 1
     kept = tmp_path / "hardware" / f"thing-{machine_key()}.json"
     doc = json.loads(kept.read_text())
@@ -80,16 +82,18 @@ def test_a_measurement_is_kept_per_machine_and_the_first_writer_wins(tmp_path):
     assert list(kept.parent.iterdir()) == [kept]  # no temporary file left behind
     # A process that measured while another kept its value first returns the kept value.
     kept.write_text(json.dumps({"rate": 99.0}))
-    assert measured(tmp_path, "thing", measure) == {"rate": 99.0}
-    # An unreadable kept file is measured again and replaced.
-    kept.write_text('{"rate": 1')
-    assert measured(tmp_path, "thing", measure) == {"rate": 20.0}
-    assert json.loads(kept.read_text())["rate"] == 20.0
-    assert measured(None, "thing", measure) == {"rate": 30.0}  # no home: nothing kept
+    assert measured(tmp_path, "thing", measure, ("rate",)) == {"rate": 99.0}
+    # An unreadable kept file, or one without a positive number under a key, is measured
+    # again and replaced.
+    for n, text in enumerate(('{"rate": 1', '{"rate": -1}', '{"rate": NaN}', "[1]"), start=2):
+        kept.write_text(text)
+        assert measured(tmp_path, "thing", measure, ("rate",)) == {"rate": 10.0 * n}
+        assert json.loads(kept.read_text())["rate"] == 10.0 * n
+    assert measured(None, "thing", measure, ("rate",)) == {"rate": 60.0}  # no home: not kept
     # A home where nothing can be written (here a file, so even root cannot): measured, used.
     blocked = tmp_path / "not_a_directory"
     blocked.write_text("")
-    assert measured(blocked, "thing", measure) == {"rate": 40.0}
+    assert measured(blocked, "thing", measure, ("rate",)) == {"rate": 70.0}
 
 
 def test_auto_precision_follows_the_kept_probe(tmp_path, monkeypatch):

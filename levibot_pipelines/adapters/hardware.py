@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -73,19 +74,23 @@ def machine_key() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def measured(home: Path | str | None, name: str, measure: Callable[[], dict]) -> dict:
-    """The JSON object ``measure()`` returns for ``name`` on this machine: read from
+def measured(
+    home: Path | str | None, name: str, measure: Callable[[], dict], keys: tuple[str, ...]
+) -> dict:
+    """The JSON object ``measure()`` returns for ``name`` on this machine (numbers under
+    ``keys``): read from
     ``$LEVIBOT_HOME/hardware/{name}-{machine_key()}.json`` when a process measured it before,
     else measured now and kept there (the first writer wins: a process that loses the race
     returns the kept value, so every process of a machine gets the same). ``home`` None:
     measured each time, kept nowhere; a home where nothing can be written (a read-only API
-    host): measured and returned, not kept (logged). An unreadable kept file is measured again
-    and replaced (logged, naming it)."""
+    host): measured and returned, not kept (logged). A kept file that is unreadable, or lacks
+    a positive number under one of ``keys``, is measured again and replaced (logged, naming
+    it)."""
     if home is None:
         return measure()
     folder = Path(home) / HARDWARE_DIR
     path = folder / f"{name}-{machine_key()}.json"
-    kept = _read_kept(path)
+    kept = _read_kept(path, keys)
     if kept is not None:
         return kept
     value = measure()
@@ -99,7 +104,7 @@ def measured(home: Path | str | None, name: str, measure: Callable[[], dict]) ->
     try:
         os.link(tmp, path)  # fails when another process kept its value first
     except FileExistsError:
-        kept = _read_kept(path)
+        kept = _read_kept(path, keys)
         if kept is None:  # the kept file is unreadable: replace it
             os.replace(tmp, path)
             return value
@@ -120,7 +125,7 @@ def machine_summary() -> dict:
     }
 
 
-def _read_kept(path: Path) -> dict | None:
+def _read_kept(path: Path, keys: tuple[str, ...]) -> dict | None:
     try:
         doc = json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):  # not measured yet, or no home to keep it
@@ -128,11 +133,20 @@ def _read_kept(path: Path) -> dict | None:
     except (OSError, json.JSONDecodeError) as exc:
         log.warning("unreadable measurement %s (%s): measuring again", path, exc)
         return None
-    if not isinstance(doc, dict):
-        log.warning("unreadable measurement %s (not a JSON object): measuring again", path)
+    bad = [k for k in keys if not _positive(doc.get(k))] if isinstance(doc, dict) else ["*"]
+    if bad:
+        log.warning(
+            "unusable measurement %s (not a positive number: %s): measuring again", path, bad
+        )
         return None
     doc.pop("machine", None)
     return doc
+
+
+def _positive(value: object) -> bool:
+    """A finite positive number (not a bool)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value > 0
 
 
 def _probe() -> dict:
@@ -150,7 +164,7 @@ def resolve_precision(setting: str, device_type: str, home: Path | str | None = 
     if setting == "auto" and device_type == "cpu":
         flags = cpu_flags()
         if native_bf16(flags):
-            probe = measured(home, "matmul_probe", _probe)
+            probe = measured(home, "matmul_probe", _probe, ("fp32_s", "bf16_s"))
             probe_s = (float(probe["fp32_s"]), float(probe["bf16_s"]))
     if setting == "auto" and device_type == "cuda":
         cuda_bf16 = torch.cuda.is_bf16_supported()
@@ -181,5 +195,6 @@ def seed_rates(precision: str, home: Path | str | None = None) -> Throughput:
             "forward_rows_per_s": speed.forward_rows_per_s,
         }
 
-    doc = measured(home, f"seed_throughput_{precision}", measure)
+    keys = ("train_windows_per_s", "forward_rows_per_s")
+    doc = measured(home, f"seed_throughput_{precision}", measure, keys)
     return Throughput(float(doc["train_windows_per_s"]), float(doc["forward_rows_per_s"]))

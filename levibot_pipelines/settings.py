@@ -75,7 +75,9 @@ class ModelSettings:
     epochs: int = 4
     mc_samples: int = 50
     report_folds: int = 3
-    train_budget_min: float = 60.0  # auto profile: seed on a CPU when its estimate fits this
+    # auto profile: seed on a CPU when its estimate fits this; the retrain shares the machine's
+    # cores with the live loop, so half an hour at most (a 2-core CPU without AMX: ~1 h, small)
+    train_budget_min: float = 30.0
     retrain_cron: str = "30 0 * * *"
     retrain_timezone: str = "UTC"
     mlflow_tracking_uri: str | None = None

@@ -132,7 +132,7 @@ def test_auto_profile_is_seed_on_a_cpu_when_the_estimate_fits_the_budget(tmp_pat
 
 
 def test_the_budget_setting():
-    assert Settings.from_env({"LEVIBOT_HOME": "/tmp/x"}).models.train_budget_min == 60.0
+    assert Settings.from_env({"LEVIBOT_HOME": "/tmp/x"}).models.train_budget_min == 30.0
     env = {"LEVIBOT_HOME": "/tmp/x", "LEVIBOT_TRAIN_BUDGET_MIN": "7.5"}
     assert Settings.from_env(env).models.train_budget_min == 7.5
     with pytest.raises(SettingsError, match=r"LEVIBOT_TRAIN_BUDGET_MIN='-1': expected a positive"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +30,21 @@ import requests
 from deploy.cluster import stack
 from levibot_pipelines.adapters.home import ensemble_weights_path, predictions_path
 from levibot_pipelines.adapters.registry import load_lgbm, load_transformer, model_name
-from levibot_pipelines.adapters.store import ParquetStore, write_text_atomic
+from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.api import create_app
 from levibot_pipelines.core.data.features import FEATURE_COLUMNS
 from levibot_pipelines.core.evaluation.symbol_data import symbol_data
 from levibot_pipelines.core.models.inference import lgbm_outputs, transformer_outputs
 from levibot_pipelines.defs.resources import ModelResource
-from levibot_pipelines.settings import Settings
-from levibot_pipelines.usecases.publish import publish_latest
 from levibot_pipelines.usecases.train import newest_layout
 from levibot_pipelines_tests.test_api import serving
-from levibot_pipelines_tests.test_mlflow_server import SYMBOL, _train_on_host_a, _use_home
+from levibot_pipelines_tests.test_mlflow_server import (
+    SYMBOL,
+    HostB,
+    _train_on_host_a,
+    _use_home,
+    publish_on_host_b,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -160,17 +163,8 @@ def test_champion_trained_on_host_a_loads_publishes_and_serves_on_host_b(
 
     # Host B publishes (its own candles, features and ensemble.json; models from the server)
     # and its API serves what was published.
-    monkeypatch.setenv("LEVIBOT_SYMBOLS", SYMBOL)
-    s_pub = Settings.from_env()
-    ParquetStore(home_b).upsert_ohlcv(SYMBOL, candles)
-    ParquetStore(home_b).write_features(features)
-    write_text_atomic(ensemble_json, ensemble_weights_path(home_b, SYMBOL))
-    report = publish_latest(s_pub, ModelResource(s_pub).tracker(), int(time.time() * 1000))
-    row = report.rows.row(0, named=True)
-    assert (row["lgbm_version"], row["deep_version"]) == (versions["lgbm"], versions["deep"])
-    newest = features.filter(pl.col("symbol") == SYMBOL).sort("timestamp").tail(1)
-    p_newest = lgbm_outputs(booster, cal_l, newest.select(FEATURE_COLUMNS).to_numpy())[0]
-    assert row["lgbm_p_up"] == pytest.approx(float(p_newest[0]), abs=1e-12)
+    host_b = HostB(home_b, candles, features, ensemble_json)
+    s_pub, row = publish_on_host_b(monkeypatch, host_b, versions, booster, cal_l)
     with serving(create_app(s_pub)) as base:
         served = requests.get(f"{base}/ml/predict", params={"symbol": SYMBOL}, timeout=30)
         status = requests.get(f"{base}/ml/models/deep/status", timeout=30)

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 # Telemetry must be off before mlflow is first imported (it starts its client on import).
@@ -178,6 +179,36 @@ def _train_on_host_a(home: Path) -> None:
         assert result.success
 
 
+@dataclass
+class HostB:
+    """What the publisher on host B reads from its own home beside the registry: the symbol's
+    candles, the feature table and the champions' ensemble.json (text)."""
+
+    home: Path
+    candles: pl.DataFrame
+    features: pl.DataFrame
+    ensemble_json: str
+
+
+def publish_on_host_b(monkeypatch, host: HostB, versions: dict, booster, cal_l) -> tuple:
+    """Write ``host``'s files into its home and publish ``SYMBOL`` from the registry; asserts
+    that the row names the champions ``versions`` ({"lgbm": v, "deep": v}) and that its
+    LightGBM p_up is ``booster``/``cal_l``'s on the newest feature row (to 1e-12). Returns the
+    publisher's settings and the published row."""
+    monkeypatch.setenv("LEVIBOT_SYMBOLS", SYMBOL)
+    s_pub = Settings.from_env()
+    ParquetStore(host.home).upsert_ohlcv(SYMBOL, host.candles)
+    ParquetStore(host.home).write_features(host.features)
+    write_text_atomic(host.ensemble_json, ensemble_weights_path(host.home, SYMBOL))
+    report = publish_latest(s_pub, ModelResource(s_pub).tracker(), int(time.time() * 1000))
+    row = report.rows.row(0, named=True)
+    assert (row["lgbm_version"], row["deep_version"]) == (versions["lgbm"], versions["deep"])
+    newest = host.features.filter(pl.col("symbol") == SYMBOL).sort("timestamp").tail(1)
+    p_newest = lgbm_outputs(booster, cal_l, newest.select(FEATURE_COLUMNS).to_numpy())[0]
+    assert row["lgbm_p_up"] == pytest.approx(float(p_newest[0]), abs=1e-12)
+    return s_pub, row
+
+
 @pytest.mark.slow
 def test_champion_trained_on_one_host_loads_on_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -241,17 +272,9 @@ def test_champion_trained_on_one_host_loads_on_another(
         # The publisher on host B: beyond the registry it reads the symbol's candles, the
         # feature table and the champions' ensemble.json from its own home (not MLflow's); with
         # those files it exports the deep champion it downloaded from the server, for the API.
-        monkeypatch.setenv("LEVIBOT_SYMBOLS", SYMBOL)
-        s_pub = Settings.from_env()
-        ParquetStore(home_b).upsert_ohlcv(SYMBOL, candles)
-        ParquetStore(home_b).write_features(features)
-        write_text_atomic(ensemble_json, ensemble_weights_path(home_b, SYMBOL))
-        report = publish_latest(s_pub, ModelResource(s_pub).tracker(), int(time.time() * 1000))
-        row = report.rows.row(0, named=True)
-        assert (row["lgbm_version"], row["deep_version"]) == (lgbm_version, deep_version)
-        newest = features.filter(pl.col("symbol") == SYMBOL).sort("timestamp").tail(1)
-        p_newest = lgbm_outputs(booster, cal_l, newest.select(FEATURE_COLUMNS).to_numpy())[0]
-        assert row["lgbm_p_up"] == pytest.approx(float(p_newest[0]), abs=1e-12)
+        versions = {"lgbm": lgbm_version, "deep": deep_version}
+        host_b = HostB(home_b, candles, features, ensemble_json)
+        publish_on_host_b(monkeypatch, host_b, versions, booster, cal_l)
         assert exported_version(home_b, SYMBOL) == deep_version
 
         # No file:// path of host A in what the registry serves.

@@ -15,7 +15,6 @@ from levibot_pipelines.core.metrics import picp
 from levibot_pipelines.core.models.mc_dropout import dropout, dropout_mask, seeded_rng
 from levibot_pipelines.core.models.precision import PRECISIONS, choose_precision
 from levibot_pipelines.core.models.transformer import (
-    LevibotTransformer,
     TransformerConfig,
     load_model,
 )
@@ -23,6 +22,7 @@ from levibot_pipelines.core.models.transformer_training import fit_transformer
 from levibot_pipelines.settings import PRECISIONS as SETTING_PRECISIONS
 from levibot_pipelines.settings import Settings
 from levibot_pipelines_tests.conftest import synthetic_long
+from levibot_pipelines_tests.test_transformer import _randomised
 
 CPU = torch.device("cpu")
 TINY = TransformerConfig(n_features=4, window=8, d_model=16, n_heads=2, n_layers=2, d_ff=32)
@@ -34,18 +34,6 @@ NO_BF16 = "fpu vme sse2 avx2 avx512f avx512_vnni"
 def _x(batch: int, config: TransformerConfig = TINY, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, config.window, config.n_features, generator=g)
-
-
-def _randomised(config: TransformerConfig = TINY, seed: int = 0) -> LevibotTransformer:
-    """A model with O(1) random weights everywhere, so dropout visibly moves the outputs."""
-    torch.manual_seed(seed)
-    model = LevibotTransformer(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if p.ndim >= 2 else 1.0))
-    model.set_scaling(np.linspace(-1, 1, config.n_features), np.full(config.n_features, 2.0), 0.01)
-    return model
 
 
 def test_precision_rules_on_hand_written_flags_and_probe_timings():
@@ -140,7 +128,7 @@ def test_dropout_scales_the_kept_values_and_its_gradient_is_the_mask():
 
 
 def test_mc_runs_the_input_projection_once_per_window():
-    model = _randomised()
+    model = _randomised(TINY, 0)
     x = _x(3)
     rows = {"embed": [], "block0": []}
     model.embed.register_forward_hook(lambda _m, args, _o: rows["embed"].append(args[0].shape[0]))
@@ -178,7 +166,7 @@ OLD_KEYS = [
 
 def test_models_saved_before_load_and_predict_as_before():
     config = TransformerConfig(**{**TINY.to_dict(), "n_layers": 1})
-    source = _randomised(config)
+    source = _randomised(config, 0)
     old_state = {k: v.clone() for k, v in source.state_dict().items()}
     assert sorted(old_state) == sorted(OLD_KEYS)  # the layout is unchanged: no key mapping
     model = load_model(old_state, config.to_dict())  # strict: every key must match
@@ -229,7 +217,7 @@ def test_uncertainty_estimate_is_unchanged_by_the_dropout_move():
 
 
 def test_bf16_predicts_like_fp32_and_trains():
-    model = _randomised(TINY)
+    model = _randomised(TINY, 0)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(0.2)  # ordinary trained-model scales

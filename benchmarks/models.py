@@ -37,20 +37,15 @@ from levibot_pipelines.core.models.mc_dropout import (
     summarise_draws,
 )
 from levibot_pipelines.core.models.precision import BF16_FLAGS, matmul_probe
-from levibot_pipelines.core.models.profile_choice import (
-    choose_cpu_profile,
-    estimated_seconds,
-    seed_throughput,
-    training_work,
-)
+from levibot_pipelines.core.models.profile_choice import choose_cpu_profile, seed_throughput
 from levibot_pipelines.core.models.transformer import (
     MC_PASS_ELEMENTS,
     PROFILES,
     LevibotTransformer,
     count_flops,
 )
-from levibot_pipelines.settings import ModelSettings
-from levibot_pipelines.usecases.evaluate import pipeline_budget
+from levibot_pipelines.settings import ModelSettings, Settings
+from levibot_pipelines.usecases.evaluate import pipeline_budget, seed_estimate_s
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -407,35 +402,35 @@ def mc_pass_size(precision: str, bars: int = 160, n_samples: int = 50) -> dict:
 def profile_choice(precision: str) -> dict:
     """What ``LEVIBOT_PROFILE=auto`` decides on this CPU with the defaults: the seed profile's
     measured throughput (``core.models.profile_choice.seed_throughput``, measured here, not
-    kept), the estimated Transformer minutes of the pipeline's training of 3 symbols and of the
-    demo's, against their budgets (``LEVIBOT_TRAIN_BUDGET_MIN``: 60, the demo 4)."""
+    kept), the estimated Transformer minutes of the pipeline's training of its symbols and of the
+    demo's (``usecases.evaluate.seed_estimate_s``, what ``auto`` weighs), against their budgets
+    (``LEVIBOT_TRAIN_BUDGET_MIN``; the demo's in ``DEMO_DEFAULTS``)."""
     from levibot_pipelines.cli import DEMO_DEFAULTS
+    from levibot_pipelines.defs.resources import ModelResource
 
     speed = seed_throughput(precision)
-    m = ModelSettings()
-    train, val, calib, test = m.walk
     out = {
         "precision": precision,
         "seed_train_windows_per_s": round(speed.train_windows_per_s, 1),
         "seed_mc_rows_per_s": round(speed.forward_rows_per_s, 1),
     }
-    demo_folds = int(DEMO_DEFAULTS["LEVIBOT_REPORT_FOLDS"])
-    demo_mc = int(DEMO_DEFAULTS["LEVIBOT_MC_SAMPLES"])
-    demo_budget = float(DEMO_DEFAULTS["LEVIBOT_TRAIN_BUDGET_MIN"])
-    for name, folds, mc, minutes in (
-        ("pipeline", m.report_folds, m.mc_samples, m.train_budget_min),
-        ("demo", demo_folds, demo_mc, demo_budget),
-    ):
-        budget = pipeline_budget(3, folds, minutes)
-        work = training_work(
-            fits=budget.fits, epochs=m.epochs, train=train, val=val, calib=calib, test=test,
-            max_train_samples=8000, mc_samples=mc,
-        )  # fmt: skip
-        estimate = estimated_seconds(work, speed)
+    for name, defaults in (("pipeline", {}), ("demo", DEMO_DEFAULTS)):
+        # The configuration the pipeline (or the demo) trains with; `small` only so that building
+        # it measures nothing: the estimate is of the seed profile at `speed`.
+        env = {
+            "LEVIBOT_HOME": tempfile.gettempdir(),
+            "LEVIBOT_PRECISION": precision,
+            "LEVIBOT_PROFILE": "small",
+        }
+        settings = Settings.from_env(env, defaults=defaults)
+        m = settings.models
+        _, cfg = ModelResource(settings).eval_config()
+        budget = pipeline_budget(len(settings.market.symbols), m.report_folds, m.train_budget_min)
+        estimate = seed_estimate_s(cfg, budget.fits, speed)
         out[name] = {
             "fits": budget.fits,
             "seed_estimate_min": round(estimate / 60, 1),
-            "budget_min": minutes,
+            "budget_min": m.train_budget_min,
             "auto_cpu": choose_cpu_profile(estimate, budget.seconds),
         }
     return out

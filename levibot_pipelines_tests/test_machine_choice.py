@@ -27,6 +27,13 @@ from levibot_pipelines.usecases.evaluate import eval_config, pipeline_budget
 AMX_AND_AVX512 = "fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16"
 
 
+def keep(home, name: str, doc: dict) -> None:
+    """Keep ``doc`` as this machine's measurement ``name`` under ``home``, where
+    ``adapters.hardware.measured`` reads it."""
+    (home / "hardware").mkdir(parents=True, exist_ok=True)
+    (home / "hardware" / f"{name}-{machine_key()}.json").write_text(json.dumps(doc))
+
+
 def test_training_work_and_its_estimate_by_hand():
     # The pipeline's defaults: 4 epochs of min(20,000, 8,000) windows; the val loss each epoch
     # (4 x 3,000 rows) and 50 MC draws of val + calib + test (10,000 rows).
@@ -102,9 +109,7 @@ def test_auto_precision_follows_the_kept_probe(tmp_path, monkeypatch):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: AMX_AND_AVX512)
     for name, probe, expected in (("fast", 0.25, "bf16"), ("slow", 1 / 1.2, "fp32")):
         home = tmp_path / name
-        (home / "hardware").mkdir(parents=True)
-        doc = {"fp32_s": 1e-3, "bf16_s": probe * 1e-3}
-        (home / "hardware" / f"matmul_probe-{machine_key()}.json").write_text(json.dumps(doc))
+        keep(home, "matmul_probe", {"fp32_s": 1e-3, "bf16_s": probe * 1e-3})
         assert resolve_precision("auto", "cpu", home) == expected
     assert resolve_precision("fp32", "cpu", tmp_path / "fast") == "fp32"  # the setting wins
 
@@ -115,10 +120,11 @@ def test_auto_profile_is_seed_on_a_cpu_when_the_estimate_fits_the_budget(tmp_pat
     layout (600, 150, 150, 200), 1 epoch, 5 draws: a fit is 600 windows (6 s) and 150 + 500 x 5
     = 2,650 forward rows (10 s), 16 s. Three symbols and one report fold: 3 x (2 + 1) = 9
     fits, 144 s = 2.4 min."""
-    (tmp_path / "hardware").mkdir()
-    rates = {"train_windows_per_s": 100.0, "forward_rows_per_s": 265.0}
-    kept = tmp_path / "hardware" / f"seed_throughput_fp32-{machine_key()}.json"
-    kept.write_text(json.dumps(rates))
+    keep(
+        tmp_path,
+        "seed_throughput_fp32",
+        {"train_windows_per_s": 100.0, "forward_rows_per_s": 265.0},
+    )
     walk = WalkForwardConfig(train=600, val=150, calib=150, test=200, purge=130)
     kw = dict(walk=walk, horizon=1, epochs=1, mc_samples=5, precision="fp32", home=tmp_path)
     budget = pipeline_budget(symbols=3, report_folds=1, minutes=2.4)
@@ -147,10 +153,8 @@ def test_levibot_train_and_demo_name_the_profile_auto_resolved_to(tmp_path):
     from levibot_pipelines.cli import resolved_profile
     from levibot_pipelines.settings import ModelSettings
 
-    (tmp_path / "hardware").mkdir()
     rates = {"train_windows_per_s": 32_000.0, "forward_rows_per_s": 512_000.0}
-    kept = tmp_path / "hardware" / f"seed_throughput_fp32-{machine_key()}.json"
-    kept.write_text(json.dumps(rates))
+    keep(tmp_path, "seed_throughput_fp32", rates)
 
     def settings(**models) -> Settings:
         return Settings(home=tmp_path, models=ModelSettings(precision="fp32", **models))

@@ -25,6 +25,7 @@ from levibot_pipelines.core.data.features import FEATURE_COLUMNS, build_features
 from levibot_pipelines.core.data.futures import FUTURES_COLUMNS, FuturesData
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, evaluate_symbol, symbol_data
 from levibot_pipelines.core.models.profile_choice import (
+    Throughput,
     choose_cpu_profile,
     estimated_seconds,
     training_work,
@@ -195,13 +196,12 @@ def eval_config(
     return name, replace(cfg, transformer=replace(transformer, n_features=n_features))
 
 
-def auto_cpu_profile(cfg: EvalConfig, budget: TrainingBudget, home: Path | str | None) -> str:
-    """``"seed"`` or ``"small"``: whether ``budget.fits`` seed-profile fits of ``cfg`` fit
-    ``budget.seconds`` at this machine's measured seed throughput in ``cfg.precision``
-    (``adapters.hardware.seed_rates``); logged with the estimate."""
+def seed_estimate_s(cfg: EvalConfig, fits: int, speed: Throughput) -> float:
+    """Seconds of ``fits`` seed-profile Transformer fits of ``cfg`` (its walk, epochs, windows
+    per epoch and MC draws) at ``speed`` (``core.models.profile_choice``)."""
     w = cfg.walk
     work = training_work(
-        fits=budget.fits,
+        fits=fits,
         epochs=cfg.epochs,
         train=w.train,
         val=w.val,
@@ -210,15 +210,22 @@ def auto_cpu_profile(cfg: EvalConfig, budget: TrainingBudget, home: Path | str |
         max_train_samples=cfg.max_train_samples,
         mc_samples=cfg.mc_samples,
     )
+    return estimated_seconds(work, speed)
+
+
+def auto_cpu_profile(cfg: EvalConfig, budget: TrainingBudget, home: Path | str | None) -> str:
+    """``"seed"`` or ``"small"``: whether ``budget.fits`` seed-profile fits of ``cfg`` fit
+    ``budget.seconds`` at this machine's measured seed throughput in ``cfg.precision``
+    (``adapters.hardware.seed_rates``); logged with the estimate."""
     speed = seed_rates(cfg.precision, home)
-    estimate = estimated_seconds(work, speed)
+    estimate = seed_estimate_s(cfg, budget.fits, speed)
     chosen = choose_cpu_profile(estimate, budget.seconds)
     log.info(
         "profile auto on this CPU: %s (seed estimated %.0f min for %d fits at %.0f training "
         "windows/s and %.0f MC rows/s in %s; budget %.0f min)",
         chosen,
         estimate / 60,
-        work.fits,
+        budget.fits,
         speed.train_windows_per_s,
         speed.forward_rows_per_s,
         cfg.precision,

@@ -65,7 +65,6 @@ from levibot_pipelines.adapters.home import (
 )
 from levibot_pipelines.adapters.killswitch_store import KillSwitchError, parse_status
 from levibot_pipelines.adapters.live_files import LiveFileError, parse_summary
-from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import LatestPredictions, latest_key, parse_latest
 from levibot_pipelines.adapters.recal_files import RecalFileError, parse_state
 from levibot_pipelines.api_metrics import install_request_metrics
@@ -81,6 +80,7 @@ from levibot_pipelines.api_responses import (
 )
 from levibot_pipelines.api_schema import DeepPrediction, EnsemblePrediction, Prediction
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root
 from levibot_pipelines.usecases.recompute import RecomputeLimited, TransformerRecomputer
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def open_service(settings: Settings, clock: Callable[[], int] | None = None) -> 
     """The :class:`Service` over ``settings.home`` and the data root; ``clock`` defaults to the
     wall clock."""
     kill_path = kill_switch_path(settings.home)
-    root = open_root(settings.market.data_url, settings.home)
+    root = data_root(settings)
     return Service(
         settings=settings,
         latest_file=FileCache((root, latest_key()), parse_latest, PublishedFileError),

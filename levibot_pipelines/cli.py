@@ -35,14 +35,13 @@ from levibot_pipelines.adapters.home import (
     warehouse_path,
 )
 from levibot_pipelines.adapters.killswitch_store import KillSwitch, KillSwitchStatus
-from levibot_pipelines.adapters.object_store import DataRoot, open_root
 from levibot_pipelines.adapters.redact import redact_url
 from levibot_pipelines.adapters.registry import model_name
-from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.data.timeframes import utc_text
 from levibot_pipelines.settings import ModelSettings, Settings, SettingsError
 from levibot_pipelines.usecases import risk, smoke, status, summaries
+from levibot_pipelines.usecases.data_home import data_root, data_store
 
 INSTANCE_TEMPLATE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 # `levibot demo`'s own defaults, applied where the variable is not set (so `make demo`, which
@@ -291,16 +290,6 @@ def ingest_all(pipeline: Pipeline) -> None:
     if failed:
         raise RunFailed("; ".join(failed) + "; the feature table was not rebuilt")
     pipeline.run("features_job", label="features", steps=("cross_asset_features",))
-
-
-def data_root(settings: Settings) -> DataRoot:
-    """Where the bars, features, reports and published predictions are: the home, or the
-    bucket of LEVIBOT_DATA_URL."""
-    return open_root(settings.market.data_url, settings.home)
-
-
-def data_store(settings: Settings) -> ParquetStore:
-    return ParquetStore(settings.home, data_root(settings))
 
 
 def feature_table_lines(settings: Settings) -> list[str]:

@@ -5,11 +5,12 @@ import dagster as dg
 import polars as pl
 
 from levibot_pipelines.adapters.home import predictions_path, report_key
-from levibot_pipelines.adapters.object_store import open_root, read_json
+from levibot_pipelines.adapters.object_store import read_json
 from levibot_pipelines.defs.common import symbol_partitions
 from levibot_pipelines.defs.models import MODEL_ASSETS
 from levibot_pipelines.defs.resources import Models
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root
 
 SKILL_MODELS = ("lgbm", "deep", "ensemble")
 
@@ -75,7 +76,7 @@ def _skill_check(partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinitio
         context: dg.AssetCheckExecutionContext, models: Models
     ) -> dg.AssetCheckResult:
         symbol, s = context.partition_key, models.settings
-        report = read_json(open_root(s.market.data_url, s.home), report_key(symbol))
+        report = read_json(data_root(s), report_key(symbol))
         if report is None:
             raise FileNotFoundError(f"no report.json of {symbol}: materialize model_report")
         problems = skill_problems(report["symbols"][symbol]["models"])

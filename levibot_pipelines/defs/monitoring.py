@@ -6,12 +6,11 @@ computation (``usecases.monitor.feature_drift``)."""
 import dagster as dg
 import polars as pl
 
-from levibot_pipelines.adapters.object_store import open_root
-from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.core.trading.drift import SPREAD_MARGIN
 from levibot_pipelines.core.trading.killswitch import RiskInputs, automatic_triggers
 from levibot_pipelines.defs.common import markdown_table
 from levibot_pipelines.defs.resources import Models
+from levibot_pipelines.usecases.data_home import data_store
 from levibot_pipelines.usecases.risk import risk_limits
 
 
@@ -30,7 +29,7 @@ def feature_drift(context: dg.AssetCheckExecutionContext, models: Models) -> dg.
     from levibot_pipelines.usecases.monitor import feature_drift as compute_drift  # heavy
 
     s = models.settings
-    features = ParquetStore(s.home, open_root(s.market.data_url, s.home)).read_features()
+    features = data_store(s).read_features()
     drift = compute_drift(s, models.tracker(), features)
     inputs = RiskInputs(drift_worst=drift.worst, drift_alarm=drift.alarm)
     trigger, _ = automatic_triggers(inputs, risk_limits(s))["drift"]

@@ -21,6 +21,7 @@ from levibot_pipelines.adapters.home import mlartifacts_dir, mlflow_tracking_uri
 from levibot_pipelines.adapters.sources import Source
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_store
 from levibot_pipelines.usecases.ingest import make_source
 
 if TYPE_CHECKING:
@@ -36,10 +37,7 @@ class MarketDataResource:
 
     def store(self) -> ParquetStore:
         """The store in the data root: the home, or LEVIBOT_DATA_URL's bucket (locks: home)."""
-        from levibot_pipelines.adapters.object_store import open_root
-
-        s = self.settings
-        return ParquetStore(s.home, open_root(s.market.data_url, s.home))
+        return data_store(self.settings)
 
     def build_source(self) -> Source:
         return make_source(self.settings.market)

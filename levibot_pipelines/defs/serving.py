@@ -7,10 +7,8 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_latest, refresh_prediction_views
 from levibot_pipelines.adapters.prom import push_metrics
-from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.defs.common import (
     WAREHOUSE_POOL,
     markdown_table,
@@ -20,6 +18,7 @@ from levibot_pipelines.defs.common import (
 from levibot_pipelines.defs.executors import small_job_executor
 from levibot_pipelines.defs.resources import Models, Trading
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root, data_store
 from levibot_pipelines.usecases.publish_state import missing_models, unpublished_symbols
 
 FEATURES = dg.AssetKey("cross_asset_features")
@@ -52,7 +51,7 @@ def latest_predictions(
 
     s = trading.settings
     report = publish_latest(s, models.tracker(), now_ms())
-    root = open_root(s.market.data_url, s.home)  # the home, or LEVIBOT_DATA_URL's bucket
+    root = data_root(s)  # the home, or LEVIBOT_DATA_URL's bucket
     views = refresh_warehouse_views(warehouse, lambda conn: refresh_prediction_views(conn, root))
     pushed = push_metrics(s.serving.pushgateway_url, read_latest(root), s.market.symbols)
     for note in report.notes:
@@ -76,7 +75,7 @@ def latest_predictions(
 
 def _latest(trading: Trading) -> tuple[Settings, pl.DataFrame]:
     s = trading.settings
-    latest = read_latest(open_root(s.market.data_url, s.home))
+    latest = read_latest(data_root(s))
     if latest is None:
         raise ValueError(f"nothing published under {s.market.data_url or s.home}")
     return s, pl.DataFrame(list(latest.rows.values()))
@@ -107,7 +106,7 @@ def every_symbol_published(trading: Trading) -> dg.AssetCheckResult:
 def bar_time_is_newest_feature_row(trading: Trading) -> dg.AssetCheckResult:
     s, rows = _latest(trading)
     newest = (
-        ParquetStore(s.home, open_root(s.market.data_url, s.home))
+        data_store(s)
         .read_features(columns=["symbol", "timestamp"])
         .group_by("symbol")
         .agg(pl.col("timestamp").max().alias("newest_feature_row"))
@@ -177,7 +176,7 @@ def publish_on_features(context: dg.SensorEvaluationContext, trading: Trading):
     if context.instance.get_runs_count(live):
         return dg.SkipReason("a features_publish_job run is publishing: waiting for it")
     context.update_cursor(json.dumps({"storage_id": storage_id}))
-    if not unpublished_symbols(s.home, s.market.symbols, open_root(s.market.data_url, s.home)):
+    if not unpublished_symbols(s.home, s.market.symbols, data_root(s)):
         return dg.SkipReason(
             f"feature update {storage_id} brought no new bar: every symbol's newest bar is "
             "already published"

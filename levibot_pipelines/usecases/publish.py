@@ -17,7 +17,6 @@ import polars as pl
 
 from levibot_pipelines.adapters.hardware import resolve_precision
 from levibot_pipelines.adapters.killswitch_store import KillSwitch
-from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import (
     MC_SEED,
     read_history,
@@ -43,6 +42,7 @@ from levibot_pipelines.core.trading.killswitch import RiskInputs, RiskLimits
 from levibot_pipelines.core.trading.live import EngineInputs, live_decision
 from levibot_pipelines.core.trading.paper import HISTORY_COLUMNS
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root
 from levibot_pipelines.usecases.ensemble import champion_pair, engine_inputs
 from levibot_pipelines.usecases.monitor import feature_drift
 from levibot_pipelines.usecases.recalibration import recalibrate_published
@@ -272,7 +272,7 @@ def publish_latest(s: Settings, tracker: Tracker, now_ms: int) -> PublishReport:
     resulting state. The decisions are taken on the models' own probabilities; an active live
     recalibration map then replaces the published ``{model}_p_up`` it applies to
     (``usecases.recalibration.recalibrate_published``)."""
-    root = open_root(s.market.data_url, s.home)  # the data root: the home or LEVIBOT_DATA_URL
+    root = data_root(s)  # the data root: the home or LEVIBOT_DATA_URL
     store = ParquetStore(s.home, root)
     features = store.read_features()
     history = read_history(root)

@@ -118,17 +118,16 @@ class TransformerRecomputer:
         import numpy as np
         import polars as pl
 
-        from levibot_pipelines.adapters.object_store import open_root
-        from levibot_pipelines.adapters.store import ParquetStore
         from levibot_pipelines.core.data.features import FEATURE_COLUMNS
         from levibot_pipelines.core.data.windows import window_ends
         from levibot_pipelines.core.models.inference import transformer_outputs
+        from levibot_pipelines.usecases.data_home import data_store
 
         symbol, bar_time = row["symbol"], row["bar_time"]
         model, calibrator = self._model(symbol, row["deep_version"])
         length = model.config.window
         s = self.settings
-        store = ParquetStore(s.home, open_root(s.market.data_url, s.home))
+        store = data_store(s)
         if not store.has_features():
             raise PublishedFileError(
                 f"no feature table at {store.features_path}: cannot recompute {symbol}"

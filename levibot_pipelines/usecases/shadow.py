@@ -22,12 +22,12 @@ from pathlib import Path
 
 import polars as pl
 
-from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_latest, remove_shadow, write_shadow
 from levibot_pipelines.adapters.registry import model_name
 from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root
 from levibot_pipelines.usecases.ensemble import champion_pair
 from levibot_pipelines.usecases.publish import predict_row
 
@@ -119,7 +119,7 @@ def publish_shadow(s: Settings, tracker: Tracker, now_ms: int) -> ShadowReport:
     rows = _shadow_rows(s, tracker, pairs, now_ms, notes) if pairs else []
     for note in notes:
         log.warning(note)
-    root = open_root(s.market.data_url, s.home)
+    root = data_root(s)
     if not rows:
         return ShadowReport(None, pl.DataFrame(), pairs, remove_shadow(root), notes)
     frame = pl.DataFrame(rows)
@@ -131,7 +131,7 @@ def _shadow_rows(
 ) -> list[dict]:
     """A shadow row per symbol of ``pairs`` on the bar its champion row was published for;
     a symbol without a champion row on its newest feature bar is left out with a note."""
-    root = open_root(s.market.data_url, s.home)
+    root = data_root(s)
     champion = read_latest(root)
     if champion is None:
         raise ValueError(

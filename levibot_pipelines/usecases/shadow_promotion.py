@@ -31,15 +31,14 @@ from pathlib import Path
 import polars as pl
 
 from levibot_pipelines.adapters.live_files import read_scores
-from levibot_pipelines.adapters.object_store import open_root
 from levibot_pipelines.adapters.prediction_files import read_history
 from levibot_pipelines.adapters.registry import model_name
-from levibot_pipelines.adapters.store import ParquetStore
 from levibot_pipelines.adapters.tracking import Tracker
 from levibot_pipelines.core.evaluation.live_scoring import first_published
 from levibot_pipelines.core.evaluation.shadow_rule import KINDS, paired_bars, shadow_verdict
 from levibot_pipelines.core.evaluation.walk_forward import EvalConfig, symbol_data
 from levibot_pipelines.settings import Settings
+from levibot_pipelines.usecases.data_home import data_root, data_store
 from levibot_pipelines.usecases.ensemble import decision_setup, fit_champion_ensemble
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ def promote_challengers(
     UTC): move the aliases, refit the ensemble and record the decisions (module docstring).
     Returns the decisions and notes."""
     h, min_bars = s.models.label_horizon, s.serving.shadow_min_bars
-    root = open_root(s.market.data_url, s.home)
+    root = data_root(s)
     champion = labelled_scores(read_scores(s.home), read_history(root), h)
     shadow = labelled_scores(read_scores(s.home, shadow=True), read_history(root, shadow=True), h)
     decisions: list[ShadowDecision] = []
@@ -173,7 +172,7 @@ def _refit(
 ) -> dict:
     """``ensemble.json`` of ``symbol`` fitted for the pair ``versions`` (as ``ensemble_weights``
     fits the champions)."""
-    store = ParquetStore(s.home, open_root(s.market.data_url, s.home))
+    store = data_store(s)
     return fit_champion_ensemble(
         tracker,
         Path(s.home),
